@@ -1,0 +1,171 @@
+use super::*;
+use serde_json::json;
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
+        .expect("literal timestamp")
+        .with_timezone(&Utc)
+}
+
+fn good_prediction() -> Value {
+    json!({
+        "system_id": "credit-scoring",
+        "model_version": "3.1.0",
+        "prediction_id": "req-42",
+        "timestamp": "2026-11-23T11:00:00+01:00",
+        "features": {"age": 41, "region": "north", "employed": true, "income": null},
+        "prediction": {"score": 0.83, "label": 1},
+        "segment": {"channel": "web"}
+    })
+}
+
+#[test]
+fn valid_prediction_is_normalised() {
+    let p = parse_prediction(good_prediction(), now()).expect("valid");
+    assert_eq!(p.system_id, "credit-scoring");
+    assert_eq!(p.timestamp.to_rfc3339(), "2026-11-23T10:00:00+00:00");
+    assert_eq!(p.prediction.label.as_deref(), Some("1"));
+    assert_eq!(p.features["age"], FeatureValue::Number(41.0));
+    assert_eq!(p.features["employed"], FeatureValue::Bool(true));
+    assert_eq!(p.features["income"], FeatureValue::Null);
+    assert_eq!(p.v, WIRE_VERSION);
+}
+
+#[test]
+fn missing_timestamp_and_event_id_are_filled_in() {
+    let mut v = good_prediction();
+    v.as_object_mut().expect("object").remove("timestamp");
+    let a = parse_prediction(v.clone(), now()).expect("valid");
+    let b = parse_prediction(v, now()).expect("valid");
+    assert_eq!(a.timestamp, now());
+    assert_ne!(a.event_id, b.event_id, "each event gets its own id");
+}
+
+fn field_error(v: Value) -> FieldError {
+    parse_event(v, now()).expect_err("must be rejected")
+}
+
+#[test]
+fn errors_name_the_field_and_what_was_expected() {
+    let mut v = good_prediction();
+    v["features"]["age"] = json!({"years": 41});
+    let e = field_error(v);
+    assert_eq!(e.field, "features.age");
+    assert_eq!(
+        e.to_string(),
+        "features.age: expected a number, string, boolean or null, found an object"
+    );
+
+    let mut v = good_prediction();
+    v["prediction"]["score"] = json!("high");
+    assert_eq!(
+        field_error(v).to_string(),
+        "prediction.score: expected a finite number, found string \"high\""
+    );
+
+    let mut v = good_prediction();
+    v.as_object_mut().expect("object").remove("system_id");
+    let e = field_error(v);
+    assert_eq!(e.field, "system_id");
+    assert_eq!(e.found, "nothing (field is missing)");
+
+    let mut v = good_prediction();
+    v["system_id"] = json!("credit scoring/v2");
+    assert_eq!(field_error(v).field, "system_id");
+
+    let mut v = good_prediction();
+    v["timestamp"] = json!("yesterday");
+    assert_eq!(field_error(v).field, "timestamp");
+
+    let mut v = good_prediction();
+    v["prediction"] = json!({});
+    assert_eq!(
+        field_error(v).to_string(),
+        "prediction: expected at least one of score, label, value, found none of them"
+    );
+
+    let mut v = good_prediction();
+    v["feature"] = json!({});
+    let e = field_error(v);
+    assert_eq!(e.field, "feature");
+    assert!(e.expected.contains("known fields"), "{e}");
+}
+
+#[test]
+fn outcome_accepts_shorthand_and_object() {
+    let base = json!({"system_id": "s", "prediction_id": "p1", "outcome": "default"});
+    let Event::Outcome(o) = parse_event(base, now()).expect("valid") else {
+        panic!("expected an outcome");
+    };
+    assert_eq!(o.outcome.label.as_deref(), Some("default"));
+    let o = parse_outcome(
+        json!({"system_id": "s", "prediction_id": "p1", "outcome": {"value": 2.5}}),
+        now(),
+    )
+    .expect("valid");
+    assert_eq!(o.outcome.value, Some(2.5));
+    let e = parse_outcome(
+        json!({"system_id": "s", "prediction_id": "p1", "outcome": [1]}),
+        now(),
+    )
+    .expect_err("array outcome");
+    assert_eq!(e.field, "outcome");
+}
+
+#[test]
+fn wire_round_trip_keeps_everything() {
+    let event = Event::Prediction(parse_prediction(good_prediction(), now()).expect("valid"));
+    let bytes = event.to_wire();
+    let text = String::from_utf8(bytes.clone()).expect("utf8");
+    assert!(text.starts_with("{\"kind\":\"prediction\",\"v\":1,"), "{text}");
+    assert_eq!(Event::from_wire(&bytes).expect("decodes"), event);
+    // The wire form is itself valid input (files written from the topic can be replayed).
+    let again = parse_event(serde_json::from_slice(&bytes).expect("json"), now()).expect("valid");
+    assert_eq!(again, event);
+}
+
+#[test]
+fn wire_rejects_other_versions() {
+    let mut v: Value = serde_json::from_slice(
+        &Event::Prediction(parse_prediction(good_prediction(), now()).expect("valid")).to_wire(),
+    )
+    .expect("json");
+    v["v"] = json!(2);
+    let bytes = serde_json::to_vec(&v).expect("json");
+    assert!(matches!(Event::from_wire(&bytes), Err(WireError::Version(2))));
+    assert!(matches!(Event::from_wire(b"not json"), Err(WireError::Malformed(_))));
+}
+
+/// The published JSON Schema and the Rust types must name the same required fields.
+#[test]
+fn json_schema_matches_the_types() {
+    let schema: Value = serde_json::from_str(JSON_SCHEMA).expect("schema is JSON");
+    let wire: Value = serde_json::from_slice(
+        &Event::Prediction(parse_prediction(good_prediction(), now()).expect("valid")).to_wire(),
+    )
+    .expect("json");
+    let props = schema["$defs"]["prediction"]["properties"]
+        .as_object()
+        .expect("properties");
+    for key in wire.as_object().expect("object").keys() {
+        assert!(props.contains_key(key), "schema lacks field {key}");
+    }
+    for req in schema["$defs"]["prediction"]["required"]
+        .as_array()
+        .expect("required")
+    {
+        let req = req.as_str().expect("string");
+        assert!(wire.get(req).is_some(), "wire lacks required field {req}");
+    }
+    let outcome = Event::Outcome(
+        parse_outcome(json!({"system_id": "s", "prediction_id": "p", "outcome": 1.0}), now())
+            .expect("valid"),
+    );
+    let wire: Value = serde_json::from_slice(&outcome.to_wire()).expect("json");
+    let props = schema["$defs"]["outcome"]["properties"]
+        .as_object()
+        .expect("properties");
+    for key in wire.as_object().expect("object").keys() {
+        assert!(props.contains_key(key), "schema lacks outcome field {key}");
+    }
+}
