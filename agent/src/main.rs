@@ -1,1 +1,79 @@
-fn main() {}
+//! `driftwatch-agent`: parse configuration, bind, serve until SIGTERM, drain.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use driftwatch_agent::{config::AgentConfig, telemetry};
+
+/// The driftwatch sidecar: validates prediction and outcome events from the model server
+/// and ships them to Kafka.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (every key has a default).
+    #[arg(long, env = "DRIFTWATCH_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP listen address (overrides `listen`).
+    #[arg(long, env = "DRIFTWATCH_AGENT_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Kafka bootstrap servers (overrides `kafka.brokers`).
+    #[arg(long, env = "DRIFTWATCH_KAFKA_BROKERS")]
+    brokers: Option<String>,
+    /// Events topic (overrides `kafka.topic`).
+    #[arg(long, env = "DRIFTWATCH_EVENTS_TOPIC")]
+    topic: Option<String>,
+}
+
+/// sysexits.h EX_CONFIG-style code for unusable configuration.
+const EXIT_CONFIG: u8 = 64;
+const EXIT_UNAVAILABLE: u8 = 69;
+
+fn load(args: &Args) -> anyhow::Result<AgentConfig> {
+    let mut config = match &args.config {
+        Some(path) => AgentConfig::from_file(path)?,
+        None => AgentConfig::default(),
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(b) = &args.brokers {
+        config.kafka.brokers = b.clone();
+    }
+    if let Some(t) = &args.topic {
+        config.kafka.topic = t.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    telemetry::init_tracing();
+    let config = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("driftwatch-agent: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("driftwatch-agent: cannot listen on {}: {e}", config.listen);
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let registry = prometheus::Registry::new();
+    match driftwatch_agent::run(listener, config, registry, driftwatch_agent::shutdown_signal())
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("driftwatch-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,2 @@
-
+//! driftwatch detector.
+pub mod stats;

@@ -1,0 +1,224 @@
+//! Typed agent configuration: a TOML file, overridden by flags and `DRIFTWATCH_*`
+//! environment variables, validated before any port is bound.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Everything the agent needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Address of the HTTP ingest API. Loopback by default: the model server is in the same pod.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger bodies get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Largest number of events in one request; more gets 413.
+    #[serde(default = "default_max_batch_events")]
+    pub max_batch_events: usize,
+    /// How long a graceful shutdown may spend flushing to Kafka.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// Where events go.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+}
+
+/// The Kafka producer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Topic for prediction and outcome events.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// `client.id`.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// How long a request waits for Kafka to confirm its events before answering 503.
+    #[serde(default = "default_message_timeout_ms")]
+    pub message_timeout_ms: u64,
+    /// `linger.ms`: batching delay.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// `queue.buffering.max.kbytes`: bounds librdkafka's in-memory queue.
+    #[serde(default = "default_queue_max_kbytes")]
+    pub queue_max_kbytes: u64,
+    /// Extra librdkafka properties (security, SASL, ...), passed through verbatim.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8686))
+}
+fn default_max_body_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_batch_events() -> usize {
+    10_000
+}
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
+}
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_topic() -> String {
+    driftwatch_schema::DEFAULT_EVENTS_TOPIC.into()
+}
+fn default_client_id() -> String {
+    "driftwatch-agent".into()
+}
+fn default_message_timeout_ms() -> u64 {
+    30_000
+}
+fn default_linger_ms() -> u64 {
+    5
+}
+fn default_queue_max_kbytes() -> u64 {
+    64 * 1024
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: default_brokers(),
+            topic: default_topic(),
+            client_id: default_client_id(),
+            message_timeout_ms: default_message_timeout_ms(),
+            linger_ms: default_linger_ms(),
+            queue_max_kbytes: default_queue_max_kbytes(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body_bytes(),
+            max_batch_events: default_max_batch_events(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+            kafka: KafkaConfig::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The TOML error, which names key and line.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {key}: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl AgentConfig {
+    /// Read a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parse TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+    }
+
+    /// Cross-field checks; run after overrides are applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        if self.max_body_bytes < 1024 {
+            return invalid("max_body_bytes", "must be at least 1024");
+        }
+        if self.max_batch_events == 0 {
+            return invalid("max_batch_events", "must be at least 1");
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return invalid("kafka.brokers", "must name at least one broker host:port");
+        }
+        if self.kafka.topic.is_empty()
+            || self.kafka.topic.len() > 249
+            || !self
+                .kafka
+                .topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return invalid(
+                "kafka.topic",
+                "must be 1 to 249 characters of [A-Za-z0-9._-]",
+            );
+        }
+        if self.kafka.message_timeout_ms == 0 {
+            return invalid("kafka.message_timeout_ms", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = AgentConfig::from_toml("").expect("empty config");
+        c.validate().expect("defaults validate");
+        assert_eq!(c.kafka.topic, "driftwatch.events");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = AgentConfig::from_toml("[kafka]\nbroker = \"x:1\"\n").expect_err("typo");
+        assert!(e.contains("unknown field `broker`"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut c = AgentConfig::default();
+        c.kafka.topic = "bad topic".into();
+        let e = c.validate().expect_err("bad topic");
+        assert!(e.to_string().starts_with("invalid config: kafka.topic:"), "{e}");
+    }
+}

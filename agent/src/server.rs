@@ -1,0 +1,252 @@
+//! The HTTP API: `POST /v1/predictions`, `POST /v1/outcomes`, `GET /metrics`, `/live`,
+//! `/ready`.
+//!
+//! Answers: 202 `{"accepted": n}` once Kafka confirmed the batch; 400 with the list of
+//! bad events and fields; 413 for a body or batch over the limits; 503 with `Retry-After`
+//! when Kafka did not confirm (nothing of that batch is acknowledged).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::Utc;
+use driftwatch_schema::{Event, EventKind};
+use prometheus::Registry;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::config::AgentConfig;
+use crate::ingest::{parse_batch, IngestError};
+use crate::metrics::{render, AgentMetrics};
+use crate::sink::{KafkaSink, Record, SinkError};
+
+/// Bodies above this size are parsed off the async workers.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Kafka producer set-up failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// Metric registration failed (a name registered twice).
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+struct AppState {
+    sink: KafkaSink,
+    metrics: AgentMetrics,
+    registry: Registry,
+    max_batch_events: usize,
+    ready: AtomicBool,
+}
+
+/// Serve on `listener` until `shutdown` resolves, then stop accepting, finish in-flight
+/// requests and flush the producer for up to `shutdown_grace_ms`.
+pub async fn run(
+    listener: TcpListener,
+    config: AgentConfig,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let metrics = AgentMetrics::new(&registry)?;
+    let sink = KafkaSink::new(&config.kafka, metrics.clone())?;
+    let state = Arc::new(AppState {
+        sink,
+        metrics,
+        registry,
+        max_batch_events: config.max_batch_events,
+        ready: AtomicBool::new(false),
+    });
+    let app = router(state.clone(), config.max_body_bytes);
+    // Readiness is a latch: once serving, a Kafka outage does not flip it back.
+    state.ready.store(true, Ordering::SeqCst);
+    state.metrics.ready.set(1);
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        topic = %config.kafka.topic,
+        brokers = %config.kafka.brokers,
+        "driftwatch-agent serving"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    tracing::info!(grace_ms = config.shutdown_grace_ms, "draining Kafka producer");
+    let flushed = tokio::task::spawn_blocking(move || state.sink.flush(grace)).await;
+    match flushed {
+        Ok(Ok(())) => tracing::info!("driftwatch-agent stopped cleanly"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "producer flush incomplete at shutdown"),
+        Err(e) => tracing::warn!(error = %e, "producer flush task failed"),
+    }
+    Ok(())
+}
+
+fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/predictions", post(post_predictions))
+        .route("/v1/outcomes", post(post_outcomes))
+        .route("/metrics", get(get_metrics))
+        .route("/live", get(|| async { "live\n" }))
+        .route("/ready", get(get_ready))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn post_predictions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    ingest(state, EventKind::Prediction, body).await
+}
+
+async fn post_outcomes(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    ingest(state, EventKind::Outcome, body).await
+}
+
+fn route_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Prediction => "/v1/predictions",
+        EventKind::Outcome => "/v1/outcomes",
+    }
+}
+
+async fn ingest(state: Arc<AppState>, kind: EventKind, body: Bytes) -> Response {
+    let started = Instant::now();
+    let route = route_name(kind);
+    let response = ingest_inner(&state, kind, body).await;
+    let status = response.status();
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route, status.as_str()])
+        .inc();
+    state
+        .metrics
+        .request_seconds
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn encode(events: Vec<Event>) -> Vec<Record> {
+    events
+        .into_iter()
+        .map(|e| Record {
+            key: e.system_id().to_owned(),
+            payload: e.to_wire(),
+        })
+        .collect()
+}
+
+async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Response {
+    let max = state.max_batch_events;
+    let now = Utc::now();
+    let parsed = if body.len() <= INLINE_PARSE_BYTES {
+        parse_batch(&body, kind, max, now).map(encode)
+    } else {
+        match tokio::task::spawn_blocking(move || parse_batch(&body, kind, max, now).map(encode))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "parser task failed");
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", json!({}));
+            }
+        }
+    };
+    let records = match parsed {
+        Ok(r) => r,
+        Err(e) => return refuse(state, kind, e),
+    };
+    let n = records.len();
+    match state.sink.submit(&records).await {
+        Ok(()) => {
+            state
+                .metrics
+                .events_accepted
+                .with_label_values(&[kind.as_str()])
+                .inc_by(n as u64);
+            (StatusCode::ACCEPTED, axum::Json(json!({ "accepted": n }))).into_response()
+        }
+        Err(e) => {
+            state
+                .metrics
+                .events_rejected
+                .with_label_values(&[kind.as_str(), "unavailable"])
+                .inc_by(n as u64);
+            tracing::warn!(error = %e, events = n, "batch not confirmed by Kafka; answered 503");
+            let mut resp = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{e}; nothing of this batch was acknowledged, retry it"),
+                json!({ "accepted": 0 }),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp
+        }
+    }
+}
+
+fn refuse(state: &AppState, kind: EventKind, e: IngestError) -> Response {
+    let (status, reason, count, extra) = match &e {
+        IngestError::Syntax(_) | IngestError::Empty => {
+            (StatusCode::BAD_REQUEST, "invalid", 0, json!({ "accepted": 0 }))
+        }
+        IngestError::TooMany { count, .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            *count,
+            json!({ "accepted": 0 }),
+        ),
+        IngestError::Invalid {
+            total,
+            invalid,
+            errors,
+        } => (
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            *total,
+            json!({ "accepted": 0, "invalid": invalid, "errors": errors }),
+        ),
+    };
+    state
+        .metrics
+        .events_rejected
+        .with_label_values(&[kind.as_str(), reason])
+        .inc_by(count as u64);
+    tracing::debug!(error = %e, "refused a batch");
+    error(status, &e.to_string(), extra)
+}
+
+fn error(status: StatusCode, message: &str, mut extra: serde_json::Value) -> Response {
+    extra["error"] = json!(message);
+    (status, axum::Json(extra)).into_response()
+}
+
+async fn get_metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        render(&state.registry),
+    )
+        .into_response()
+}
+
+async fn get_ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}

@@ -1,0 +1,19 @@
+//! Logging set-up shared by both binaries: `DRIFTWATCH_LOG` is the filter (default
+//! `info`), `DRIFTWATCH_LOG_FORMAT=json` selects JSON lines. Logs go to stderr.
+
+use tracing_subscriber::EnvFilter;
+
+/// Install the global subscriber. Safe to call twice (the second call does nothing).
+pub fn init_tracing() {
+    let filter = EnvFilter::try_from_env("DRIFTWATCH_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let json = std::env::var("DRIFTWATCH_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,212 @@
+//! Drift statistics. Pure functions over samples, no I/O, no allocation on the hot path
+//! beyond what a method needs. Every function here is checked against scipy/numpy values
+//! in `detector/tests/oracle.rs` (fixtures made by `detector/tests/oracle/make_fixtures.py`).
+
+pub mod kolmogorov;
+
+use statrs::distribution::{ChiSquared, ContinuousCDF};
+
+/// Result of a two-sample Kolmogorov-Smirnov test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KsResult {
+    /// `D = sup |F_ref - F_win|`.
+    pub statistic: f64,
+    /// Two-sided asymptotic p-value as `scipy.stats.ks_2samp(..., method="asymp")`.
+    pub p_value: f64,
+}
+
+/// Two-sample KS on two **sorted** samples (NaN-free, non-empty).
+///
+/// The p-value is the finite-n Kolmogorov survival function at
+/// `round_half_even(m*n/(m+n))`, exactly scipy's asymptotic method.
+pub fn ks_2samp_sorted(a: &[f64], b: &[f64]) -> KsResult {
+    let (n1, n2) = (a.len(), b.len());
+    if n1 == 0 || n2 == 0 {
+        return KsResult {
+            statistic: f64::NAN,
+            p_value: f64::NAN,
+        };
+    }
+    let (f1, f2) = (n1 as f64, n2 as f64);
+    let (mut i, mut j) = (0usize, 0usize);
+    let mut d: f64 = 0.0;
+    // Walk the merged order; at each distinct value both ECDFs include all ties (side='right').
+    while i < n1 && j < n2 {
+        let v = if a[i] <= b[j] { a[i] } else { b[j] };
+        while i < n1 && a[i] <= v {
+            i += 1;
+        }
+        while j < n2 && b[j] <= v {
+            j += 1;
+        }
+        let diff = (i as f64 / f1 - j as f64 / f2).abs();
+        if diff > d {
+            d = diff;
+        }
+    }
+    // Once one side is exhausted its ECDF is 1; the gap only shrinks from here.
+    let (m, n) = if f1 >= f2 { (f1, f2) } else { (f2, f1) };
+    let en = (m * n / (m + n)).round_ties_even().max(1.0) as u64;
+    KsResult {
+        statistic: d,
+        p_value: kolmogorov::kolmogn(en, d, false),
+    }
+}
+
+/// Smoothing for empty bins in PSI: a proportion of 0 is replaced by this value (as
+/// Evidently does), so the logarithm stays finite. Documented in the plan reference.
+pub const PSI_EMPTY_BIN: f64 = 1e-4;
+
+/// Population stability index between two proportion vectors of equal length:
+/// `sum (w - r) * ln(w / r)`, with zero proportions replaced by [`PSI_EMPTY_BIN`].
+pub fn psi(reference: &[f64], window: &[f64]) -> f64 {
+    reference
+        .iter()
+        .zip(window)
+        .map(|(&r, &w)| {
+            let r = if r > 0.0 { r } else { PSI_EMPTY_BIN };
+            let w = if w > 0.0 { w } else { PSI_EMPTY_BIN };
+            (w - r) * (w / r).ln()
+        })
+        .sum()
+}
+
+/// Quantile with linear interpolation of a sorted sample (numpy's default `linear` method).
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let pos = q * (n - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(n - 1);
+    let frac = pos - lo as f64;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * frac
+}
+
+/// Interior bin edges at the reference deciles (or `bins` quantiles), duplicates removed.
+/// A value `v` falls in bin `#{edges e : e < v}`: bins are `(-inf, e1], (e1, e2], ...`.
+pub fn quantile_edges(sorted_reference: &[f64], bins: usize) -> Vec<f64> {
+    let mut edges: Vec<f64> = (1..bins)
+        .map(|i| quantile_sorted(sorted_reference, i as f64 / bins as f64))
+        .collect();
+    edges.dedup();
+    edges
+}
+
+/// Bin index of `v` for `edges` from [`quantile_edges`].
+pub fn bin_of(edges: &[f64], v: f64) -> usize {
+    edges.partition_point(|&e| e < v)
+}
+
+/// Proportions per bin of a sample.
+pub fn bin_proportions(edges: &[f64], values: &[f64]) -> Vec<f64> {
+    let mut counts = vec![0u64; edges.len() + 1];
+    for &v in values {
+        counts[bin_of(edges, v)] += 1;
+    }
+    let n = values.len().max(1) as f64;
+    counts.into_iter().map(|c| c as f64 / n).collect()
+}
+
+/// Result of a chi-squared test of homogeneity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Chi2Result {
+    /// Pearson's statistic.
+    pub statistic: f64,
+    /// Upper-tail p-value.
+    pub p_value: f64,
+    /// Degrees of freedom.
+    pub dof: u64,
+}
+
+/// Chi-squared test of the 2 x k table (reference counts, window counts), as
+/// `scipy.stats.chi2_contingency(table)` with its default Yates continuity correction
+/// when there is one degree of freedom. Categories empty in both rows are dropped (scipy
+/// refuses zero expected counts); one remaining category gives statistic 0, p-value 1.
+pub fn chi2_contingency(reference: &[u64], window: &[u64]) -> Chi2Result {
+    let cols: Vec<(f64, f64)> = reference
+        .iter()
+        .zip(window)
+        .filter(|(r, w)| **r + **w > 0)
+        .map(|(&r, &w)| (r as f64, w as f64))
+        .collect();
+    let nr: f64 = cols.iter().map(|c| c.0).sum();
+    let nw: f64 = cols.iter().map(|c| c.1).sum();
+    let total = nr + nw;
+    let k = cols.len();
+    if k < 2 || nr == 0.0 || nw == 0.0 {
+        return Chi2Result {
+            statistic: 0.0,
+            p_value: 1.0,
+            dof: 0,
+        };
+    }
+    let dof = (k - 1) as u64;
+    let yates = dof == 1;
+    let mut stat = 0.0;
+    for &(r, w) in &cols {
+        let col = r + w;
+        for (obs, row) in [(r, nr), (w, nw)] {
+            let exp = row * col / total;
+            let mut o = obs;
+            if yates {
+                let diff = exp - o;
+                o += diff.signum() * diff.abs().min(0.5);
+            }
+            stat += (o - exp) * (o - exp) / exp;
+        }
+    }
+    let p_value = match ChiSquared::new(dof as f64) {
+        Ok(dist) => dist.sf(stat),
+        Err(_) => f64::NAN,
+    };
+    Chi2Result {
+        statistic: stat,
+        p_value,
+        dof,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ks_identical_samples() {
+        let a: Vec<f64> = (0..100).map(f64::from).collect();
+        let r = ks_2samp_sorted(&a, &a);
+        assert_eq!(r.statistic, 0.0);
+        assert_eq!(r.p_value, 1.0);
+    }
+
+    #[test]
+    fn ks_disjoint_samples() {
+        let a: Vec<f64> = (0..50).map(f64::from).collect();
+        let b: Vec<f64> = (100..150).map(f64::from).collect();
+        let r = ks_2samp_sorted(&a, &b);
+        assert_eq!(r.statistic, 1.0);
+        assert!(r.p_value < 1e-20, "{}", r.p_value);
+    }
+
+    #[test]
+    fn psi_of_equal_proportions_is_zero() {
+        assert_eq!(psi(&[0.5, 0.5], &[0.5, 0.5]), 0.0);
+        assert!(psi(&[0.5, 0.5], &[0.9, 0.1]) > 0.25);
+    }
+
+    #[test]
+    fn edges_and_bins() {
+        let r: Vec<f64> = (1..=10).map(f64::from).collect();
+        let e = quantile_edges(&r, 2);
+        assert_eq!(e, vec![5.5]);
+        assert_eq!(bin_of(&e, 5.5), 0);
+        assert_eq!(bin_of(&e, 5.6), 1);
+    }
+
+    #[test]
+    fn chi2_single_category_is_no_evidence() {
+        let r = chi2_contingency(&[10, 0], &[5, 0]);
+        assert_eq!((r.statistic, r.p_value, r.dof), (0.0, 1.0, 0));
+    }
+}
