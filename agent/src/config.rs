@@ -219,6 +219,9 @@ mod tests {
         let mut c = AgentConfig::default();
         c.kafka.topic = "bad topic".into();
         let e = c.validate().expect_err("bad topic");
-        assert!(e.to_string().starts_with("invalid config: kafka.topic:"), "{e}");
+        assert!(
+            e.to_string().starts_with("invalid config: kafka.topic:"),
+            "{e}"
+        );
     }
 }

@@ -67,8 +67,13 @@ async fn main() -> ExitCode {
         }
     };
     let registry = prometheus::Registry::new();
-    match driftwatch_agent::run(listener, config, registry, driftwatch_agent::shutdown_signal())
-        .await
+    match driftwatch_agent::run(
+        listener,
+        config,
+        registry,
+        driftwatch_agent::shutdown_signal(),
+    )
+    .await
     {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -83,7 +83,10 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await?;
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    tracing::info!(grace_ms = config.shutdown_grace_ms, "draining Kafka producer");
+    tracing::info!(
+        grace_ms = config.shutdown_grace_ms,
+        "draining Kafka producer"
+    );
     let flushed = tokio::task::spawn_blocking(move || state.sink.flush(grace)).await;
     match flushed {
         Ok(Ok(())) => tracing::info!("driftwatch-agent stopped cleanly"),
@@ -159,7 +162,11 @@ async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Respons
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "parser task failed");
-                return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", json!({}));
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                    json!({}),
+                );
             }
         }
     };
@@ -198,9 +205,12 @@ async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Respons
 
 fn refuse(state: &AppState, kind: EventKind, e: IngestError) -> Response {
     let (status, reason, count, extra) = match &e {
-        IngestError::Syntax(_) | IngestError::Empty => {
-            (StatusCode::BAD_REQUEST, "invalid", 0, json!({ "accepted": 0 }))
-        }
+        IngestError::Syntax(_) | IngestError::Empty => (
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            0,
+            json!({ "accepted": 0 }),
+        ),
         IngestError::TooMany { count, .. } => (
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",

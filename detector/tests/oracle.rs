@@ -53,11 +53,18 @@ fn kstwo_matches_scipy_over_the_grid() {
                 worst = (rel, format!("{key}(n={n}, x={x}): {actual} vs {expected}"));
             }
             if !close(actual, expected, 1e-9, 1e-300) {
-                failures.push(format!("{key}(n={n}, x={x}): {actual:e} vs scipy {expected:e}"));
+                failures.push(format!(
+                    "{key}(n={n}, x={x}): {actual:e} vs scipy {expected:e}"
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     eprintln!("worst relative error: {:e} at {}", worst.0, worst.1);
 }
 
@@ -75,7 +82,11 @@ fn ks_2samp_matches_scipy() {
             case["statistic"].as_f64().expect("d"),
             case["p_value"].as_f64().expect("p"),
         );
-        assert!(close(r.statistic, d, 1e-12, 0.0), "{name}: D {} vs {d}", r.statistic);
+        assert!(
+            close(r.statistic, d, 1e-12, 0.0),
+            "{name}: D {} vs {d}",
+            r.statistic
+        );
         assert!(
             close(r.p_value, p, 1e-9, 1e-300),
             "{name}: p {:e} vs scipy {p:e}",
@@ -103,7 +114,10 @@ fn psi_matches_numpy() {
             &stats::bin_proportions(&edges, &window),
         );
         let expected = case["psi"].as_f64().expect("psi");
-        assert!(close(value, expected, 1e-9, 1e-15), "{name}: PSI {value} vs {expected}");
+        assert!(
+            close(value, expected, 1e-9, 1e-15),
+            "{name}: PSI {value} vs {expected}"
+        );
     }
 }
 
@@ -116,7 +130,15 @@ fn chi2_contingency_matches_scipy() {
         let stat = case["statistic"].as_f64().expect("stat");
         let p = case["p_value"].as_f64().expect("p");
         assert_eq!(r.dof, case["dof"].as_u64().expect("dof"), "{name}: dof");
-        assert!(close(r.statistic, stat, 1e-12, 1e-15), "{name}: chi2 {} vs {stat}", r.statistic);
-        assert!(close(r.p_value, p, 1e-9, 1e-300), "{name}: p {:e} vs scipy {p:e}", r.p_value);
+        assert!(
+            close(r.statistic, stat, 1e-12, 1e-15),
+            "{name}: chi2 {} vs {stat}",
+            r.statistic
+        );
+        assert!(
+            close(r.p_value, p, 1e-9, 1e-300),
+            "{name}: p {:e} vs scipy {p:e}",
+            r.p_value
+        );
     }
 }

@@ -332,9 +332,8 @@ fn system_id(obj: &mut Object) -> Result<String, FieldError> {
 fn event_id(obj: &mut Object) -> Result<Uuid, FieldError> {
     match obj.remove("event_id") {
         None | Some(Value::Null) => Ok(Uuid::new_v4()),
-        Some(Value::String(s)) => {
-            Uuid::parse_str(&s).map_err(|_| FieldError::new("event_id", "a UUID", &Value::String(s)))
-        }
+        Some(Value::String(s)) => Uuid::parse_str(&s)
+            .map_err(|_| FieldError::new("event_id", "a UUID", &Value::String(s))),
         Some(other) => Err(FieldError::new("event_id", "a UUID string", &other)),
     }
 }
@@ -350,7 +349,11 @@ fn timestamp(obj: &mut Object, now: DateTime<Utc>) -> Result<DateTime<Utc>, Fiel
                 &Value::String(s),
             )),
         },
-        Some(other) => Err(FieldError::new("timestamp", "an RFC 3339 timestamp string", &other)),
+        Some(other) => Err(FieldError::new(
+            "timestamp",
+            "an RFC 3339 timestamp string",
+            &other,
+        )),
     }
 }
 
@@ -498,7 +501,11 @@ fn segment(v: Value) -> Result<BTreeMap<String, String>, FieldError> {
 fn envelope(obj: &mut Object, kind: EventKind) -> Result<(), FieldError> {
     if let Some(k) = obj.remove("kind") {
         if k.as_str() != Some(kind.as_str()) {
-            return Err(FieldError::new("kind", format!("\"{}\"", kind.as_str()), &k));
+            return Err(FieldError::new(
+                "kind",
+                format!("\"{}\"", kind.as_str()),
+                &k,
+            ));
         }
     }
     if let Some(v) = obj.remove("v") {
@@ -523,7 +530,12 @@ pub fn parse_prediction(v: Value, now: DateTime<Utc>) -> Result<Prediction, Fiel
     let prediction_id = id_string(&mut obj, "prediction_id")?;
     let timestamp = timestamp(&mut obj, now)?;
     let features = match obj.remove("features") {
-        None => return Err(FieldError::missing("features", "an object of feature values")),
+        None => {
+            return Err(FieldError::missing(
+                "features",
+                "an object of feature values",
+            ))
+        }
         Some(f) => features(f)?,
     };
     let prediction = match obj.remove("prediction") {

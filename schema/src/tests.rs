@@ -117,7 +117,10 @@ fn wire_round_trip_keeps_everything() {
     let event = Event::Prediction(parse_prediction(good_prediction(), now()).expect("valid"));
     let bytes = event.to_wire();
     let text = String::from_utf8(bytes.clone()).expect("utf8");
-    assert!(text.starts_with("{\"kind\":\"prediction\",\"v\":1,"), "{text}");
+    assert!(
+        text.starts_with("{\"kind\":\"prediction\",\"v\":1,"),
+        "{text}"
+    );
     assert_eq!(Event::from_wire(&bytes).expect("decodes"), event);
     // The wire form is itself valid input (files written from the topic can be replayed).
     let again = parse_event(serde_json::from_slice(&bytes).expect("json"), now()).expect("valid");
@@ -132,8 +135,14 @@ fn wire_rejects_other_versions() {
     .expect("json");
     v["v"] = json!(2);
     let bytes = serde_json::to_vec(&v).expect("json");
-    assert!(matches!(Event::from_wire(&bytes), Err(WireError::Version(2))));
-    assert!(matches!(Event::from_wire(b"not json"), Err(WireError::Malformed(_))));
+    assert!(matches!(
+        Event::from_wire(&bytes),
+        Err(WireError::Version(2))
+    ));
+    assert!(matches!(
+        Event::from_wire(b"not json"),
+        Err(WireError::Malformed(_))
+    ));
 }
 
 /// The published JSON Schema and the Rust types must name the same required fields.
@@ -158,8 +167,11 @@ fn json_schema_matches_the_types() {
         assert!(wire.get(req).is_some(), "wire lacks required field {req}");
     }
     let outcome = Event::Outcome(
-        parse_outcome(json!({"system_id": "s", "prediction_id": "p", "outcome": 1.0}), now())
-            .expect("valid"),
+        parse_outcome(
+            json!({"system_id": "s", "prediction_id": "p", "outcome": 1.0}),
+            now(),
+        )
+        .expect("valid"),
     );
     let wire: Value = serde_json::from_slice(&outcome.to_wire()).expect("json");
     let props = schema["$defs"]["outcome"]["properties"]

@@ -152,10 +152,7 @@ fn pomeranz_j1j2(i: i64, n: i64, ll: i64, ceilf: i64, roundf: i64) -> (i64, i64)
             if ip1div2 == n + 1 {
                 (n - ll - ceilf - 1, n + ll + ceilf - 1)
             } else {
-                (
-                    ip1div2 - 1 - ll - roundf - 1,
-                    ip1div2 + ll - 1 + ceilf - 1,
-                )
+                (ip1div2 - 1 - ll - roundf - 1, ip1div2 + ll - 1 + ceilf - 1)
             }
         } else {
             (ip1div2 - 1 - ll - 1, ip1div2 + ll + roundf - 1)
@@ -356,8 +353,8 @@ pub fn smirnov_sf(n: u64, x: f64) -> f64 {
     }
     let mut sum = 0.0f64;
     let mut comp = 0.0f64; // Kahan compensation
-    // log C(n, j) accumulated with Neumaier compensation: over 10^5 increments the plain
-    // running sum loses ~1e-9 relative, the compensated one stays near 1e-13.
+                           // log C(n, j) accumulated with Neumaier compensation: over 10^5 increments the plain
+                           // running sum loses ~1e-9 relative, the compensated one stays near 1e-13.
     let mut log_binom = 0.0f64;
     let mut log_binom_comp = 0.0f64;
     let n_terms = last + 1;
@@ -384,9 +381,7 @@ pub fn smirnov_sf(n: u64, x: f64) -> f64 {
         let t = sum + y;
         comp = (t - sum) - y;
         sum = t;
-        if term != 0.0
-            && 4.0 * (n_terms - j) as f64 * term < f64::EPSILON * sum
-            && j != n_terms - 1
+        if term != 0.0 && 4.0 * (n_terms - j) as f64 * term < f64::EPSILON * sum && j != n_terms - 1
         {
             break;
         }
@@ -412,7 +407,9 @@ pub fn kolmogn(n: u64, x: f64, cdf: bool) -> f64 {
             return pick(0.0, 1.0, cdf);
         }
         let prob = if n <= 140 {
-            (1..=n).fold(1.0, |acc, i| acc * (i as f64 * (1.0 / nf) * (2.0 * t - 1.0)))
+            (1..=n).fold(1.0, |acc, i| {
+                acc * (i as f64 * (1.0 / nf) * (2.0 * t - 1.0))
+            })
         } else {
             (log_nfactorial_div_n_pow_n(nf) + nf * (2.0 * t - 1.0).ln()).exp()
         };
