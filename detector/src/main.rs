@@ -1,1 +1,286 @@
-fn main() {}
+//! `driftwatch`: the detector service and the operator CLI.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use driftwatch_agent::telemetry;
+use driftwatch_detector::detect::{self, DetectOptions};
+use driftwatch_detector::plan::Plan;
+use driftwatch_detector::replay::{self, ReplayError};
+use driftwatch_detector::{demo, source::SourceError};
+
+/// driftwatch: post-market monitoring of high-risk AI systems.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Consume events from Kafka and analyse them against monitoring plans.
+    Detect(DetectArgs),
+    /// Run a monitoring plan over files, offline; one JSON window report per line.
+    Replay {
+        /// The monitoring plan (TOML).
+        #[arg(long)]
+        plan: PathBuf,
+        /// Reference file (CSV or NDJSON); overrides the plan's reference.
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        /// Events file (CSV or NDJSON).
+        #[arg(long)]
+        events: PathBuf,
+    },
+    /// Monitoring plan tools.
+    Plan {
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+    /// The whole pipeline on an embedded Kafka with a synthetic model that drifts.
+    Demo {
+        /// Predictions before the drift.
+        #[arg(long, default_value_t = 6000)]
+        before: usize,
+        /// Predictions after the drift.
+        #[arg(long, default_value_t = 6000)]
+        after: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PlanCommand {
+    /// Validate plan files; report the first error of each with the key at fault.
+    Check {
+        /// Plan files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct DetectArgs {
+    /// Monitoring plan files, one per AI system.
+    #[arg(long = "plan", required = true)]
+    plans: Vec<PathBuf>,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "DRIFTWATCH_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    brokers: String,
+    /// Consumer group id.
+    #[arg(
+        long,
+        env = "DRIFTWATCH_GROUP_ID",
+        default_value = "driftwatch-detector"
+    )]
+    group: String,
+    /// Events topic.
+    #[arg(long, env = "DRIFTWATCH_EVENTS_TOPIC", default_value = driftwatch_schema::DEFAULT_EVENTS_TOPIC)]
+    events_topic: String,
+    /// Alerts topic ("" for none).
+    #[arg(long, env = "DRIFTWATCH_ALERTS_TOPIC", default_value = driftwatch_schema::DEFAULT_ALERTS_TOPIC)]
+    alerts_topic: String,
+    /// Address for /metrics, /live, /ready.
+    #[arg(
+        long,
+        env = "DRIFTWATCH_METRICS_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    metrics_listen: SocketAddr,
+    /// Directory for persisted references.
+    #[arg(long, env = "DRIFTWATCH_STATE_DIR", default_value = "driftwatch-state")]
+    state_dir: PathBuf,
+    /// Extra librdkafka property KEY=VALUE (repeatable).
+    #[arg(long = "kafka-property", value_parser = parse_kv)]
+    kafka_properties: Vec<(String, String)>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got \"{s}\""))
+}
+
+const EXIT_DATA: u8 = 65;
+const EXIT_CONFIG: u8 = 64;
+const EXIT_UNAVAILABLE: u8 = 69;
+
+fn fail(code: u8, e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("driftwatch: {e:#}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story; logs would drown it (DRIFTWATCH_LOG brings them back).
+    match cli.command {
+        Command::Demo { .. } => telemetry::init_tracing_with("error"),
+        _ => telemetry::init_tracing(),
+    }
+    match cli.command {
+        Command::Plan {
+            command: PlanCommand::Check { files },
+        } => plan_check(&files),
+        Command::Replay {
+            plan,
+            reference,
+            events,
+        } => run_replay(&plan, reference.as_deref(), &events),
+        Command::Detect(args) => runtime().block_on(run_detect(args)),
+        Command::Demo { before, after } => runtime().block_on(async move {
+            let opts = demo::DemoOptions {
+                before,
+                after,
+                ..Default::default()
+            };
+            match demo::run(opts).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, format!("demo failed: {e:#}")),
+            }
+        }),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("driftwatch: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn plan_check(files: &[PathBuf]) -> ExitCode {
+    let mut bad = 0;
+    for f in files {
+        match Plan::from_file(f) {
+            Ok(plan) => {
+                let signals = plan.signals();
+                let checks: usize = signals.iter().map(|s| s.checks.len()).sum();
+                println!(
+                    "{}: ok: system {}, {} signals, {} checks, windows of {}",
+                    f.display(),
+                    plan.system.id,
+                    signals.len(),
+                    checks,
+                    plan.window.size
+                );
+            }
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+fn run_replay(
+    plan: &std::path::Path,
+    reference: Option<&std::path::Path>,
+    events: &std::path::Path,
+) -> ExitCode {
+    let plan = match Plan::from_file(plan) {
+        Ok(p) => Arc::new(p),
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    match replay::replay(plan, reference, events, &mut out) {
+        Ok(s) => {
+            let _ = out.flush();
+            eprintln!(
+                "driftwatch replay: {} predictions, {} outcomes, {} windows, {} alerts, max severity {}{}",
+                s.predictions,
+                s.outcomes,
+                s.windows,
+                s.alerts,
+                s.max_severity.map_or("none", |m| m.as_str()),
+                if s.other_systems > 0 {
+                    format!(", {} events of other systems skipped", s.other_systems)
+                } else {
+                    String::new()
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ReplayError::Source(SourceError::Io { path, source })) => {
+            fail(EXIT_UNAVAILABLE, format!("{}: {source}", path.display()))
+        }
+        Err(ReplayError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_DATA, e),
+    }
+}
+
+async fn run_detect(args: DetectArgs) -> ExitCode {
+    let mut plans = Vec::new();
+    for p in &args.plans {
+        match Plan::from_file(p) {
+            Ok(plan) => plans.push(Arc::new(plan)),
+            Err(e) => return fail(EXIT_CONFIG, e),
+        }
+    }
+    let listener = match tokio::net::TcpListener::bind(args.metrics_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(
+                EXIT_UNAVAILABLE,
+                format!("cannot listen on {}: {e}", args.metrics_listen),
+            )
+        }
+    };
+    let registry = prometheus::Registry::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let metrics_stop = stop.clone();
+    let metrics = tokio::spawn(detect::serve_metrics(
+        listener,
+        registry.clone(),
+        async move { metrics_stop.cancelled().await },
+    ));
+    let opts = DetectOptions {
+        brokers: args.brokers,
+        group_id: args.group,
+        events_topic: args.events_topic,
+        alerts_topic: Some(args.alerts_topic).filter(|t| !t.is_empty()),
+        state_dir: args.state_dir,
+        kafka_properties: args
+            .kafka_properties
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
+    };
+    let result = detect::run(
+        opts,
+        plans,
+        registry,
+        None,
+        driftwatch_agent::shutdown_signal(),
+    )
+    .await;
+    stop.cancel();
+    let _ = metrics.await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ detect::DetectError::Reference { .. }) => fail(EXIT_DATA, e),
+        Err(e) => fail(1, e),
+    }
+}

@@ -1,0 +1,139 @@
+//! The detector's metric catalogue. Labels are bounded by the plans: `system`, `signal`
+//! and `method` come from plan files, never from event data; events of unplanned systems
+//! are counted without a system label.
+
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::engine::{CheckStatus, WindowReport};
+
+/// Handles to every detector metric.
+#[derive(Clone)]
+pub struct DetectorMetrics {
+    /// `driftwatch_events_total{system,kind}`.
+    pub events: IntCounterVec,
+    /// `driftwatch_events_unplanned_total`: events of systems without a plan.
+    pub unplanned: IntCounter,
+    /// `driftwatch_events_invalid_total`: payloads that are not v1 events.
+    pub invalid: IntCounter,
+    /// `driftwatch_windows_total{system}`.
+    pub windows: IntCounterVec,
+    /// `driftwatch_drift_value{system,signal,method}`: the compared value of the last window.
+    pub value: GaugeVec,
+    /// `driftwatch_drift_statistic{system,signal,method}`.
+    pub statistic: GaugeVec,
+    /// `driftwatch_drift_severity{system,signal,method}`: 0 ok, 1 warning, 2 critical.
+    pub severity: IntGaugeVec,
+    /// `driftwatch_alerts_total{system,severity}`.
+    pub alerts: IntCounterVec,
+    /// `driftwatch_alert_delivery_failures_total{sink}`.
+    pub alert_failures: IntCounterVec,
+    /// `driftwatch_reference_events{system}`: size of the frozen reference (0 while collecting).
+    pub reference_events: IntGaugeVec,
+}
+
+impl DetectorMetrics {
+    /// Create and register every metric.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let events = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_events_total",
+                "Events consumed, by system and kind.",
+            ),
+            &["system", "kind"],
+        )?;
+        let unplanned = IntCounter::new(
+            "driftwatch_events_unplanned_total",
+            "Events of systems no loaded plan covers.",
+        )?;
+        let invalid = IntCounter::new(
+            "driftwatch_events_invalid_total",
+            "Payloads on the events topic that are not v1 events.",
+        )?;
+        let windows = IntCounterVec::new(
+            Opts::new("driftwatch_windows_total", "Windows evaluated."),
+            &["system"],
+        )?;
+        let labels = ["system", "signal", "method"];
+        let value = GaugeVec::new(
+            Opts::new(
+                "driftwatch_drift_value",
+                "Value compared with the thresholds in the last window (p-value for ks/chi2, PSI).",
+            ),
+            &labels,
+        )?;
+        let statistic = GaugeVec::new(
+            Opts::new(
+                "driftwatch_drift_statistic",
+                "Test statistic in the last window (KS D, chi-squared, PSI).",
+            ),
+            &labels,
+        )?;
+        let severity = IntGaugeVec::new(
+            Opts::new(
+                "driftwatch_drift_severity",
+                "Verdict of the last window: 0 ok, 1 warning, 2 critical.",
+            ),
+            &labels,
+        )?;
+        let alerts = IntCounterVec::new(
+            Opts::new("driftwatch_alerts_total", "Alerts raised."),
+            &["system", "severity"],
+        )?;
+        let alert_failures = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_alert_delivery_failures_total",
+                "Alerts a sink did not take after retries.",
+            ),
+            &["sink"],
+        )?;
+        let reference_events = IntGaugeVec::new(
+            Opts::new(
+                "driftwatch_reference_events",
+                "Predictions in the frozen reference (0 while it is being collected).",
+            ),
+            &["system"],
+        )?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(unplanned.clone()))?;
+        registry.register(Box::new(invalid.clone()))?;
+        registry.register(Box::new(windows.clone()))?;
+        registry.register(Box::new(value.clone()))?;
+        registry.register(Box::new(statistic.clone()))?;
+        registry.register(Box::new(severity.clone()))?;
+        registry.register(Box::new(alerts.clone()))?;
+        registry.register(Box::new(alert_failures.clone()))?;
+        registry.register(Box::new(reference_events.clone()))?;
+        Ok(DetectorMetrics {
+            events,
+            unplanned,
+            invalid,
+            windows,
+            value,
+            statistic,
+            severity,
+            alerts,
+            alert_failures,
+            reference_events,
+        })
+    }
+
+    /// Export a window report.
+    pub fn record(&self, report: &WindowReport) {
+        let system = report.system_id.as_str();
+        self.windows.with_label_values(&[system]).inc();
+        for c in &report.checks {
+            let labels = [system, c.signal.as_str(), c.method.as_str()];
+            if c.status == CheckStatus::Evaluated {
+                if let Some(v) = c.value {
+                    self.value.with_label_values(&labels).set(v);
+                }
+                if let Some(s) = c.statistic {
+                    self.statistic.with_label_values(&labels).set(s);
+                }
+            }
+            self.severity
+                .with_label_values(&labels)
+                .set(c.severity as i64);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The file driver: a plan, a reference and an events file through the same engine the
+//! Kafka driver uses; one JSON window report per line on the output.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::alert::alerts_for;
+use crate::engine::{Monitor, ReferenceBuilder, ReferenceProfile};
+use crate::plan::{Plan, Severity};
+use crate::source::{self, SourceError};
+
+/// What a replay did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ReplaySummary {
+    /// Predictions read.
+    pub predictions: u64,
+    /// Outcomes read.
+    pub outcomes: u64,
+    /// Events of other systems, skipped.
+    pub other_systems: u64,
+    /// Window reports written.
+    pub windows: u64,
+    /// Alerts the plan would have raised.
+    pub alerts: u64,
+    /// Highest severity seen.
+    pub max_severity: Option<Severity>,
+}
+
+/// A replay that could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// An input file is unreadable or holds a bad record.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The reference holds no predictions for this system.
+    #[error("reference {0} holds no predictions of system \"{1}\"")]
+    EmptyReference(String, String),
+    /// Writing the output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Build a frozen reference from a file of predictions of the plan's system.
+pub fn reference_from_file(plan: &Plan, path: &Path) -> Result<ReferenceProfile, ReplayError> {
+    let mut builder = ReferenceBuilder::new(plan);
+    for event in source::open(path, plan)? {
+        if let driftwatch_schema::Event::Prediction(p) = event? {
+            if p.system_id == plan.system.id {
+                builder.add(&p);
+            }
+        }
+    }
+    if builder.is_empty() {
+        return Err(ReplayError::EmptyReference(
+            path.display().to_string(),
+            plan.system.id.clone(),
+        ));
+    }
+    Ok(builder.build(path.display().to_string()))
+}
+
+/// Replay `events` against `plan`. The reference is `reference` if given, else the
+/// plan's reference file, else the first N predictions of `events` (plan `first_events`).
+pub fn replay(
+    plan: Arc<Plan>,
+    reference: Option<&Path>,
+    events: &Path,
+    out: &mut impl Write,
+) -> Result<ReplaySummary, ReplayError> {
+    let profile = match reference
+        .map(Path::to_path_buf)
+        .or_else(|| plan.reference_path())
+    {
+        Some(path) => Some(reference_from_file(&plan, &path)?),
+        None => None,
+    };
+    let min = plan.alerts.min_severity;
+    let mut monitor = Monitor::new(plan.clone(), profile);
+    let mut summary = ReplaySummary::default();
+    let emit = |report: crate::engine::WindowReport,
+                out: &mut dyn Write,
+                summary: &mut ReplaySummary|
+     -> std::io::Result<()> {
+        summary.windows += 1;
+        summary.alerts += alerts_for(&report, min).len() as u64;
+        summary.max_severity = summary.max_severity.max(Some(report.severity));
+        serde_json::to_writer(&mut *out, &report)?;
+        out.write_all(b"\n")
+    };
+    for event in source::open(events, &plan)? {
+        let event = event?;
+        if event.system_id() != plan.system.id {
+            summary.other_systems += 1;
+            continue;
+        }
+        match event.kind() {
+            driftwatch_schema::EventKind::Prediction => summary.predictions += 1,
+            driftwatch_schema::EventKind::Outcome => summary.outcomes += 1,
+        }
+        if let Some(report) = monitor.observe(&event).report {
+            emit(report, out, &mut summary)?;
+        }
+    }
+    if let Some(report) = monitor.finish() {
+        emit(report, out, &mut summary)?;
+    }
+    out.flush()?;
+    Ok(summary)
+}
