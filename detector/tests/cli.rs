@@ -1,0 +1,274 @@
+//! The `driftwatch` binary as an operator runs it: `plan check` and `replay`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use driftwatch_detector::synth::{demo_plan_toml, CreditModel, Drift};
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("driftwatch-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write");
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const PLAN_WITH_FILE: &str = r#"
+[system]
+id = "credit-scoring"
+plan_version = "7"
+
+[reference]
+file = "reference.csv"
+
+[window]
+size = 1000
+
+[features.age]
+type = "numeric"
+
+[features.region]
+type = "categorical"
+
+[prediction.score]
+
+[csv]
+prediction_id = "id"
+"#;
+
+/// A CSV export of the synthetic model, as a team would have from its own data.
+fn write_csv(path: &Path, seed: u64, rows: usize, drift_after: usize) {
+    let mut model = CreditModel::new("credit-scoring", seed);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    writeln!(f, "id,timestamp,age,income,region,score,label,unused").expect("write");
+    for i in 0..rows {
+        let drift = if i < drift_after {
+            Drift::NONE
+        } else {
+            Drift::DEMO
+        };
+        let p = model.next_json(drift);
+        writeln!(
+            f,
+            "{},{},{},{},{},{},{},x",
+            p["prediction_id"].as_str().expect("id"),
+            p["timestamp"].as_str().expect("ts"),
+            p["features"]["age"],
+            p["features"]["income"],
+            p["features"]["region"].as_str().expect("region"),
+            p["prediction"]["score"],
+            p["prediction"]["label"].as_str().expect("label"),
+        )
+        .expect("write");
+    }
+}
+
+#[test]
+fn plan_check_accepts_a_good_plan_and_names_the_bad_key() {
+    let dir = TempDir::new("plancheck");
+    let good = dir.path("good.toml");
+    write(&good, &demo_plan_toml("credit", 1000, 500));
+    let o = bin()
+        .args(["plan", "check"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("ok: system credit, 6 signals, 12 checks, windows of 500"),
+        "{out}"
+    );
+
+    let bad = dir.path("bad.toml");
+    write(
+        &bad,
+        &demo_plan_toml("credit", 1000, 500).replace(
+            "[features.age]\ntype = \"numeric\"",
+            "[features.age]\ntype = \"numerical\"",
+        ),
+    );
+    let o = bin()
+        .args(["plan", "check"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(64));
+    let err = stderr(&o);
+    assert!(err.contains("bad.toml"), "{err}");
+    assert!(
+        err.contains("unknown variant `numerical`, expected `numeric` or `categorical`"),
+        "{err}"
+    );
+    assert!(err.contains("line 15, column 8"), "{err}");
+}
+
+#[test]
+fn replay_csv_against_a_reference_file() {
+    let dir = TempDir::new("replaycsv");
+    write(&dir.path("plan.toml"), PLAN_WITH_FILE);
+    write_csv(&dir.path("reference.csv"), 1, 5000, usize::MAX);
+    write_csv(&dir.path("events.csv"), 2, 6000, 3000);
+    let o = bin()
+        .args(["replay", "--plan"])
+        .arg(dir.path("plan.toml"))
+        .arg("--events")
+        .arg(dir.path("events.csv"))
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reports: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(reports.len(), 6);
+    for (i, r) in reports.iter().enumerate() {
+        assert_eq!(r["window"]["index"], i as u64);
+        assert_eq!(r["plan_version"], "7");
+        let age_ks = r["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["signal"] == "age" && c["method"] == "ks")
+            .expect("age ks");
+        if i < 3 {
+            assert_ne!(age_ks["severity"], "critical", "window {i}: {age_ks}");
+        } else {
+            assert_eq!(age_ks["severity"], "critical", "window {i}: {age_ks}");
+        }
+    }
+    let err = stderr(&o);
+    assert!(
+        err.contains("6000 predictions, 0 outcomes, 6 windows"),
+        "{err}"
+    );
+
+    // Same input, same bytes out.
+    let again = bin()
+        .args(["replay", "--plan"])
+        .arg(dir.path("plan.toml"))
+        .arg("--events")
+        .arg(dir.path("events.csv"))
+        .output()
+        .expect("run");
+    assert_eq!(o.stdout, again.stdout);
+}
+
+#[test]
+fn replay_ndjson_with_first_events_reference() {
+    let dir = TempDir::new("replayndjson");
+    write(
+        &dir.path("plan.toml"),
+        &demo_plan_toml("credit-scoring", 2000, 1000),
+    );
+    let mut model = CreditModel::new("credit-scoring", 3);
+    let mut lines = String::new();
+    for i in 0..5000 {
+        let drift = if i < 4000 { Drift::NONE } else { Drift::DEMO };
+        lines.push_str(&model.next_json(drift).to_string());
+        lines.push('\n');
+    }
+    lines.push_str("{\"system_id\":\"other\",\"prediction_id\":\"x\",\"outcome\":1}\n");
+    write(&dir.path("events.ndjson"), &lines);
+    let o = bin()
+        .args(["replay", "--plan"])
+        .arg(dir.path("plan.toml"))
+        .arg("--events")
+        .arg(dir.path("events.ndjson"))
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reports: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(reports.len(), 3);
+    assert_eq!(reports[2]["severity"], "critical");
+    assert!(
+        stderr(&o).contains("1 events of other systems skipped"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_bad_record_stops_replay_with_file_line_and_column() {
+    let dir = TempDir::new("badrecord");
+    write(&dir.path("plan.toml"), PLAN_WITH_FILE);
+    write_csv(&dir.path("reference.csv"), 1, 100, usize::MAX);
+    write(
+        &dir.path("events.csv"),
+        "id,timestamp,age,income,region,score\na,2026-01-01T00:00:00Z,41,1,north,0.5\nb,2026-01-01T00:00:01Z,forty,1,north,0.5\n",
+    );
+    let o = bin()
+        .args(["replay", "--plan"])
+        .arg(dir.path("plan.toml"))
+        .arg("--events")
+        .arg(dir.path("events.csv"))
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("events.csv:3: column age: expected a number, found \"forty\""),
+        "{err}"
+    );
+
+    write(&dir.path("events.csv"), "id,age,score\na,41,0.5\n");
+    let o = bin()
+        .args(["replay", "--plan"])
+        .arg(dir.path("plan.toml"))
+        .arg("--events")
+        .arg(dir.path("events.csv"))
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(65));
+    assert!(
+        stderr(&o).contains("the plan's feature \"region\" has no column"),
+        "{}",
+        stderr(&o)
+    );
+
+    write(&dir.path("events.ndjson"), "{\"system_id\":\"credit-scoring\",\"model_version\":\"1\",\"prediction_id\":\"a\",\"features\":{},\"prediction\":{\"score\":\"high\"}}\n");
+    let o = bin()
+        .args(["replay", "--plan"])
+        .arg(dir.path("plan.toml"))
+        .arg("--events")
+        .arg(dir.path("events.ndjson"))
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(65));
+    assert!(
+        stderr(&o).contains(
+            "events.ndjson:1: prediction.score: expected a finite number, found string \"high\""
+        ),
+        "{}",
+        stderr(&o)
+    );
+}

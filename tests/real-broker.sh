@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The real-broker suite: starts a tansu broker on a free loopback port (installing tansu
+# if missing), runs tests/tests/real_broker.rs against it, and stops it.
+#
+#   tests/real-broker.sh                       # tansu, installed if needed
+#   DRIFTWATCH_TEST_BROKERS=host:9092 tests/real-broker.sh   # any other broker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log_dir=$(mktemp -d)
+broker_pid=""
+cleanup() {
+  if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
+  rm -rf "$log_dir"
+}
+trap cleanup EXIT
+
+if [ -z "${DRIFTWATCH_TEST_BROKERS:-}" ]; then
+  if ! command -v tansu >/dev/null 2>&1; then
+    echo "real-broker: installing tansu (first time about 20 minutes)"
+    cargo install tansu --locked --features dynostore,libsql
+  fi
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  echo "real-broker: starting tansu on 127.0.0.1:$port"
+  tansu broker --storage-engine=memory://tansu/ \
+    --listener-url="tcp://127.0.0.1:$port" \
+    --advertised-listener-url="tcp://127.0.0.1:$port" >"$log_dir/tansu.log" 2>&1 &
+  broker_pid=$!
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+    if ! kill -0 "$broker_pid" 2>/dev/null; then cat "$log_dir/tansu.log"; echo "tansu exited"; exit 1; fi
+    sleep 0.1
+  done
+  export DRIFTWATCH_TEST_BROKERS="127.0.0.1:$port"
+fi
+
+echo "real-broker: suite against $DRIFTWATCH_TEST_BROKERS"
+cargo build --workspace --bins
+status=0
+cargo test -p driftwatch-e2e --test real_broker -- --ignored --test-threads=1 || status=$?
+if [ "$status" -ne 0 ] && [ -f "$log_dir/tansu.log" ]; then
+  echo "--- last lines of the tansu log ---"; tail -n 40 "$log_dir/tansu.log"
+fi
+exit "$status"

@@ -1,0 +1,257 @@
+//! The binaries as processes against a real Kafka-protocol broker.
+//!
+//! Run by `tests/real-broker.sh`, which starts tansu and sets `DRIFTWATCH_TEST_BROKERS`;
+//! point that variable at any other broker to run the suite there:
+//!
+//! ```sh
+//! DRIFTWATCH_TEST_BROKERS=host:9092 cargo test -p driftwatch-e2e --test real_broker -- --ignored
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use driftwatch_detector::synth::demo_plan_toml;
+use driftwatch_e2e::{binary, create_topics, eventually, metric, post_stream, WebhookReceiver};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
+
+fn brokers() -> String {
+    std::env::var("DRIFTWATCH_TEST_BROKERS")
+        .expect("DRIFTWATCH_TEST_BROKERS must name a broker (tests/real-broker.sh starts one)")
+}
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
+struct Proc {
+    child: Child,
+    name: &'static str,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Start with its log in `log`; the log is printed if the test fails.
+    fn spawn(name: &'static str, log: PathBuf, cmd: &mut Command) -> Proc {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .env("DRIFTWATCH_LOG", "info,rdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
+        Proc { child, name, log }
+    }
+
+    /// SIGTERM and wait: a graceful shutdown exits 0 within the grace period.
+    fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("{} did not stop within 20 s of SIGTERM", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- {} log ({}) ---\n{log}", self.name, self.log.display());
+        }
+    }
+}
+
+struct Run {
+    alerts: Vec<serde_json::Value>,
+    windows: f64,
+    alerts_in_kafka: usize,
+}
+
+async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -> Run {
+    let brokers = brokers();
+    let unique = format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
+    let events_topic = format!("dw-e2e-{unique}.events");
+    let alerts_topic = format!("dw-e2e-{unique}.alerts");
+    create_topics(&brokers, &[(&events_topic, 3), (&alerts_topic, 1)])
+        .await
+        .expect("topics created");
+    let dir = std::env::temp_dir().join(format!("dw-real-{unique}"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (hook, url) = WebhookReceiver::start().await.expect("webhook");
+    let plan = dir.join("plan.toml");
+    std::fs::write(
+        &plan,
+        demo_plan_toml(name, 2000, 1000) + &format!("webhook_url = \"{url}\"\n"),
+    )
+    .expect("plan");
+
+    let agent_addr = free_port();
+    let mut agent = Proc::spawn(
+        "driftwatch-agent",
+        dir.join("agent.log"),
+        Command::new(binary("driftwatch-agent"))
+            .args(["--listen", &agent_addr.to_string()])
+            .args(["--brokers", &brokers, "--topic", &events_topic]),
+    );
+    let metrics_addr = free_port();
+    let mut detector = Proc::spawn(
+        "driftwatch detect",
+        dir.join("detector.log"),
+        Command::new(binary("driftwatch"))
+            .arg("detect")
+            .arg("--plan")
+            .arg(&plan)
+            .args(["--brokers", &brokers, "--events-topic", &events_topic])
+            .args([
+                "--alerts-topic",
+                &alerts_topic,
+                "--group",
+                &format!("dw-{unique}"),
+            ])
+            .args(["--metrics-listen", &metrics_addr.to_string()])
+            .arg("--state-dir")
+            .arg(dir.join("state")),
+    );
+    let client = reqwest::Client::new();
+    let ready = eventually(Duration::from_secs(20), || {
+        let c = client.clone();
+        async move {
+            let r = c
+                .get(format!("http://{agent_addr}/ready"))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        }
+    })
+    .await;
+    assert!(ready.is_some(), "agent became ready");
+
+    post_stream(agent_addr, name, 7, before, after)
+        .await
+        .expect("every batch acknowledged by the agent");
+
+    let series = format!("driftwatch_windows_total{{system=\"{name}\"}}");
+    let evaluated = eventually(Duration::from_secs(60), || {
+        let c = client.clone();
+        let series = series.clone();
+        async move {
+            let page = c
+                .get(format!("http://{metrics_addr}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let n = metric(&page, &series)?;
+            (n >= windows as f64).then_some(n)
+        }
+    })
+    .await
+    .unwrap_or(0.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert_eq!(
+        agent.terminate(),
+        Some(0),
+        "agent drains and exits 0 on SIGTERM"
+    );
+    assert_eq!(detector.terminate(), Some(0), "detector exits 0 on SIGTERM");
+    let alerts_in_kafka = tokio::task::spawn_blocking(move || count(&brokers, &alerts_topic))
+        .await
+        .expect("count");
+    drop((agent, detector));
+    let _ = std::fs::remove_dir_all(&dir);
+    Run {
+        alerts: hook.alerts(),
+        windows: evaluated,
+        alerts_in_kafka,
+    }
+}
+
+fn count(brokers: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-audit"))
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.payload().is_some() => {
+                n += 1;
+                quiet_since = Instant::now();
+            }
+            _ => {
+                if n > 0 && quiet_since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: run tests/real-broker.sh or set DRIFTWATCH_TEST_BROKERS"]
+async fn real_broker_drift_reaches_the_webhook_and_the_alerts_topic() {
+    let run = run_pipeline("credit-real-drift", 4000, 3000, 5).await;
+    assert_eq!(run.windows, 5.0);
+    assert!(!run.alerts.is_empty(), "drift must alert");
+    assert!(
+        run.alerts
+            .iter()
+            .all(|a| a["window"]["index"].as_u64() >= Some(2)),
+        "no alert before the drift: {:?}",
+        run.alerts
+    );
+    assert!(run
+        .alerts
+        .iter()
+        .any(|a| a["signal"] == "age" && a["method"] == "ks" && a["severity"] == "critical"));
+    assert_eq!(
+        run.alerts_in_kafka,
+        run.alerts.len(),
+        "every alert also on the alerts topic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: run tests/real-broker.sh or set DRIFTWATCH_TEST_BROKERS"]
+async fn real_broker_no_drift_no_alert() {
+    let run = run_pipeline("credit-real-steady", 7000, 0, 5).await;
+    assert_eq!(
+        run.windows, 5.0,
+        "all windows evaluated, so silence means no drift"
+    );
+    assert!(run.alerts.is_empty(), "{:?}", run.alerts);
+}
