@@ -156,10 +156,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // 3. The agent, exactly as the sidecar binary runs it.
     let agent_listener = TcpListener::bind("127.0.0.1:0").await?;
     let agent_addr: SocketAddr = agent_listener.local_addr()?;
-    let mut agent_config = AgentConfig::default();
-    agent_config.listen = agent_addr;
-    agent_config.kafka.brokers = brokers.clone();
-    agent_config.kafka.topic = events_topic.into();
+    let agent_config = AgentConfig {
+        listen: agent_addr,
+        kafka: driftwatch_agent::config::KafkaConfig {
+            brokers: brokers.clone(),
+            topic: events_topic.into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let agent_registry = Registry::new();
     let agent_stop = stop.clone();
     let agent = tokio::spawn(driftwatch_agent::run(

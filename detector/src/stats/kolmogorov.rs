@@ -38,6 +38,8 @@ fn pick(cdf_p: f64, sf_p: f64, cdf: bool) -> f64 {
 }
 
 /// log(n! / n^n) by Stirling's series (scipy's `_log_nfactorial_div_n_pow_n`).
+// The coefficients are kept digit for digit as published, not rounded to f64.
+#[allow(clippy::excessive_precision)]
 fn log_nfactorial_div_n_pow_n(n: f64) -> f64 {
     const C: [f64; 8] = [
         -2.955_065_359_477_124_183e-2,
