@@ -142,3 +142,95 @@ fn chi2_contingency_matches_scipy() {
         );
     }
 }
+
+#[test]
+fn distances_match_scipy_and_numpy() {
+    let f = fixtures();
+    for case in f["distances"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let mut reference = floats(&case["reference"]);
+        reference.sort_by(f64::total_cmp);
+        let mut window = floats(&case["window"]);
+        window.sort_by(f64::total_cmp);
+        let edges = stats::quantile_edges(&reference, 10);
+        let (rp, wp) = (
+            stats::bin_proportions(&edges, &reference),
+            stats::bin_proportions(&edges, &window),
+        );
+        let want = |k: &str| case[k].as_f64().expect(k);
+        let js = stats::jensen_shannon(&rp, &wp);
+        assert!(
+            close(js, want("jensen_shannon"), 1e-9, 1e-12),
+            "{name}: JS {js} vs {}",
+            want("jensen_shannon")
+        );
+        let h = stats::hellinger(&rp, &wp);
+        assert!(
+            close(h, want("hellinger"), 1e-9, 1e-12),
+            "{name}: Hellinger {h} vs {}",
+            want("hellinger")
+        );
+        let l = stats::l_infinity(&rp, &wp);
+        assert!(
+            close(l, want("l_infinity"), 1e-12, 1e-15),
+            "{name}: Linf {l} vs {}",
+            want("l_infinity")
+        );
+        let w = stats::wasserstein_sorted(&reference, &window);
+        assert!(
+            close(w, want("wasserstein"), 1e-9, 1e-15),
+            "{name}: W1 {w} vs {}",
+            want("wasserstein")
+        );
+        let wn = w / stats::std_dev(&reference).max(stats::WASSERSTEIN_MIN_STD);
+        assert!(
+            close(wn, want("wasserstein_normalised"), 1e-9, 1e-15),
+            "{name}: W1/std {wn} vs {}",
+            want("wasserstein_normalised")
+        );
+    }
+}
+
+#[test]
+fn categorical_distances_match_scipy() {
+    let f = fixtures();
+    for case in f["categorical_distances"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let props = |v: &Value| {
+            let c = counts(v);
+            let t: u64 = c.iter().sum();
+            c.iter().map(|&x| x as f64 / t as f64).collect::<Vec<_>>()
+        };
+        let (r, w) = (props(&case["reference"]), props(&case["window"]));
+        let want = |k: &str| case[k].as_f64().expect(k);
+        assert!(
+            close(
+                stats::jensen_shannon(&r, &w),
+                want("jensen_shannon"),
+                1e-9,
+                1e-12
+            ),
+            "{name}: JS"
+        );
+        assert!(
+            close(stats::hellinger(&r, &w), want("hellinger"), 1e-9, 1e-12),
+            "{name}: Hellinger"
+        );
+        assert!(
+            close(stats::l_infinity(&r, &w), want("l_infinity"), 1e-12, 1e-15),
+            "{name}: Linf"
+        );
+    }
+}
+
+#[test]
+fn benjamini_hochberg_matches_scipy() {
+    let f = fixtures();
+    for case in f["benjamini_hochberg"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let adj = stats::benjamini_hochberg(&floats(&case["p"]));
+        for (a, e) in adj.iter().zip(floats(&case["adjusted"])) {
+            assert!(close(*a, e, 1e-12, 1e-300), "{name}: {a:e} vs scipy {e:e}");
+        }
+    }
+}

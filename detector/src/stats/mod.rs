@@ -109,6 +109,97 @@ pub fn bin_proportions(edges: &[f64], values: &[f64]) -> Vec<f64> {
     counts.into_iter().map(|c| c as f64 / n).collect()
 }
 
+/// Jensen-Shannon **distance** (the square root of the divergence), base 2, between two
+/// proportion vectors; as `scipy.spatial.distance.jensenshannon(p, q, base=2)`. In [0, 1].
+pub fn jensen_shannon(p: &[f64], q: &[f64]) -> f64 {
+    let mut js = 0.0;
+    for (&a, &b) in p.iter().zip(q) {
+        let m = 0.5 * (a + b);
+        if a > 0.0 {
+            js += 0.5 * a * (a / m).ln();
+        }
+        if b > 0.0 {
+            js += 0.5 * b * (b / m).ln();
+        }
+    }
+    (js.max(0.0) / std::f64::consts::LN_2).sqrt()
+}
+
+/// Hellinger distance `sqrt(1 - sum sqrt(p q))` between two proportion vectors. In [0, 1].
+pub fn hellinger(p: &[f64], q: &[f64]) -> f64 {
+    let bc: f64 = p.iter().zip(q).map(|(&a, &b)| (a * b).sqrt()).sum();
+    (1.0 - bc).max(0.0).sqrt()
+}
+
+/// L-infinity distance: the largest absolute difference of proportions.
+pub fn l_infinity(p: &[f64], q: &[f64]) -> f64 {
+    p.iter()
+        .zip(q)
+        .map(|(&a, &b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Wasserstein-1 distance between two **sorted** samples: the area between their ECDFs,
+/// as `scipy.stats.wasserstein_distance(u, v)`.
+pub fn wasserstein_sorted(a: &[f64], b: &[f64]) -> f64 {
+    let (n1, n2) = (a.len(), b.len());
+    if n1 == 0 || n2 == 0 {
+        return f64::NAN;
+    }
+    let (f1, f2) = (n1 as f64, n2 as f64);
+    let (mut i, mut j) = (0usize, 0usize);
+    let mut prev = a[0].min(b[0]);
+    let mut area = 0.0;
+    while i < n1 || j < n2 {
+        let v = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) => x.min(y),
+            (Some(&x), None) => x,
+            (None, Some(&y)) => y,
+            (None, None) => break,
+        };
+        // Between prev and v both ECDFs are constant at i/n1 and j/n2.
+        area += (i as f64 / f1 - j as f64 / f2).abs() * (v - prev);
+        while i < n1 && a[i] <= v {
+            i += 1;
+        }
+        while j < n2 && b[j] <= v {
+            j += 1;
+        }
+        prev = v;
+    }
+    area
+}
+
+/// Population standard deviation (ddof = 0), as `numpy.std`.
+pub fn std_dev(values: &[f64]) -> f64 {
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    (values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64).sqrt()
+}
+
+/// Floor for the reference standard deviation when normalising Wasserstein (as Evidently),
+/// so a constant reference column does not divide by zero.
+pub const WASSERSTEIN_MIN_STD: f64 = 1e-3;
+
+/// Benjamini-Hochberg adjusted p-values, in input order; as
+/// `scipy.stats.false_discovery_control(ps, method="bh")`. NaNs stay NaN and do not count.
+pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..p.len()).filter(|&i| !p[i].is_nan()).collect();
+    let m = idx.len() as f64;
+    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut out = vec![f64::NAN; p.len()];
+    let mut running = 1.0f64;
+    for (rank, &i) in idx.iter().enumerate().rev() {
+        let adj = (p[i] * m / (rank + 1) as f64).min(1.0);
+        running = running.min(adj);
+        out[i] = running;
+    }
+    out
+}
+
 /// Result of a chi-squared test of homogeneity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Chi2Result {
@@ -171,6 +262,29 @@ pub fn chi2_contingency(reference: &[u64], window: &[u64]) -> Chi2Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distances_of_identical_and_disjoint() {
+        let p = [0.5, 0.5, 0.0];
+        let q = [0.0, 0.0, 1.0];
+        assert_eq!(jensen_shannon(&p, &p), 0.0);
+        assert!((jensen_shannon(&p, &q) - 1.0).abs() < 1e-15);
+        assert_eq!(hellinger(&p, &p), 0.0);
+        assert!((hellinger(&p, &q) - 1.0).abs() < 1e-15);
+        assert_eq!(l_infinity(&p, &q), 1.0);
+        assert_eq!(wasserstein_sorted(&[0.0, 1.0], &[0.0, 1.0]), 0.0);
+        assert_eq!(wasserstein_sorted(&[0.0], &[2.5]), 2.5);
+    }
+
+    #[test]
+    fn bh_keeps_order_and_caps_at_one() {
+        let adj = benjamini_hochberg(&[0.01, 0.04, f64::NAN, 0.03, 0.9]);
+        assert!((adj[0] - 0.04).abs() < 1e-15);
+        assert!((adj[1] - 0.04 * 4.0 / 3.0).abs() < 1e-15);
+        assert!(adj[2].is_nan());
+        assert!((adj[3] - 0.04 * 4.0 / 3.0).abs() < 1e-15);
+        assert_eq!(adj[4], 0.9);
+    }
 
     #[test]
     fn ks_identical_samples() {

@@ -110,6 +110,70 @@ def chi2_cases():
     return cases
 
 
+def distance_cases():
+    """JS (base 2), Hellinger and L-infinity on proportions; Wasserstein on raw samples."""
+    from scipy.spatial.distance import jensenshannon
+    cases = []
+    specs = [
+        ("no_drift", rng.normal(0, 1, 5000), rng.normal(0, 1, 1000)),
+        ("mean_shift", rng.normal(0, 1, 5000), rng.normal(0.5, 1, 1000)),
+        ("scale_change", rng.normal(5, 1, 3000), rng.normal(5, 2, 800)),
+        ("heavy_ties", rng.integers(0, 4, 2000).astype(float), rng.integers(1, 5, 700).astype(float)),
+        ("empty_bins", rng.uniform(0, 1, 1000), rng.uniform(0, 0.3, 500)),
+        ("constant_reference", np.full(200, 2.0), rng.normal(2, 1, 150)),
+        ("tiny", rng.normal(0, 1, 12), rng.normal(1, 1, 9)),
+    ]
+    for name, a, b in specs:
+        a, b = np.array(r6(a)), np.array(r6(b))
+        ref = np.sort(a)
+        edges = np.unique(np.quantile(ref, np.arange(1, 10) / 10))
+        k = len(edges) + 1
+        rp = np.bincount(np.searchsorted(edges, ref, side="left"), minlength=k) / len(ref)
+        wp = np.bincount(np.searchsorted(edges, b, side="left"), minlength=k) / len(b)
+        w = stats.wasserstein_distance(a, b)
+        cases.append({
+            "name": name, "reference": a.tolist(), "window": b.tolist(),
+            "jensen_shannon": float(jensenshannon(rp, wp, base=2)),
+            "hellinger": float(np.sqrt(np.sum((np.sqrt(rp) - np.sqrt(wp)) ** 2)) / np.sqrt(2)),
+            "l_infinity": float(np.max(np.abs(rp - wp))),
+            "wasserstein": float(w),
+            "wasserstein_normalised": float(w / max(np.std(a), 1e-3)),
+        })
+    return cases
+
+
+def categorical_distance_cases():
+    from scipy.spatial.distance import jensenshannon
+    cases = []
+    for name, ref, win in [
+        ("same", [500, 300, 200], [50, 30, 20]),
+        ("shifted", [500, 300, 200], [20, 30, 50]),
+        ("unseen", [500, 300, 200, 0], [40, 30, 20, 10]),
+        ("missing_category", [500, 300, 200], [60, 40, 0]),
+    ]:
+        r = np.array(ref, float) / sum(ref)
+        w = np.array(win, float) / sum(win)
+        cases.append({"name": name, "reference": ref, "window": win,
+                      "jensen_shannon": float(jensenshannon(r, w, base=2)),
+                      "hellinger": float(np.sqrt(np.sum((np.sqrt(r) - np.sqrt(w)) ** 2)) / np.sqrt(2)),
+                      "l_infinity": float(np.max(np.abs(r - w)))})
+    return cases
+
+
+def bh_cases():
+    cases = []
+    for name, ps in [
+        ("mixed", [0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216]),
+        ("ties", [0.01, 0.01, 0.02, 0.5, 0.5]),
+        ("random", rng.uniform(0, 1, 40).tolist()),
+        ("tiny", [1e-300, 1e-12, 0.3]),
+        ("single", [0.2]),
+    ]:
+        adj = stats.false_discovery_control(np.array(ps), method="bh")
+        cases.append({"name": name, "p": [float(x) for x in ps], "adjusted": [float(x) for x in adj]})
+    return cases
+
+
 def main():
     out = {
         "generator": "detector/tests/oracle/make_fixtures.py",
@@ -119,6 +183,9 @@ def main():
         "kstwo": kstwo_grid(),
         "psi": psi_cases(),
         "chi2_contingency": chi2_cases(),
+        "distances": distance_cases(),
+        "categorical_distances": categorical_distance_cases(),
+        "benjamini_hochberg": bh_cases(),
     }
     json.dump(out, sys.stdout, separators=(",", ":"))
     sys.stdout.write("\n")
