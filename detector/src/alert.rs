@@ -70,11 +70,29 @@ pub fn alerts_for(report: &WindowReport, min: Severity) -> Vec<Alert> {
                 _ => c.warning?,
             };
             let cmp = if c.method.lower_is_worse() { "<" } else { ">" };
-            let what = match c.method {
-                Method::Ks => format!("KS p-value {} {cmp} {}", short(value), short(threshold)),
-                Method::Chi2 => format!("chi2 p-value {} {cmp} {}", short(value), short(threshold)),
-                Method::Psi => format!("PSI {} {cmp} {}", short(value), short(threshold)),
+            let name = match c.method {
+                Method::Ks => "KS p-value",
+                Method::Chi2 => "chi2 p-value",
+                Method::Psi => "PSI",
+                Method::Js => "Jensen-Shannon distance",
+                Method::Hellinger => "Hellinger distance",
+                Method::Wasserstein => "Wasserstein distance / reference std",
+                Method::Linf => "L-infinity distance",
+                Method::Unseen => "share of unseen categories",
+                Method::Missing => "missing-value rate",
+                Method::OutOfRange => "share outside the reference range",
+                Method::TypeErrors => "type-error rate",
             };
+            let adjusted = if c.p_value_adjusted == Some(value) && c.p_value != Some(value) {
+                " (BH-adjusted)"
+            } else {
+                ""
+            };
+            let what = format!(
+                "{name}{adjusted} {} {cmp} {}",
+                short(value),
+                short(threshold)
+            );
             let stat = match (c.method, c.statistic) {
                 (Method::Ks, Some(d)) => format!(", D = {}", short(d)),
                 (Method::Chi2, Some(s)) => format!(", chi2 = {}", short(s)),

@@ -252,7 +252,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 
     // Wait for every window to be evaluated.
     let expected_windows = (total - opts.reference) / opts.window;
-    let drift_window = (opts.before - opts.reference) / opts.window;
+    let drift_window = ((opts.before - opts.reference) / opts.window) as i64;
     let mut reports = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while reports.len() < expected_windows {
@@ -295,7 +295,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         println!(
             "    window {:>2} {:<8} {:<8} {}",
             r.window.index,
-            if (r.window.index as usize) < drift_window {
+            if r.window.index < drift_window {
                 "before"
             } else {
                 "drifted"
@@ -306,7 +306,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     }
     let early = alerts
         .iter()
-        .filter(|a| (a.window.index as usize) < drift_window)
+        .filter(|a| a.window.index < drift_window)
         .count();
     let late = alerts.len() - early;
     println!(

@@ -32,10 +32,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::alert::{alerts_for, AlertSender};
+use crate::engine::plan_fingerprint;
 use crate::engine::{Detector, Monitor, ReferenceProfile, WindowReport};
 use crate::metrics::DetectorMetrics;
 use crate::plan::Plan;
-use crate::replay::{reference_from_file, ReplayError};
+use crate::replay::{reference_file_fingerprint, reference_from_file, ReplayError};
 
 /// How to run the detector.
 #[derive(Debug, Clone)]
@@ -111,13 +112,26 @@ pub fn build_detector(plans: &[Arc<Plan>], state_dir: &Path) -> Result<Detector,
         if !seen.insert(system.clone()) {
             return Err(DetectError::DuplicateSystem(system));
         }
+        // A frozen reference is computed once: reuse the persisted one while the plan and
+        // the reference file are unchanged (same fingerprint).
         let reference = if let Some(path) = plan.reference_path() {
-            Some(
-                reference_from_file(plan, &path)
-                    .map_err(|source| DetectError::Reference { system, source })?,
-            )
+            let fingerprint = reference_file_fingerprint(plan, &path).map_err(|source| {
+                DetectError::Reference {
+                    system: system.clone(),
+                    source,
+                }
+            })?;
+            match load_persisted(state_dir, &system, &fingerprint)? {
+                Some(r) => Some(r),
+                None => {
+                    let r = reference_from_file(plan, &path)
+                        .map_err(|source| DetectError::Reference { system, source })?;
+                    persist(state_dir, &r)?;
+                    Some(r)
+                }
+            }
         } else {
-            load_persisted(state_dir, &plan.system.id)?
+            load_persisted(state_dir, &system, &plan_fingerprint(plan))?
         };
         if let Some(r) = &reference {
             tracing::info!(system = %r.system_id, version = %r.version, events = r.events, source = %r.source, "reference loaded");
@@ -127,11 +141,19 @@ pub fn build_detector(plans: &[Arc<Plan>], state_dir: &Path) -> Result<Detector,
     Ok(Detector::new(monitors))
 }
 
-fn load_persisted(state_dir: &Path, system: &str) -> Result<Option<ReferenceProfile>, DetectError> {
+fn load_persisted(
+    state_dir: &Path,
+    system: &str,
+    fingerprint: &str,
+) -> Result<Option<ReferenceProfile>, DetectError> {
     let path = reference_file(state_dir, system);
     match std::fs::read(&path) {
         Ok(bytes) => match serde_json::from_slice::<ReferenceProfile>(&bytes) {
-            Ok(r) if r.system_id == system => Ok(Some(r)),
+            Ok(r) if r.system_id == system && r.fingerprint == fingerprint => Ok(Some(r)),
+            Ok(r) if r.system_id == system => {
+                tracing::warn!(path = %path.display(), "persisted reference was built under another plan or file; building a new one");
+                Ok(None)
+            }
             Ok(_) | Err(_) => {
                 // Never start from a reference we cannot trust; collect a new one and say so.
                 tracing::error!(path = %path.display(), "persisted reference unreadable; collecting a new one");
@@ -286,7 +308,10 @@ pub async fn run(
                                 tracing::error!(error = %e, "cannot persist reference; a restart will collect a new one");
                             }
                         }
-                        if let Some(report) = step.report {
+                        if step.late {
+                            metrics.late.with_label_values(&[system.as_str()]).inc();
+                        }
+                        for report in step.reports {
                             metrics.record(&report);
                             tracing::info!(
                                 system = %report.system_id,

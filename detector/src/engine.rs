@@ -3,23 +3,37 @@
 //! Per AI system a [`Monitor`] goes through two phases:
 //!
 //! 1. **Reference.** A [`ReferenceProfile`] is given (built from the plan's reference file
-//!    by [`ReferenceBuilder`]), or collected from the first N predictions of the stream.
-//!    It is frozen once: sorted samples and quantile bins per numeric signal, category
-//!    counts per categorical one, and a version hash every result quotes.
-//! 2. **Windows.** Predictions fill a count-based tumbling window; when it holds
-//!    `window.size` predictions every check of the plan runs against the reference and a
-//!    [`WindowReport`] comes out.
+//!    by [`ReferenceBuilder`], or loaded from where a driver persisted it), or collected
+//!    from the stream: the first N predictions, or those in a marked period of event time.
+//!    It is frozen once: sorted samples, quantile bins, standard deviation and range per
+//!    numeric signal; category counts per categorical one; learned thresholds; and a
+//!    content hash (`version`) every result quotes.
+//! 2. **Windows.** Window `k` covers positions `[k*slide, k*slide+size)`, a position being
+//!    the prediction's sequence number (count windows) or timestamp in ms (time windows).
+//!    A window closes when the watermark passes its end: the count of predictions, or the
+//!    latest timestamp minus the allowed lateness. Then every check of the plan runs
+//!    against the reference, p-values are adjusted for multiple testing, and a
+//!    [`WindowReport`] comes out. A prediction whose windows have all closed is late:
+//!    counted, not evaluated.
 //!
 //! Identical input gives identical reports: nothing here reads a clock or a random source.
+//!
+//! Edge cases, defined: a signal with fewer than `window.min_samples` usable values (or
+//! none in the reference) is `insufficient`, never an alert; so is a check whose learned
+//! thresholds could not be learned (fewer than two reference windows). An empty time
+//! window produces no report. A constant reference column normalises Wasserstein by
+//! 1e-3 instead of 0.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use driftwatch_schema::{Event, FeatureValue, Prediction};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Check, FeatureType, Method, Plan, Severity, Signal, Source};
+use crate::plan::{
+    Check, Correction, FeatureType, Method, Plan, Severity, Signal, Source, WindowKind, Windowing,
+};
 use crate::stats;
 
 /// One value of a signal taken from a prediction.
@@ -54,7 +68,7 @@ fn extract<'a>(signal: &Signal, p: &'a Prediction) -> Observed<'a> {
         (_, None) | (_, Some(Observed::Missing)) => Observed::Missing,
         (FeatureType::Numeric, Some(Observed::Num(x))) => Observed::Num(x),
         (FeatureType::Categorical, Some(Observed::Cat(c))) => Observed::Cat(c),
-        // Integer codes are common categorical values; anything else fractional is a type error.
+        // Integer codes are common categorical values; anything fractional is a type error.
         (FeatureType::Categorical, Some(Observed::Num(x)))
             if x.fract() == 0.0 && x.abs() < 1e15 =>
         {
@@ -68,7 +82,8 @@ fn extract<'a>(signal: &Signal, p: &'a Prediction) -> Observed<'a> {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SignalReference {
-    /// Numeric: every value sorted (exact KS), interior PSI bin edges, bin proportions.
+    /// Numeric: every value sorted (exact KS and Wasserstein), interior quantile bin
+    /// edges, bin proportions, population standard deviation.
     Numeric {
         /// Sorted reference values.
         sorted: Vec<f64>,
@@ -76,6 +91,8 @@ pub enum SignalReference {
         edges: Vec<f64>,
         /// Reference proportion per bin.
         proportions: Vec<f64>,
+        /// Population standard deviation (ddof = 0).
+        std: f64,
     },
     /// Categorical: count per category.
     Categorical {
@@ -91,6 +108,35 @@ impl SignalReference {
             SignalReference::Categorical { counts } => counts.values().sum::<u64>() as usize,
         }
     }
+
+    fn empty(kind: FeatureType) -> Self {
+        match kind {
+            FeatureType::Numeric => SignalReference::Numeric {
+                sorted: vec![],
+                edges: vec![],
+                proportions: vec![1.0],
+                std: f64::NAN,
+            },
+            FeatureType::Categorical => SignalReference::Categorical {
+                counts: BTreeMap::new(),
+            },
+        }
+    }
+}
+
+/// Thresholds learned from the reference for one check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LearnedLevels {
+    /// Reference windows the levels were learned from.
+    pub windows: usize,
+    /// Mean of the check's value over those windows.
+    pub mean: f64,
+    /// Their standard deviation (ddof = 0).
+    pub std: f64,
+    /// Warning level (`None` with fewer than two windows: nothing could be learned).
+    pub warning: Option<f64>,
+    /// Critical level.
+    pub critical: Option<f64>,
 }
 
 /// The frozen reference of one system: computed once, versioned, quoted by every result.
@@ -100,12 +146,52 @@ pub struct ReferenceProfile {
     pub system_id: String,
     /// Content hash of the profile (`fnv1a64:...`).
     pub version: String,
+    /// What it was computed from (plan and source); a driver rebuilds when this changes.
+    #[serde(default)]
+    pub fingerprint: String,
     /// Predictions it was built from.
     pub events: usize,
-    /// Where it came from (a file path or `first N events`).
+    /// Where it came from (a file path, `first N events`, a period).
     pub source: String,
     /// Per signal, by name.
     pub signals: BTreeMap<String, SignalReference>,
+    /// Learned thresholds by `signal/method`.
+    #[serde(default)]
+    pub learned: BTreeMap<String, LearnedLevels>,
+}
+
+fn learned_key(signal: &str, method: Method) -> String {
+    format!("{signal}/{method}")
+}
+
+/// FNV-1a, 64 bit: a stable content hash for versions and fingerprints.
+pub fn fnv1a64(bytes: &[u8], seed: u64) -> u64 {
+    let mut h: u64 = if seed == 0 {
+        0xcbf2_9ce4_8422_2325
+    } else {
+        seed
+    };
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// What of a plan a reference depends on (signals, bins, windowing, thresholds): a
+/// persisted reference with another plan fingerprint is stale.
+pub fn plan_fingerprint(plan: &Plan) -> String {
+    let mut parts = String::new();
+    for s in plan.signals() {
+        parts.push_str(&format!("{}:{:?}:{:?};", s.name, s.kind, s.checks));
+    }
+    parts.push_str(&format!(
+        "bins={};window={:?};min={}",
+        plan.reference.bins,
+        plan.window.windowing(),
+        plan.window.min_samples()
+    ));
+    format!("{:016x}", fnv1a64(parts.as_bytes(), 0))
 }
 
 /// Collects reference predictions and freezes them into a [`ReferenceProfile`].
@@ -113,8 +199,12 @@ pub struct ReferenceBuilder {
     system_id: String,
     signals: Vec<Signal>,
     bins: usize,
+    windowing: Windowing,
+    min_samples: usize,
     numeric: Vec<Vec<f64>>,
     categorical: Vec<BTreeMap<String, u64>>,
+    /// Reference windows, kept only when a check learns its thresholds.
+    chunks: Option<BTreeMap<i64, Window>>,
     events: usize,
 }
 
@@ -123,23 +213,47 @@ impl ReferenceBuilder {
     pub fn new(plan: &Plan) -> Self {
         let signals = plan.signals();
         let n = signals.len();
+        let learns = signals
+            .iter()
+            .any(|s| s.checks.iter().any(|c| c.thresholds.learned));
         ReferenceBuilder {
             system_id: plan.system.id.clone(),
-            signals,
             bins: plan.reference.bins,
+            windowing: plan.window.windowing(),
+            min_samples: plan.window.min_samples(),
             numeric: vec![Vec::new(); n],
             categorical: vec![BTreeMap::new(); n],
+            chunks: learns.then(BTreeMap::new),
+            signals,
             events: 0,
         }
     }
 
     /// Add one reference prediction.
     pub fn add(&mut self, p: &Prediction) {
+        if let Some(chunks) = &mut self.chunks {
+            // Reference windows tumble at the monitored size, whatever the slide.
+            let pos = match self.windowing.kind {
+                WindowKind::Count => self.events as i64,
+                WindowKind::Time => p.timestamp.timestamp_millis(),
+            };
+            let k = pos.div_euclid(self.windowing.size);
+            chunks
+                .entry(k)
+                .or_insert_with(|| Window::new(&self.signals))
+                .add(&self.signals, p);
+        }
         self.events += 1;
         for (i, s) in self.signals.iter().enumerate() {
             match extract(s, p) {
                 Observed::Num(x) => self.numeric[i].push(x),
-                Observed::Cat(c) => *self.categorical[i].entry(c.into_owned()).or_insert(0) += 1,
+                Observed::Cat(c) => {
+                    if let Some(n) = self.categorical[i].get_mut(c.as_ref()) {
+                        *n += 1;
+                    } else {
+                        self.categorical[i].insert(c.into_owned(), 1);
+                    }
+                }
                 Observed::Missing | Observed::TypeError => {}
             }
         }
@@ -155,20 +269,22 @@ impl ReferenceBuilder {
         self.events == 0
     }
 
-    /// Freeze: sort, bin, hash.
-    pub fn build(mut self, source: String) -> ReferenceProfile {
+    /// Freeze: sort, bin, learn thresholds, hash.
+    pub fn build(mut self, source: String, fingerprint: String) -> ReferenceProfile {
         let mut signals = BTreeMap::new();
         for (i, s) in self.signals.iter().enumerate() {
             let r = match s.kind {
                 FeatureType::Numeric => {
                     let mut sorted = std::mem::take(&mut self.numeric[i]);
-                    sorted.sort_by(f64::total_cmp);
+                    sorted.sort_unstable_by(f64::total_cmp);
                     let edges = stats::quantile_edges(&sorted, self.bins);
                     let proportions = stats::bin_proportions(&edges, &sorted);
+                    let std = stats::std_dev(&sorted);
                     SignalReference::Numeric {
                         sorted,
                         edges,
                         proportions,
+                        std,
                     }
                 }
                 FeatureType::Categorical => SignalReference::Categorical {
@@ -177,27 +293,92 @@ impl ReferenceBuilder {
             };
             signals.insert(s.name.clone(), r);
         }
+        let learned = match self.chunks.take() {
+            Some(mut chunks) => {
+                if self.windowing.kind == WindowKind::Count {
+                    // A short trailing chunk is noisier than a monitored window and
+                    // would widen the learned band: only whole windows count.
+                    let size = self.windowing.size as usize;
+                    chunks.retain(|_, w| w.events == size);
+                }
+                learn(&self.signals, &signals, chunks, self.min_samples)
+            }
+            None => BTreeMap::new(),
+        };
         let mut profile = ReferenceProfile {
             system_id: self.system_id,
             version: String::new(),
+            fingerprint,
             events: self.events,
             source,
             signals,
+            learned,
         };
-        profile.version = profile_hash(&profile);
+        let content = serde_json::to_vec(&(&profile.signals, &profile.learned)).unwrap_or_default();
+        profile.version = format!("fnv1a64:{:016x}", fnv1a64(&content, 0));
         profile
     }
 }
 
-/// FNV-1a over the canonical JSON of the profile's content: stable across runs and builds.
-fn profile_hash(p: &ReferenceProfile) -> String {
-    let bytes = serde_json::to_vec(&p.signals).unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// Evaluate every learned check on every reference window against the whole reference.
+fn learn(
+    signals: &[Signal],
+    reference: &BTreeMap<String, SignalReference>,
+    mut chunks: BTreeMap<i64, Window>,
+    min_samples: usize,
+) -> BTreeMap<String, LearnedLevels> {
+    let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for chunk in chunks.values_mut() {
+        for (s, acc) in signals.iter().zip(chunk.signals.iter_mut()) {
+            let Some(r) = reference.get(&s.name) else {
+                continue;
+            };
+            let mut prep = Prepared::default();
+            for check in s.checks.iter().filter(|c| c.thresholds.learned) {
+                if let Some(v) = check_value(check.method, r, acc, &mut prep, min_samples) {
+                    values
+                        .entry(learned_key(&s.name, check.method))
+                        .or_default()
+                        .push(v.value);
+                }
+            }
+        }
     }
-    format!("fnv1a64:{h:016x}")
+    let mut out = BTreeMap::new();
+    for s in signals {
+        for check in s.checks.iter().filter(|c| c.thresholds.learned) {
+            let key = learned_key(&s.name, check.method);
+            let v = values.remove(&key).unwrap_or_default();
+            let n = v.len();
+            let mean = if n > 0 {
+                v.iter().sum::<f64>() / n as f64
+            } else {
+                f64::NAN
+            };
+            let std = stats::std_dev(&v);
+            let (wk, ck) = check.thresholds.ks();
+            let level = |k: f64| {
+                (n >= 2).then(|| {
+                    if check.method.lower_is_worse() {
+                        (mean - k * std).max(0.0)
+                    } else {
+                        mean + k * std
+                    }
+                })
+            };
+            out.insert(
+                key,
+                LearnedLevels {
+                    windows: n,
+                    mean,
+                    std,
+                    warning: level(wk),
+                    critical: level(ck),
+                },
+            );
+        }
+    }
+    out
 }
 
 /// Whether a check could be run.
@@ -206,9 +387,19 @@ fn profile_hash(p: &ReferenceProfile) -> String {
 pub enum CheckStatus {
     /// The test ran.
     Evaluated,
-    /// Fewer usable values than `window.min_samples` in the window, or none in the
-    /// reference: no verdict, never an alert.
+    /// Too few values in the window or the reference, or learned thresholds that could
+    /// not be learned: no verdict, never an alert.
     Insufficient,
+}
+
+/// Where a check's levels come from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdOrigin {
+    /// Constants: the plan's or the documented defaults.
+    Plan,
+    /// Learned from the reference windows.
+    Learned,
 }
 
 /// One check of one signal in one window.
@@ -220,19 +411,25 @@ pub struct CheckResult {
     pub method: Method,
     /// Evaluated or insufficient.
     pub status: CheckStatus,
-    /// The test statistic (KS D, chi-squared, PSI).
+    /// The test statistic (KS D, chi-squared, PSI, raw Wasserstein, counts for shares).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statistic: Option<f64>,
-    /// The p-value, for tests that have one.
+    /// The raw p-value, for tests that have one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p_value: Option<f64>,
-    /// The value compared with the thresholds (the p-value for KS/chi2, the PSI itself).
+    /// The Benjamini-Hochberg adjusted p-value across the window's p-value checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_value_adjusted: Option<f64>,
+    /// The value compared with the thresholds (the p-value, raw or adjusted per the
+    /// plan's `multiple_testing`, or the distance or share).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
     /// Warning level.
     pub warning: Option<f64>,
     /// Critical level.
     pub critical: Option<f64>,
+    /// Constant or learned levels.
+    pub thresholds: ThresholdOrigin,
     /// Ok, warning or critical.
     pub severity: Severity,
     /// Usable values in the window.
@@ -246,17 +443,24 @@ pub struct CheckResult {
 /// Where a window sits in the stream.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WindowInfo {
-    /// 0-based window number since the reference was frozen.
-    pub index: u64,
+    /// Window number `k`: it covers positions `[k*slide, k*slide+size)`. Count windows
+    /// number from 0 after the reference; time windows from the Unix epoch.
+    pub index: i64,
+    /// Start of a time window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<DateTime<Utc>>,
+    /// End (exclusive) of a time window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<DateTime<Utc>>,
     /// Predictions in the window.
     pub events: usize,
     /// Outcomes seen while the window was open.
     pub outcomes: usize,
-    /// Timestamp of the first prediction.
+    /// Timestamp of the first prediction (arrival order).
     pub first_event_at: DateTime<Utc>,
-    /// Timestamp of the last prediction.
+    /// Timestamp of the last prediction (arrival order).
     pub last_event_at: DateTime<Utc>,
-    /// False for a partial window evaluated at the end of input.
+    /// False for a window evaluated before its end, at the end of input.
     pub complete: bool,
 }
 
@@ -278,19 +482,29 @@ pub struct WindowReport {
     pub checks: Vec<CheckResult>,
 }
 
-enum Accum {
-    Num(Vec<f64>),
-    Cat(HashMap<String, u64>),
-}
-
-struct SignalWindow {
-    values: Accum,
+/// Values of one signal in one window.
+#[derive(Clone)]
+struct SignalAcc {
+    num: Vec<f64>,
+    cat: HashMap<String, u64>,
     missing: usize,
     type_errors: usize,
 }
 
+impl SignalAcc {
+    fn samples(&self) -> usize {
+        self.num.len() + self.cat.values().sum::<u64>() as usize
+    }
+
+    fn events(&self) -> usize {
+        self.samples() + self.missing + self.type_errors
+    }
+}
+
+/// One open window.
+#[derive(Clone)]
 struct Window {
-    signals: Vec<SignalWindow>,
+    signals: Vec<SignalAcc>,
     events: usize,
     outcomes: usize,
     first: Option<DateTime<Utc>>,
@@ -298,15 +512,13 @@ struct Window {
 }
 
 impl Window {
-    fn new(signals: &[Signal], capacity: usize) -> Self {
+    fn new(signals: &[Signal]) -> Self {
         Window {
             signals: signals
                 .iter()
-                .map(|s| SignalWindow {
-                    values: match s.kind {
-                        FeatureType::Numeric => Accum::Num(Vec::with_capacity(capacity)),
-                        FeatureType::Categorical => Accum::Cat(HashMap::new()),
-                    },
+                .map(|_| SignalAcc {
+                    num: Vec::new(),
+                    cat: HashMap::new(),
                     missing: 0,
                     type_errors: 0,
                 })
@@ -323,42 +535,31 @@ impl Window {
         self.first.get_or_insert(p.timestamp);
         self.last = Some(p.timestamp);
         for (s, w) in signals.iter().zip(self.signals.iter_mut()) {
-            match (extract(s, p), &mut w.values) {
-                (Observed::Num(x), Accum::Num(v)) => v.push(x),
-                (Observed::Cat(c), Accum::Cat(m)) => {
-                    if let Some(n) = m.get_mut(c.as_ref()) {
+            match extract(s, p) {
+                Observed::Num(x) => w.num.push(x),
+                Observed::Cat(c) => {
+                    if let Some(n) = w.cat.get_mut(c.as_ref()) {
                         *n += 1;
                     } else {
-                        m.insert(c.into_owned(), 1);
+                        w.cat.insert(c.into_owned(), 1);
                     }
                 }
-                (Observed::Missing, _) => w.missing += 1,
-                _ => w.type_errors += 1,
+                Observed::Missing => w.missing += 1,
+                Observed::TypeError => w.type_errors += 1,
             }
         }
     }
 }
 
-fn severity(check: &Check, value: f64) -> Severity {
-    let past = |level: Option<f64>| {
-        level.is_some_and(|l| {
-            if check.method.lower_is_worse() {
-                value < l
-            } else {
-                value > l
-            }
-        })
-    };
-    if past(check.thresholds.critical) {
-        Severity::Critical
-    } else if past(check.thresholds.warning) {
-        Severity::Warning
-    } else {
-        Severity::Ok
-    }
+/// Work shared by the checks of one signal in one window, computed once on demand.
+#[derive(Default)]
+struct Prepared {
+    sorted: Option<Vec<f64>>,
+    binned: Option<(Vec<f64>, Vec<f64>)>,
 }
 
-/// Aligned (reference, window) counts over the union of categories, reference order first.
+/// Aligned (reference, window) counts over the union of categories, reference order first,
+/// then unseen categories in sorted order (deterministic).
 fn aligned_counts(
     reference: &BTreeMap<String, u64>,
     window: &HashMap<String, u64>,
@@ -369,7 +570,6 @@ fn aligned_counts(
         r.push(n);
         w.push(window.get(cat).copied().unwrap_or(0));
     }
-    // Unseen categories, in sorted order so results are deterministic.
     let mut unseen: Vec<(&String, &u64)> = window
         .iter()
         .filter(|(c, _)| !reference.contains_key(*c))
@@ -382,102 +582,375 @@ fn aligned_counts(
     (r, w)
 }
 
-fn proportions(counts: &[u64]) -> Vec<f64> {
-    let total = counts.iter().sum::<u64>().max(1) as f64;
-    counts.iter().map(|&c| c as f64 / total).collect()
+fn proportions(counts: &[f64]) -> Vec<f64> {
+    let total = counts.iter().sum::<f64>().max(1.0);
+    counts.iter().map(|&c| c / total).collect()
 }
 
-fn evaluate_signal(
-    signal: &Signal,
+/// The window's values sorted, once per signal and window.
+fn sorted<'p>(prep: &'p mut Prepared, acc: &SignalAcc) -> &'p [f64] {
+    prep.sorted.get_or_insert_with(|| {
+        let mut w = acc.num.clone();
+        w.sort_unstable_by(f64::total_cmp);
+        w
+    })
+}
+
+/// The outcome of one check before thresholds.
+struct Value {
+    statistic: f64,
+    p_value: Option<f64>,
+    value: f64,
+}
+
+/// Run one method on one signal's window. `None`: not enough data for a verdict.
+fn check_value(
+    method: Method,
     reference: &SignalReference,
-    window: &mut SignalWindow,
+    acc: &SignalAcc,
+    prep: &mut Prepared,
     min_samples: usize,
-    out: &mut Vec<CheckResult>,
-) {
-    let samples = match &window.values {
-        Accum::Num(v) => v.len(),
-        Accum::Cat(m) => m.values().sum::<u64>() as usize,
+) -> Option<Value> {
+    let share = |count: usize, of: usize| Value {
+        statistic: count as f64,
+        p_value: None,
+        value: count as f64 / of as f64,
     };
-    let sufficient = samples >= min_samples && reference.samples() > 0;
-    // Work shared by the checks of this signal, computed once.
-    let mut sorted_window: Option<Vec<f64>> = None;
-    let mut cat_counts: Option<(Vec<u64>, Vec<u64>)> = None;
-    for check in &signal.checks {
-        let mut result = CheckResult {
-            signal: signal.name.clone(),
-            method: check.method,
-            status: CheckStatus::Insufficient,
-            statistic: None,
-            p_value: None,
-            value: None,
-            warning: check.thresholds.warning,
-            critical: check.thresholds.critical,
-            severity: Severity::Ok,
-            samples,
-            missing: window.missing,
-            type_errors: window.type_errors,
-        };
-        if sufficient {
-            let (statistic, p_value, value) = match (check.method, reference, &window.values) {
-                (Method::Ks, SignalReference::Numeric { sorted, .. }, Accum::Num(v)) => {
-                    let w = sorted_window.get_or_insert_with(|| {
-                        let mut w = v.clone();
-                        w.sort_unstable_by(f64::total_cmp);
-                        w
-                    });
-                    let r = stats::ks_2samp_sorted(sorted, w);
-                    (r.statistic, Some(r.p_value), r.p_value)
+    // Data-quality shares need enough predictions, not enough usable values.
+    match method {
+        Method::Missing => {
+            return (acc.events() >= min_samples).then(|| share(acc.missing, acc.events()))
+        }
+        Method::TypeErrors => {
+            return (acc.events() >= min_samples).then(|| share(acc.type_errors, acc.events()))
+        }
+        _ => {}
+    }
+    if acc.samples() < min_samples || reference.samples() == 0 {
+        return None;
+    }
+    let v = match reference {
+        SignalReference::Numeric {
+            sorted: r_sorted,
+            edges,
+            proportions: r_props,
+            std,
+        } => match method {
+            Method::Ks => {
+                let r = stats::ks_2samp_sorted(r_sorted, sorted(prep, acc));
+                Value {
+                    statistic: r.statistic,
+                    p_value: Some(r.p_value),
+                    value: r.p_value,
                 }
+            }
+            Method::Wasserstein => {
+                let raw = stats::wasserstein_sorted(r_sorted, sorted(prep, acc));
+                Value {
+                    statistic: raw,
+                    p_value: None,
+                    value: raw / std.max(stats::WASSERSTEIN_MIN_STD),
+                }
+            }
+            Method::OutOfRange => {
+                let (lo, hi) = (r_sorted[0], r_sorted[r_sorted.len() - 1]);
+                let sorted = sorted(prep, acc);
+                let below = sorted.partition_point(|&x| x < lo);
+                let above = sorted.len() - sorted.partition_point(|&x| x <= hi);
+                share(below + above, sorted.len())
+            }
+            Method::Psi | Method::Js | Method::Hellinger => {
+                let (r, w) = prep.binned.get_or_insert_with(|| {
+                    (r_props.clone(), stats::bin_proportions(edges, &acc.num))
+                });
+                distance(method, r, w)
+            }
+            _ => return None,
+        },
+        SignalReference::Categorical { counts } => {
+            // Categorical: aligned counts (as f64) over the union of categories.
+            let (r, w) = prep.binned.get_or_insert_with(|| {
+                let (rc, wc) = aligned_counts(counts, &acc.cat);
                 (
-                    Method::Psi,
-                    SignalReference::Numeric {
-                        edges, proportions, ..
-                    },
-                    Accum::Num(v),
-                ) => {
-                    let psi = stats::psi(proportions, &stats::bin_proportions(edges, v));
-                    (psi, None, psi)
+                    rc.iter().map(|&x| x as f64).collect(),
+                    wc.iter().map(|&x| x as f64).collect(),
+                )
+            });
+            let (r, w) = (&*r, &*w);
+            match method {
+                Method::Chi2 => {
+                    let rc: Vec<u64> = r.iter().map(|&x| x as u64).collect();
+                    let wc: Vec<u64> = w.iter().map(|&x| x as u64).collect();
+                    let c = stats::chi2_contingency(&rc, &wc);
+                    Value {
+                        statistic: c.statistic,
+                        p_value: Some(c.p_value),
+                        value: c.p_value,
+                    }
                 }
-                (Method::Chi2, SignalReference::Categorical { counts }, Accum::Cat(m)) => {
-                    let (r, w) = cat_counts.get_or_insert_with(|| aligned_counts(counts, m));
-                    let c = stats::chi2_contingency(r, w);
-                    (c.statistic, Some(c.p_value), c.p_value)
+                Method::Unseen => {
+                    let unseen: f64 = r
+                        .iter()
+                        .zip(w)
+                        .filter(|(r, _)| **r == 0.0)
+                        .map(|(_, w)| w)
+                        .sum();
+                    share(unseen as usize, acc.samples())
                 }
-                (Method::Psi, SignalReference::Categorical { counts }, Accum::Cat(m)) => {
-                    let (r, w) = cat_counts.get_or_insert_with(|| aligned_counts(counts, m));
-                    let psi = stats::psi(&proportions(r), &proportions(w));
-                    (psi, None, psi)
+                Method::Psi | Method::Js | Method::Hellinger | Method::Linf => {
+                    distance(method, &proportions(r), &proportions(w))
                 }
-                // The plan validator only pairs methods with the signal kinds they fit.
-                _ => (f64::NAN, None, f64::NAN),
-            };
-            if value.is_finite() {
-                result.status = CheckStatus::Evaluated;
-                result.statistic = Some(statistic);
-                result.p_value = p_value;
-                result.value = Some(value);
-                result.severity = severity(check, value);
+                _ => return None,
             }
         }
-        out.push(result);
+    };
+    v.value.is_finite().then_some(v)
+}
+
+fn distance(method: Method, r: &[f64], w: &[f64]) -> Value {
+    let d = match method {
+        Method::Psi => stats::psi(r, w),
+        Method::Js => stats::jensen_shannon(r, w),
+        Method::Hellinger => stats::hellinger(r, w),
+        _ => stats::l_infinity(r, w),
+    };
+    Value {
+        statistic: d,
+        p_value: None,
+        value: d,
     }
 }
 
+fn severity(method: Method, warning: Option<f64>, critical: Option<f64>, value: f64) -> Severity {
+    let past = |level: Option<f64>| {
+        level.is_some_and(|l| {
+            if method.lower_is_worse() {
+                value < l
+            } else {
+                value > l
+            }
+        })
+    };
+    if past(critical) {
+        Severity::Critical
+    } else if past(warning) {
+        Severity::Warning
+    } else {
+        Severity::Ok
+    }
+}
+
+/// Evaluate every check of a closed window.
+fn evaluate(
+    signals: &[Signal],
+    reference: &ReferenceProfile,
+    window: &Window,
+    min_samples: usize,
+    correction: Correction,
+) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for (signal, acc) in signals.iter().zip(&window.signals) {
+        let empty;
+        let r = match reference.signals.get(&signal.name) {
+            Some(r) => r,
+            None => {
+                // A reference frozen under an older plan lacks this signal.
+                empty = SignalReference::empty(signal.kind);
+                &empty
+            }
+        };
+        let mut prep = Prepared::default();
+        for check in &signal.checks {
+            out.push(evaluate_check(
+                signal,
+                check,
+                r,
+                acc,
+                &mut prep,
+                min_samples,
+                reference,
+            ));
+        }
+    }
+    // Benjamini-Hochberg across every evaluated p-value of the window; always reported.
+    let idx: Vec<usize> = (0..out.len())
+        .filter(|&i| out[i].status == CheckStatus::Evaluated && out[i].p_value.is_some())
+        .collect();
+    let raw: Vec<f64> = idx
+        .iter()
+        .map(|&i| out[i].p_value.unwrap_or(f64::NAN))
+        .collect();
+    for (&i, adj) in idx.iter().zip(stats::benjamini_hochberg(&raw)) {
+        let c = &mut out[i];
+        c.p_value_adjusted = Some(adj);
+        if correction == Correction::BenjaminiHochberg && c.thresholds == ThresholdOrigin::Plan {
+            c.value = Some(adj);
+            c.severity = severity(c.method, c.warning, c.critical, adj);
+        }
+    }
+    out
+}
+
+fn evaluate_check(
+    signal: &Signal,
+    check: &Check,
+    r: &SignalReference,
+    acc: &SignalAcc,
+    prep: &mut Prepared,
+    min_samples: usize,
+    reference: &ReferenceProfile,
+) -> CheckResult {
+    let (warning, critical, origin) = if check.thresholds.learned {
+        let l = reference
+            .learned
+            .get(&learned_key(&signal.name, check.method));
+        (
+            l.and_then(|l| l.warning),
+            l.and_then(|l| l.critical),
+            ThresholdOrigin::Learned,
+        )
+    } else {
+        (
+            check.thresholds.warning,
+            check.thresholds.critical,
+            ThresholdOrigin::Plan,
+        )
+    };
+    let mut result = CheckResult {
+        signal: signal.name.clone(),
+        method: check.method,
+        status: CheckStatus::Insufficient,
+        statistic: None,
+        p_value: None,
+        p_value_adjusted: None,
+        value: None,
+        warning,
+        critical,
+        thresholds: origin,
+        severity: Severity::Ok,
+        samples: acc.samples(),
+        missing: acc.missing,
+        type_errors: acc.type_errors,
+    };
+    let learnable = !check.thresholds.learned || warning.is_some() || critical.is_some();
+    if let Some(v) = check_value(check.method, r, acc, prep, min_samples) {
+        result.statistic = Some(v.statistic);
+        result.p_value = v.p_value;
+        result.value = Some(v.value);
+        if learnable {
+            result.status = CheckStatus::Evaluated;
+            result.severity = severity(check.method, warning, critical, v.value);
+        }
+    }
+    result
+}
+
+/// The open windows of one system and the watermark that closes them.
+struct Windows {
+    spec: Windowing,
+    open: BTreeMap<i64, Window>,
+    /// Every window with `k < closed_before` has closed.
+    closed_before: i64,
+    /// Predictions seen (count windows).
+    seq: i64,
+    /// Largest timestamp seen minus the allowed lateness (time windows).
+    watermark: i64,
+}
+
+impl Windows {
+    fn new(spec: Windowing) -> Self {
+        Windows {
+            spec,
+            open: BTreeMap::new(),
+            closed_before: i64::MIN,
+            seq: 0,
+            watermark: i64::MIN,
+        }
+    }
+
+    /// Add a prediction; returns the windows it closed (in order) and whether it was late.
+    fn add(&mut self, signals: &[Signal], p: &Prediction) -> (Vec<(i64, Window)>, bool) {
+        let Windowing {
+            kind,
+            size,
+            slide,
+            lateness,
+        } = self.spec;
+        let pos = match kind {
+            WindowKind::Count => self.seq,
+            WindowKind::Time => p.timestamp.timestamp_millis(),
+        };
+        // Windows k with k*slide <= pos < k*slide + size.
+        let mut first = (pos - size).div_euclid(slide) + 1;
+        if kind == WindowKind::Count {
+            first = first.max(0);
+        }
+        let last = pos.div_euclid(slide);
+        let mut placed = false;
+        for k in first.max(self.closed_before)..=last {
+            self.open
+                .entry(k)
+                .or_insert_with(|| Window::new(signals))
+                .add(signals, p);
+            placed = true;
+        }
+        let mark = match kind {
+            WindowKind::Count => {
+                self.seq += 1;
+                self.seq
+            }
+            WindowKind::Time => {
+                self.watermark = self.watermark.max(pos.saturating_sub(lateness));
+                self.watermark
+            }
+        };
+        // Window k has closed once its end (k*slide + size) <= mark.
+        if mark > i64::MIN {
+            self.closed_before = self.closed_before.max((mark - size).div_euclid(slide) + 1);
+        }
+        let still_open = self.open.split_off(&self.closed_before);
+        let closed = std::mem::replace(&mut self.open, still_open);
+        (closed.into_iter().collect(), !placed)
+    }
+
+    fn bounds(&self, k: i64) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        match self.spec.kind {
+            WindowKind::Count => (None, None),
+            WindowKind::Time => {
+                let at = |ms: i64| Utc.timestamp_millis_opt(ms).single();
+                (
+                    at(k * self.spec.slide),
+                    at(k * self.spec.slide + self.spec.size),
+                )
+            }
+        }
+    }
+}
+
+/// How the reference is being collected from the stream.
+#[derive(Debug, Clone, Copy)]
+enum Collect {
+    FirstN(usize),
+    Period(DateTime<Utc>, DateTime<Utc>),
+}
+
 enum Phase {
-    Collecting(ReferenceBuilder, usize),
+    Collecting(Box<ReferenceBuilder>, Collect),
     Monitoring {
         reference: Arc<ReferenceProfile>,
-        window: Window,
+        windows: Windows,
     },
 }
 
 /// What one observed event produced.
 #[derive(Debug, Default)]
 pub struct Step {
-    /// A window closed.
-    pub report: Option<WindowReport>,
-    /// The reference was frozen by this event (first-N references); persist it.
+    /// Windows that closed, in order.
+    pub reports: Vec<WindowReport>,
+    /// The reference was frozen by this event (collected from the stream); persist it.
     pub reference_frozen: Option<Arc<ReferenceProfile>>,
+    /// The prediction arrived after all its windows had closed; it was not evaluated.
+    pub late: bool,
 }
 
 /// The engine state of one AI system.
@@ -485,29 +958,30 @@ pub struct Monitor {
     plan: Arc<Plan>,
     signals: Vec<Signal>,
     phase: Phase,
-    next_index: u64,
 }
 
 impl Monitor {
     /// A monitor for `plan`. With `reference`, monitoring starts at once; without, the
-    /// plan must say `first_events` and the first N predictions become the reference.
+    /// plan's `first_events` or `from`/`to` period collects it from the stream.
     pub fn new(plan: Arc<Plan>, reference: Option<ReferenceProfile>) -> Self {
         let signals = plan.signals();
         let phase = match reference {
             Some(r) => Phase::Monitoring {
                 reference: Arc::new(r),
-                window: Window::new(&signals, plan.window.size),
+                windows: Windows::new(plan.window.windowing()),
             },
-            None => Phase::Collecting(
-                ReferenceBuilder::new(&plan),
-                plan.reference.first_events.unwrap_or(plan.window.size),
-            ),
+            None => {
+                let how = match (plan.reference.from, plan.reference.to) {
+                    (Some(f), Some(t)) => Collect::Period(f, t),
+                    _ => Collect::FirstN(plan.reference.first_events.unwrap_or(1)),
+                };
+                Phase::Collecting(Box::new(ReferenceBuilder::new(&plan)), how)
+            }
         };
         Monitor {
             plan,
             signals,
             phase,
-            next_index: 0,
         }
     }
 
@@ -529,104 +1003,137 @@ impl Monitor {
     pub fn has_pending(&self) -> bool {
         match &self.phase {
             Phase::Collecting(b, _) => !b.is_empty(),
-            Phase::Monitoring { window, .. } => window.events > 0 || window.outcomes > 0,
+            Phase::Monitoring { windows, .. } => windows
+                .open
+                .values()
+                .any(|w| w.events > 0 || w.outcomes > 0),
         }
+    }
+
+    fn freeze(&mut self, step: &mut Step) {
+        let Phase::Collecting(builder, how) = &mut self.phase else {
+            return;
+        };
+        let taken = std::mem::replace(builder.as_mut(), ReferenceBuilder::new(&self.plan));
+        let source = match how {
+            Collect::FirstN(_) => format!("first {} events", taken.len()),
+            Collect::Period(f, t) => {
+                format!("events from {} to {}", f.to_rfc3339(), t.to_rfc3339())
+            }
+        };
+        let profile = Arc::new(taken.build(source, plan_fingerprint(&self.plan)));
+        step.reference_frozen = Some(profile.clone());
+        self.phase = Phase::Monitoring {
+            reference: profile,
+            windows: Windows::new(self.plan.window.windowing()),
+        };
     }
 
     /// Feed one event of this system.
     pub fn observe(&mut self, event: &Event) -> Step {
         let mut step = Step::default();
-        match (&mut self.phase, event) {
-            (Phase::Collecting(builder, target), Event::Prediction(p)) => {
-                builder.add(p);
-                if builder.len() >= *target {
-                    let n = builder.len();
-                    let taken = std::mem::replace(builder, ReferenceBuilder::new(&self.plan));
-                    let profile = Arc::new(taken.build(format!("first {n} events")));
-                    step.reference_frozen = Some(profile.clone());
-                    self.phase = Phase::Monitoring {
-                        reference: profile,
-                        window: Window::new(&self.signals, self.plan.window.size),
-                    };
+        if let (Phase::Collecting(builder, how), Event::Prediction(p)) = (&mut self.phase, event) {
+            match *how {
+                Collect::FirstN(n) => {
+                    builder.add(p);
+                    if builder.len() >= n {
+                        self.freeze(&mut step);
+                    }
+                    return step;
+                }
+                Collect::Period(from, to) => {
+                    if p.timestamp < from {
+                        return step;
+                    }
+                    if p.timestamp < to {
+                        builder.add(p);
+                        return step;
+                    }
+                    // The first prediction past the period freezes it and is monitored.
+                    self.freeze(&mut step);
                 }
             }
-            (Phase::Collecting(..), Event::Outcome(_)) => {}
-            (Phase::Monitoring { window, .. }, Event::Prediction(p)) => {
-                window.add(&self.signals, p);
-                if window.events >= self.plan.window.size {
-                    step.report = self.close(true);
+        }
+        let Phase::Monitoring { reference, windows } = &mut self.phase else {
+            return step;
+        };
+        match event {
+            Event::Prediction(p) => {
+                let (closed, late) = windows.add(&self.signals, p);
+                step.late = late;
+                for (k, w) in closed {
+                    step.reports.push(report(
+                        &self.plan,
+                        &self.signals,
+                        reference,
+                        windows,
+                        k,
+                        &w,
+                        true,
+                    ));
                 }
             }
-            (Phase::Monitoring { window, .. }, Event::Outcome(_)) => window.outcomes += 1,
+            Event::Outcome(_) => {
+                for w in windows.open.values_mut() {
+                    w.outcomes += 1;
+                }
+            }
         }
         step
     }
 
-    /// End of input: evaluate a partial window if it has any predictions.
-    pub fn finish(&mut self) -> Option<WindowReport> {
-        match &self.phase {
-            Phase::Monitoring { window, .. } if window.events > 0 => self.close(false),
-            _ => None,
-        }
-    }
-
-    fn close(&mut self, complete: bool) -> Option<WindowReport> {
-        let Phase::Monitoring { reference, window } = &mut self.phase else {
-            return None;
+    /// End of input: evaluate the windows still open, marked incomplete.
+    pub fn finish(&mut self) -> Vec<WindowReport> {
+        let Phase::Monitoring { reference, windows } = &mut self.phase else {
+            return Vec::new();
         };
-        let mut closed =
-            std::mem::replace(window, Window::new(&self.signals, self.plan.window.size));
-        let mut checks = Vec::new();
-        for (signal, sw) in self.signals.iter().zip(closed.signals.iter_mut()) {
-            match reference.signals.get(&signal.name) {
-                Some(r) => {
-                    evaluate_signal(signal, r, sw, self.plan.window.min_samples(), &mut checks)
-                }
-                None => {
-                    // A reference persisted under an older plan lacks this signal.
-                    let empty = match signal.kind {
-                        FeatureType::Numeric => SignalReference::Numeric {
-                            sorted: vec![],
-                            edges: vec![],
-                            proportions: vec![1.0],
-                        },
-                        FeatureType::Categorical => SignalReference::Categorical {
-                            counts: BTreeMap::new(),
-                        },
-                    };
-                    evaluate_signal(
-                        signal,
-                        &empty,
-                        sw,
-                        self.plan.window.min_samples(),
-                        &mut checks,
-                    )
-                }
-            }
-        }
-        let severity = checks
-            .iter()
-            .map(|c| c.severity)
-            .max()
-            .unwrap_or(Severity::Ok);
-        let index = self.next_index;
-        self.next_index += 1;
-        let epoch = DateTime::<Utc>::UNIX_EPOCH;
-        Some(WindowReport {
-            system_id: self.plan.system.id.clone(),
-            plan_version: self.plan.system.plan_version.clone(),
-            reference_version: reference.version.clone(),
-            window: WindowInfo {
-                index,
-                events: closed.events,
-                outcomes: closed.outcomes,
-                first_event_at: closed.first.unwrap_or(epoch),
-                last_event_at: closed.last.unwrap_or(epoch),
-                complete,
-            },
-            severity,
-            checks,
-        })
+        let open = std::mem::take(&mut windows.open);
+        open.into_iter()
+            .filter(|(_, w)| w.events > 0)
+            .map(|(k, w)| report(&self.plan, &self.signals, reference, windows, k, &w, false))
+            .collect()
+    }
+}
+
+fn report(
+    plan: &Plan,
+    signals: &[Signal],
+    reference: &ReferenceProfile,
+    windows: &Windows,
+    k: i64,
+    w: &Window,
+    complete: bool,
+) -> WindowReport {
+    let checks = evaluate(
+        signals,
+        reference,
+        w,
+        plan.window.min_samples(),
+        plan.multiple_testing.method,
+    );
+    let severity = checks
+        .iter()
+        .map(|c| c.severity)
+        .max()
+        .unwrap_or(Severity::Ok);
+    let (start, end) = windows.bounds(k);
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    WindowReport {
+        system_id: plan.system.id.clone(),
+        plan_version: plan.system.plan_version.clone(),
+        reference_version: reference.version.clone(),
+        window: WindowInfo {
+            index: k,
+            start,
+            end,
+            events: w.events,
+            outcomes: w.outcomes,
+            first_event_at: w.first.unwrap_or(epoch),
+            last_event_at: w.last.unwrap_or(epoch),
+            complete,
+        },
+        severity,
+        checks,
     }
 }
 
@@ -671,12 +1178,17 @@ impl Detector {
         v
     }
 
-    /// End of input: partial windows of every system, in system id order.
+    /// End of input: open windows of every system, in system id order.
     pub fn finish(&mut self) -> Vec<WindowReport> {
         let mut ids: Vec<String> = self.monitors.keys().cloned().collect();
         ids.sort();
         ids.iter()
-            .filter_map(|id| self.monitors.get_mut(id).and_then(Monitor::finish))
+            .flat_map(|id| {
+                self.monitors
+                    .get_mut(id)
+                    .map(Monitor::finish)
+                    .unwrap_or_default()
+            })
             .collect()
     }
 }

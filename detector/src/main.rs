@@ -172,12 +172,12 @@ fn plan_check(files: &[PathBuf]) -> ExitCode {
                 let signals = plan.signals();
                 let checks: usize = signals.iter().map(|s| s.checks.len()).sum();
                 println!(
-                    "{}: ok: system {}, {} signals, {} checks, windows of {}",
+                    "{}: ok: system {}, {} signals, {} checks, {}",
                     f.display(),
                     plan.system.id,
                     signals.len(),
                     checks,
-                    plan.window.size
+                    plan.window.describe()
                 );
             }
             Err(e) => {

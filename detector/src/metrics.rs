@@ -15,6 +15,8 @@ pub struct DetectorMetrics {
     pub unplanned: IntCounter,
     /// `driftwatch_events_invalid_total`: payloads that are not v1 events.
     pub invalid: IntCounter,
+    /// `driftwatch_events_late_total{system}`: predictions after their windows closed.
+    pub late: IntCounterVec,
     /// `driftwatch_windows_total{system}`.
     pub windows: IntCounterVec,
     /// `driftwatch_drift_value{system,signal,method}`: the compared value of the last window.
@@ -48,6 +50,13 @@ impl DetectorMetrics {
         let invalid = IntCounter::new(
             "driftwatch_events_invalid_total",
             "Payloads on the events topic that are not v1 events.",
+        )?;
+        let late = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_events_late_total",
+                "Predictions that arrived after all their windows had closed (not evaluated).",
+            ),
+            &["system"],
         )?;
         let windows = IntCounterVec::new(
             Opts::new("driftwatch_windows_total", "Windows evaluated."),
@@ -96,6 +105,7 @@ impl DetectorMetrics {
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(unplanned.clone()))?;
         registry.register(Box::new(invalid.clone()))?;
+        registry.register(Box::new(late.clone()))?;
         registry.register(Box::new(windows.clone()))?;
         registry.register(Box::new(value.clone()))?;
         registry.register(Box::new(statistic.clone()))?;
@@ -107,6 +117,7 @@ impl DetectorMetrics {
             events,
             unplanned,
             invalid,
+            late,
             windows,
             value,
             statistic,

@@ -13,17 +13,25 @@
 //! # first_events = 2000            # the first N predictions of the stream
 //!
 //! [window]
-//! size = 1000                      # predictions per tumbling window
+//! size = 1000                      # predictions per tumbling window; or:
+//! # kind = "time"                  # event-time windows of the predictions' timestamps
+//! # duration_s = 3600              # one hour
+//! # slide_s = 900                  # sliding: a window every 15 minutes (default: tumbling)
+//! # allowed_lateness_s = 300       # how late an event may arrive and still count
 //!
 //! [features.age]
-//! type = "numeric"                 # checks default to ["ks", "psi"]
+//! type = "numeric"                 # default checks: ks, psi, wasserstein, missing, out_of_range, type_errors
 //!
 //! [features.region]
-//! type = "categorical"             # checks default to ["chi2", "psi"]
+//! type = "categorical"             # default checks: chi2, psi, unseen, missing, type_errors
 //! thresholds.psi = { warning = 0.1, critical = 0.25 }
 //!
 //! [prediction.score]
 //! checks = ["ks", "psi"]
+//! thresholds.psi = { learned = true }   # mean + 2/3 sd of reference windows
+//!
+//! [multiple_testing]
+//! method = "benjamini-hochberg"    # FDR control across a window's p-value checks
 //!
 //! [alerts]
 //! webhook_url = "http://alert-receiver:8080/driftwatch"
@@ -37,6 +45,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A parsed, validated monitoring plan.
@@ -61,6 +70,9 @@ pub struct Plan {
     /// Where alerts go.
     #[serde(default)]
     pub alerts: AlertSpec,
+    /// Correction for testing many signals in one window.
+    #[serde(default)]
+    pub multiple_testing: MultipleTesting,
     /// The directory of the plan file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -99,32 +111,186 @@ pub struct ReferenceSpec {
     /// Or: the first N predictions of the stream.
     #[serde(default)]
     pub first_events: Option<usize>,
+    /// Or: a marked period of the stream, by event time: predictions with
+    /// `from <= timestamp < to` (RFC 3339). Monitoring starts with the first event at or
+    /// after `to`.
+    #[serde(default, deserialize_with = "de_time")]
+    pub from: Option<DateTime<Utc>>,
+    /// End of the marked period (exclusive).
+    #[serde(default, deserialize_with = "de_time")]
+    pub to: Option<DateTime<Utc>>,
     /// Number of quantile bins for PSI (default 10).
     #[serde(default = "default_bins")]
     pub bins: usize,
+}
+
+/// A TOML datetime (`from = 2026-01-01T00:00:00Z`) or an RFC 3339 string; a zone is required.
+fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Time {
+        Text(String),
+        Toml(toml::value::Datetime),
+    }
+    let text = match Option::<Time>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Time::Text(s)) => s,
+        Some(Time::Toml(t)) => t.to_string(),
+    };
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|_| {
+            D::Error::custom(format!(
+                "\"{text}\" is not a timestamp with a time zone, such as 2026-01-01T00:00:00Z"
+            ))
+        })
 }
 
 fn default_bins() -> usize {
     10
 }
 
-/// Count-based tumbling windows.
+/// How windows are counted.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowKind {
+    /// By number of predictions, in arrival order.
+    #[default]
+    Count,
+    /// By the predictions' own timestamps (event time), not their arrival.
+    Time,
+}
+
+/// Windows: count-based or event-time, tumbling or sliding.
+///
+/// A window `k` covers positions `[k * slide, k * slide + size)`, where a position is the
+/// prediction's sequence number (count windows) or its timestamp (time windows). With
+/// `slide` equal to `size` (the default) windows tumble; with a smaller slide they overlap.
+/// A count window closes when its last prediction arrives; a time window closes when a
+/// prediction `allowed_lateness_s` past its end arrives. A prediction for a window that
+/// has already closed is late: counted, not evaluated. A time window in which no
+/// prediction falls produces no report.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSpec {
-    /// Predictions per window.
-    pub size: usize,
+    /// Count (default) or time.
+    #[serde(default)]
+    pub kind: WindowKind,
+    /// Count windows: predictions per window.
+    #[serde(default)]
+    pub size: Option<usize>,
+    /// Count windows: predictions between window starts (default: `size`, tumbling).
+    #[serde(default)]
+    pub slide: Option<usize>,
+    /// Time windows: window length in seconds.
+    #[serde(default)]
+    pub duration_s: Option<u64>,
+    /// Time windows: seconds between window starts (default: `duration_s`, tumbling).
+    #[serde(default)]
+    pub slide_s: Option<u64>,
+    /// Time windows: how long after a window's end its late predictions still count.
+    #[serde(default)]
+    pub allowed_lateness_s: u64,
     /// A signal with fewer usable values than this in a window is marked insufficient
     /// instead of tested (default: 30, or the window size if smaller).
     #[serde(default)]
     pub min_samples: Option<usize>,
 }
 
+/// Resolved windowing, in positions (sequence numbers or milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windowing {
+    /// Count or time.
+    pub kind: WindowKind,
+    /// Window length.
+    pub size: i64,
+    /// Distance between window starts.
+    pub slide: i64,
+    /// Allowed lateness (time windows; 0 for count windows).
+    pub lateness: i64,
+}
+
 impl WindowSpec {
     /// The resolved minimum sample size.
     pub fn min_samples(&self) -> usize {
-        self.min_samples.unwrap_or(30.min(self.size))
+        let cap = match self.kind {
+            WindowKind::Count => self.size.unwrap_or(30),
+            WindowKind::Time => 30,
+        };
+        self.min_samples.unwrap_or(30.min(cap))
     }
+
+    /// The resolved windowing (valid after plan validation).
+    pub fn windowing(&self) -> Windowing {
+        match self.kind {
+            WindowKind::Count => {
+                let size = self.size.unwrap_or(1) as i64;
+                Windowing {
+                    kind: WindowKind::Count,
+                    size,
+                    slide: self.slide.map_or(size, |s| s as i64),
+                    lateness: 0,
+                }
+            }
+            WindowKind::Time => {
+                let size = self.duration_s.unwrap_or(1) as i64 * 1000;
+                Windowing {
+                    kind: WindowKind::Time,
+                    size,
+                    slide: self.slide_s.map_or(size, |s| s as i64 * 1000),
+                    lateness: self.allowed_lateness_s as i64 * 1000,
+                }
+            }
+        }
+    }
+
+    /// A short description for humans ("windows of 1000", "1h windows every 15m").
+    pub fn describe(&self) -> String {
+        let w = self.windowing();
+        let unit = |v: i64| match w.kind {
+            WindowKind::Count => format!("{v}"),
+            WindowKind::Time => format!("{}s", v / 1000),
+        };
+        if w.slide == w.size {
+            format!("{} windows of {}", kind_name(w.kind), unit(w.size))
+        } else {
+            format!(
+                "{} windows of {} every {}",
+                kind_name(w.kind),
+                unit(w.size),
+                unit(w.slide)
+            )
+        }
+    }
+}
+
+fn kind_name(k: WindowKind) -> &'static str {
+    match k {
+        WindowKind::Count => "count",
+        WindowKind::Time => "time",
+    }
+}
+
+/// Correction for the many p-value checks of one window.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultipleTesting {
+    /// `none` (default) or `benjamini-hochberg`.
+    #[serde(default)]
+    pub method: Correction,
+}
+
+/// A multiple-testing correction.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Correction {
+    /// Compare raw p-values with the thresholds (adjusted ones are still reported).
+    #[default]
+    None,
+    /// Benjamini-Hochberg false-discovery-rate control across all p-value checks of a
+    /// window (every signal, every p-value method): thresholds apply to adjusted p-values.
+    BenjaminiHochberg,
 }
 
 /// How a feature's values are compared.
@@ -137,17 +303,56 @@ pub enum FeatureType {
     Categorical,
 }
 
-/// A drift test.
+/// A drift test or data-quality check. The value compared with the thresholds is given
+/// for each; the documented default levels are (warning, critical).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
-    /// Two-sample Kolmogorov-Smirnov p-value (numeric).
+    /// Two-sample Kolmogorov-Smirnov, numeric. Value: p-value (asymptotic, as scipy).
+    /// Alerts below (0.05, 0.01).
     Ks,
-    /// Population stability index (numeric: reference-quantile bins; categorical: categories).
+    /// Population stability index over reference-quantile bins (numeric) or categories;
+    /// empty bins smoothed to 1e-4. Alerts above (0.1, 0.25).
     Psi,
-    /// Chi-squared test of homogeneity p-value (categorical).
+    /// Chi-squared test of the reference-vs-window table, categorical. Value: p-value.
+    /// Alerts below (0.05, 0.01).
     Chi2,
+    /// Jensen-Shannon distance, base 2, over reference-quantile bins or categories.
+    /// Alerts above (0.1, 0.2).
+    Js,
+    /// Hellinger distance over reference-quantile bins or categories. Above (0.1, 0.2).
+    Hellinger,
+    /// Wasserstein-1 distance divided by the reference's standard deviation (floored at
+    /// 1e-3); the raw distance is the statistic. Numeric. Above (0.1, 0.2).
+    Wasserstein,
+    /// L-infinity distance between category proportions, categorical. Above (0.1, 0.2).
+    Linf,
+    /// Share of the window's values in categories the reference never saw, categorical.
+    /// Above (0.01, 0.05).
+    Unseen,
+    /// Share of predictions where the signal is null or absent. Above (0.05, 0.2).
+    Missing,
+    /// Share of numeric values outside the reference's [min, max]. Above (0.02, 0.1).
+    OutOfRange,
+    /// Share of predictions where the value has the wrong type. Above (0, 0.01): any
+    /// type error is a warning.
+    TypeErrors,
 }
+
+/// Every method, for documentation and tests.
+pub const ALL_METHODS: [Method; 11] = [
+    Method::Ks,
+    Method::Psi,
+    Method::Chi2,
+    Method::Js,
+    Method::Hellinger,
+    Method::Wasserstein,
+    Method::Linf,
+    Method::Unseen,
+    Method::Missing,
+    Method::OutOfRange,
+    Method::TypeErrors,
+];
 
 impl Method {
     /// Name in results, metrics and plans.
@@ -156,34 +361,58 @@ impl Method {
             Method::Ks => "ks",
             Method::Psi => "psi",
             Method::Chi2 => "chi2",
+            Method::Js => "js",
+            Method::Hellinger => "hellinger",
+            Method::Wasserstein => "wasserstein",
+            Method::Linf => "linf",
+            Method::Unseen => "unseen",
+            Method::Missing => "missing",
+            Method::OutOfRange => "out_of_range",
+            Method::TypeErrors => "type_errors",
         }
     }
 
     /// True when the statistic alerts by being small (p-values), false when large.
     pub fn lower_is_worse(self) -> bool {
+        self.has_p_value()
+    }
+
+    /// True for hypothesis tests whose value is a p-value.
+    pub fn has_p_value(self) -> bool {
         matches!(self, Method::Ks | Method::Chi2)
     }
 
-    /// Default thresholds: p < 0.05 warning / 0.01 critical; PSI 0.1 / 0.25.
+    /// Default thresholds (documented on each variant).
     pub fn default_thresholds(self) -> Thresholds {
-        match self {
-            Method::Ks | Method::Chi2 => Thresholds {
-                warning: Some(0.05),
-                critical: Some(0.01),
-            },
-            Method::Psi => Thresholds {
-                warning: Some(0.1),
-                critical: Some(0.25),
-            },
+        let (warning, critical) = match self {
+            Method::Ks | Method::Chi2 => (0.05, 0.01),
+            Method::Psi => (0.1, 0.25),
+            Method::Js | Method::Hellinger | Method::Wasserstein | Method::Linf => (0.1, 0.2),
+            Method::Unseen => (0.01, 0.05),
+            Method::Missing => (0.05, 0.2),
+            Method::OutOfRange => (0.02, 0.1),
+            Method::TypeErrors => (0.0, 0.01),
+        };
+        Thresholds {
+            warning: Some(warning),
+            critical: Some(critical),
+            ..Thresholds::default()
         }
     }
 
     fn applies_to(self, t: FeatureType) -> bool {
         match self {
-            Method::Ks => t == FeatureType::Numeric,
-            Method::Chi2 => t == FeatureType::Categorical,
-            Method::Psi => true,
+            Method::Ks | Method::Wasserstein | Method::OutOfRange => t == FeatureType::Numeric,
+            Method::Chi2 | Method::Linf | Method::Unseen => t == FeatureType::Categorical,
+            Method::Psi | Method::Js | Method::Hellinger | Method::Missing | Method::TypeErrors => {
+                true
+            }
         }
+    }
+
+    /// Whether the value is a share or distance bounded by 1.
+    fn bounded_by_one(self) -> bool {
+        !matches!(self, Method::Psi | Method::Wasserstein)
     }
 }
 
@@ -193,7 +422,12 @@ impl fmt::Display for Method {
     }
 }
 
-/// Two alert levels for one check. Either may be omitted.
+/// Two alert levels for one check: constants, or learned from the reference.
+///
+/// Learned (`learned = true`): the reference is cut into windows of the monitored size,
+/// each is compared with the whole reference, and a level sits at the mean of those
+/// values plus (minus, for p-values) `k` standard deviations: `warning_k` (default 2)
+/// and `critical_k` (default 3). The levels are frozen with the reference.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
@@ -203,6 +437,25 @@ pub struct Thresholds {
     /// Level for a critical alert.
     #[serde(default)]
     pub critical: Option<f64>,
+    /// Learn both levels from the reference.
+    #[serde(default)]
+    pub learned: bool,
+    /// Learned warning level in standard deviations (default 2).
+    #[serde(default)]
+    pub warning_k: Option<f64>,
+    /// Learned critical level in standard deviations (default 3).
+    #[serde(default)]
+    pub critical_k: Option<f64>,
+}
+
+impl Thresholds {
+    /// `(warning_k, critical_k)` of learned thresholds.
+    pub fn ks(&self) -> (f64, f64) {
+        (
+            self.warning_k.unwrap_or(2.0),
+            self.critical_k.unwrap_or(3.0),
+        )
+    }
 }
 
 /// One monitored input feature.
@@ -464,23 +717,29 @@ impl Plan {
                 format!("\"{id}\" must be 1 to 128 characters of [A-Za-z0-9._-]"),
             ));
         }
-        match (&self.reference.file, self.reference.first_events) {
-            (Some(_), Some(_)) => {
+        let r = &self.reference;
+        let sources = usize::from(r.file.is_some())
+            + usize::from(r.first_events.is_some())
+            + usize::from(r.from.is_some() || r.to.is_some());
+        if sources != 1 {
+            return Err(invalid(
+                "reference",
+                "give exactly one of `file` (a CSV or NDJSON file), `first_events` (a count) or `from` and `to` (a period of the stream)".into(),
+            ));
+        }
+        if r.first_events == Some(0) {
+            return Err(invalid(
+                "reference.first_events",
+                "must be at least 1".into(),
+            ));
+        }
+        match (r.from, r.to) {
+            (Some(_), None) => return Err(invalid("reference.to", "`from` needs `to`".into())),
+            (None, Some(_)) => return Err(invalid("reference.from", "`to` needs `from`".into())),
+            (Some(f), Some(t)) if f >= t => {
                 return Err(invalid(
-                    "reference",
-                    "give either `file` or `first_events`, not both".into(),
-                ))
-            }
-            (None, None) => {
-                return Err(invalid(
-                    "reference",
-                    "give `file` (a CSV or NDJSON file) or `first_events` (a count)".into(),
-                ))
-            }
-            (None, Some(0)) => {
-                return Err(invalid(
-                    "reference.first_events",
-                    "must be at least 1".into(),
+                    "reference.to",
+                    format!("{t} is not after `from` ({f})"),
                 ))
             }
             _ => {}
@@ -491,18 +750,80 @@ impl Plan {
                 format!("{} is outside 2..=1000", self.reference.bins),
             ));
         }
-        if self.window.size == 0 {
-            return Err(invalid("window.size", "must be at least 1".into()));
-        }
-        let min = self.window.min_samples();
-        if min == 0 || min > self.window.size {
-            return Err(invalid(
-                "window.min_samples",
-                format!(
-                    "{min} must be between 1 and window.size ({})",
-                    self.window.size
-                ),
-            ));
+        let w = &self.window;
+        match w.kind {
+            WindowKind::Count => {
+                for (key, set) in [
+                    ("window.duration_s", w.duration_s.is_some()),
+                    ("window.slide_s", w.slide_s.is_some()),
+                    ("window.allowed_lateness_s", w.allowed_lateness_s > 0),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            key,
+                            "applies to kind = \"time\" windows only".into(),
+                        ));
+                    }
+                }
+                let size = match w.size {
+                    None | Some(0) => {
+                        return Err(invalid(
+                            "window.size",
+                            "count windows need a size of at least 1 prediction".into(),
+                        ))
+                    }
+                    Some(s) => s,
+                };
+                if let Some(slide) = w.slide {
+                    if slide == 0 || slide > size {
+                        return Err(invalid(
+                            "window.slide",
+                            format!("{slide} must be between 1 and window.size ({size})"),
+                        ));
+                    }
+                }
+                let min = w.min_samples();
+                if min == 0 || min > size {
+                    return Err(invalid(
+                        "window.min_samples",
+                        format!("{min} must be between 1 and window.size ({size})"),
+                    ));
+                }
+            }
+            WindowKind::Time => {
+                for (key, set) in [
+                    ("window.size", w.size.is_some()),
+                    ("window.slide", w.slide.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            key,
+                            "applies to count windows; time windows use duration_s and slide_s"
+                                .into(),
+                        ));
+                    }
+                }
+                let duration = match w.duration_s {
+                    None | Some(0) => {
+                        return Err(invalid(
+                            "window.duration_s",
+                            "time windows need a duration of at least 1 second".into(),
+                        ))
+                    }
+                    Some(d) => d,
+                };
+                if let Some(slide) = w.slide_s {
+                    if slide == 0 || slide > duration {
+                        return Err(invalid(
+                            "window.slide_s",
+                            format!("{slide} must be between 1 and window.duration_s ({duration})"),
+                        ));
+                    }
+                }
+                if w.min_samples() == 0 {
+                    return Err(invalid("window.min_samples", "must be at least 1".into()));
+                }
+            }
         }
         if self.features.is_empty()
             && self.prediction.score.is_none()
@@ -602,10 +923,24 @@ impl Plan {
     }
 }
 
-fn default_checks(kind: FeatureType) -> Vec<Method> {
+/// Checks a signal gets when its plan entry names none.
+pub fn default_checks(kind: FeatureType) -> Vec<Method> {
     match kind {
-        FeatureType::Numeric => vec![Method::Ks, Method::Psi],
-        FeatureType::Categorical => vec![Method::Chi2, Method::Psi],
+        FeatureType::Numeric => vec![
+            Method::Ks,
+            Method::Psi,
+            Method::Wasserstein,
+            Method::Missing,
+            Method::OutOfRange,
+            Method::TypeErrors,
+        ],
+        FeatureType::Categorical => vec![
+            Method::Chi2,
+            Method::Psi,
+            Method::Unseen,
+            Method::Missing,
+            Method::TypeErrors,
+        ],
     }
 }
 
@@ -668,11 +1003,33 @@ fn check_methods(
         if !active.contains(m) {
             return Err((tkey, format!("method \"{m}\" is not among the checks")));
         }
+        if t.learned {
+            if t.warning.is_some() || t.critical.is_some() {
+                return Err((
+                    tkey,
+                    "learned thresholds take warning_k/critical_k, not warning/critical".into(),
+                ));
+            }
+            let (wk, ck) = t.ks();
+            if !(wk > 0.0 && ck > 0.0 && wk.is_finite() && ck.is_finite()) || wk > ck {
+                return Err((
+                    tkey,
+                    format!("warning_k ({wk}) and critical_k ({ck}) must be positive, warning_k <= critical_k"),
+                ));
+            }
+            continue;
+        }
+        if t.warning_k.is_some() || t.critical_k.is_some() {
+            return Err((tkey, "warning_k/critical_k need learned = true".into()));
+        }
         if t.warning.is_none() && t.critical.is_none() {
-            return Err((tkey, "give warning and/or critical".into()));
+            return Err((
+                tkey,
+                "give warning and/or critical, or learned = true".into(),
+            ));
         }
         for v in [t.warning, t.critical].into_iter().flatten() {
-            if !v.is_finite() || v < 0.0 || (m.lower_is_worse() && v > 1.0) {
+            if !v.is_finite() || v < 0.0 || (m.bounded_by_one() && v > 1.0) {
                 return Err((tkey, format!("{v} is not a valid level for {m}")));
             }
         }
@@ -730,21 +1087,75 @@ thresholds.psi = { warning = 0.2, critical = 0.3 }
         let signals = plan.signals();
         let names: Vec<_> = signals.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["age", "region", "prediction.score"]);
+        let methods: Vec<Method> = signals[0].checks.iter().map(|c| c.method).collect();
+        assert_eq!(methods, default_checks(FeatureType::Numeric));
         assert_eq!(
-            signals[0].checks,
-            vec![
-                Check {
-                    method: Method::Ks,
-                    thresholds: Method::Ks.default_thresholds()
-                },
-                Check {
-                    method: Method::Psi,
-                    thresholds: Method::Psi.default_thresholds()
-                }
-            ]
+            signals[0].checks[0].thresholds,
+            Method::Ks.default_thresholds()
         );
         assert_eq!(signals[1].checks[1].thresholds.warning, Some(0.2));
         assert_eq!(plan.window.min_samples(), 30);
+    }
+
+    #[test]
+    fn time_windows_and_learned_thresholds() {
+        let text = GOOD
+            .replace(
+                "size = 200",
+                "kind = \"time\"\nduration_s = 3600\nslide_s = 900\nallowed_lateness_s = 60",
+            )
+            .replace(
+                "[prediction.score]",
+                "[prediction.score]\nthresholds.psi = { learned = true, critical_k = 4 }",
+            );
+        let plan = parse(&text).expect("valid");
+        let w = plan.window.windowing();
+        assert_eq!((w.size, w.slide, w.lateness), (3_600_000, 900_000, 60_000));
+        assert_eq!(plan.window.describe(), "time windows of 3600s every 900s");
+        let score = plan.signals().pop().expect("score");
+        let psi = score
+            .checks
+            .iter()
+            .find(|c| c.method == Method::Psi)
+            .expect("psi");
+        assert!(psi.thresholds.learned);
+        assert_eq!(psi.thresholds.ks(), (2.0, 4.0));
+
+        let e = err(&GOOD.replace("size = 200", "size = 200\nslide_s = 10"));
+        assert!(
+            e.contains("window.slide_s: applies to kind = \"time\""),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("size = 200", "size = 200\nslide = 300"));
+        assert!(
+            e.contains("window.slide: 300 must be between 1 and window.size (200)"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "[prediction.score]",
+            "[prediction.score]\nthresholds.psi = { learned = true, warning = 0.1 }",
+        ));
+        assert!(
+            e.contains("prediction.score.thresholds.psi: learned thresholds take"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reference_period() {
+        let text = GOOD.replace(
+            "first_events = 500",
+            "from = 2026-01-01T00:00:00Z\nto = 2026-02-01T00:00:00Z",
+        );
+        let plan = parse(&text).expect("valid");
+        assert!(plan.reference.from.is_some());
+        let e = err(&GOOD.replace("first_events = 500", "from = 2026-01-01T00:00:00Z"));
+        assert!(e.contains("reference.to: `from` needs `to`"), "{e}");
+        let e = err(&GOOD.replace(
+            "first_events = 500",
+            "from = \"2026-01-01T00:00:00Z\"\nto = 2026-01-01T10:00:00",
+        ));
+        assert!(e.contains("is not a timestamp with a time zone"), "{e}");
     }
 
     fn err(text: &str) -> String {
@@ -785,9 +1196,9 @@ thresholds.psi = { warning = 0.2, critical = 0.3 }
     #[test]
     fn reference_must_be_one_source() {
         let e = err(&GOOD.replace("first_events = 500", "first_events = 500\nfile = \"r.csv\""));
-        assert!(e.contains("reference: give either"), "{e}");
+        assert!(e.contains("reference: give exactly one of"), "{e}");
         let e = err(&GOOD.replace("first_events = 500", ""));
-        assert!(e.contains("reference: give `file`"), "{e}");
+        assert!(e.contains("reference: give exactly one of"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::alert::alerts_for;
-use crate::engine::{Monitor, ReferenceBuilder, ReferenceProfile};
+use crate::engine::{fnv1a64, plan_fingerprint, Monitor, ReferenceBuilder, ReferenceProfile};
 use crate::plan::{Plan, Severity};
 use crate::source::{self, SourceError};
 
@@ -25,6 +25,8 @@ pub struct ReplaySummary {
     pub alerts: u64,
     /// Highest severity seen.
     pub max_severity: Option<Severity>,
+    /// Predictions that arrived after their windows closed (time windows).
+    pub late: u64,
 }
 
 /// A replay that could not finish.
@@ -57,7 +59,32 @@ pub fn reference_from_file(plan: &Plan, path: &Path) -> Result<ReferenceProfile,
             plan.system.id.clone(),
         ));
     }
-    Ok(builder.build(path.display().to_string()))
+    let fingerprint = reference_file_fingerprint(plan, path)?;
+    Ok(builder.build(path.display().to_string(), fingerprint))
+}
+
+/// The fingerprint a reference built from `path` under `plan` will carry: the plan's
+/// reference-relevant parts and the file's bytes. A persisted reference with the same
+/// fingerprint can be reused instead of rebuilt.
+pub fn reference_file_fingerprint(plan: &Plan, path: &Path) -> Result<String, ReplayError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|source| SourceError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let mut h = fnv1a64(plan_fingerprint(plan).as_bytes(), 0);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(|source| SourceError::Io {
+            path: path.into(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        h = fnv1a64(&buf[..n], h);
+    }
+    Ok(format!("file:{h:016x}"))
 }
 
 /// Replay `events` against `plan`. The reference is `reference` if given, else the
@@ -98,11 +125,13 @@ pub fn replay(
             driftwatch_schema::EventKind::Prediction => summary.predictions += 1,
             driftwatch_schema::EventKind::Outcome => summary.outcomes += 1,
         }
-        if let Some(report) = monitor.observe(&event).report {
+        let step = monitor.observe(&event);
+        summary.late += u64::from(step.late);
+        for report in step.reports {
             emit(report, out, &mut summary)?;
         }
     }
-    if let Some(report) = monitor.finish() {
+    for report in monitor.finish() {
         emit(report, out, &mut summary)?;
     }
     out.flush()?;

@@ -102,7 +102,7 @@ fn plan_check_accepts_a_good_plan_and_names_the_bad_key() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("ok: system credit, 6 signals, 12 checks, windows of 500"),
+        out.contains("ok: system credit, 6 signals, 34 checks, count windows of 500"),
         "{out}"
     );
 

@@ -22,10 +22,10 @@ fn run(
     drift: Drift,
 ) -> Vec<WindowReport> {
     (0..n)
-        .filter_map(|_| {
+        .flat_map(|_| {
             monitor
                 .observe(&Event::Prediction(model.next_prediction(drift)))
-                .report
+                .reports
         })
         .collect()
 }
@@ -45,7 +45,7 @@ fn reference_from_first_events_then_tumbling_windows() {
     let mut frozen = None;
     for i in 0..1000 {
         let step = m.observe(&Event::Prediction(model.next_prediction(Drift::NONE)));
-        assert!(step.report.is_none());
+        assert!(step.reports.is_empty());
         if i < 999 {
             assert!(step.reference_frozen.is_none());
             assert!(m.has_pending(), "collected reference events are pending");
@@ -63,7 +63,7 @@ fn reference_from_first_events_then_tumbling_windows() {
     assert_eq!(reports[1].window.events, 500);
     assert_eq!(reports[1].reference_version, frozen.version);
     assert!(m.has_pending(), "499 events in the open window");
-    let last = m.finish().expect("partial window");
+    let last = m.finish().pop().expect("partial window");
     assert!(!last.window.complete);
     assert_eq!(last.window.events, 499);
 }
@@ -134,7 +134,7 @@ fn too_few_values_is_insufficient_not_an_alert() {
         }
         p.features
             .insert("income".into(), FeatureValue::Text("n/a".into()));
-        if let Some(r) = m.observe(&Event::Prediction(p)).report {
+        if let Some(r) = m.observe(&Event::Prediction(p)).reports.pop() {
             report = Some(r);
         }
     }
@@ -160,7 +160,7 @@ fn an_unseen_category_is_drift() {
             p.features
                 .insert("region".into(), FeatureValue::Text("overseas".into()));
         }
-        if let Some(r) = m.observe(&Event::Prediction(p)).report {
+        if let Some(r) = m.observe(&Event::Prediction(p)).reports.pop() {
             report = Some(r);
         }
     }
@@ -199,4 +199,296 @@ fn detector_routes_by_system_and_refuses_unplanned() {
         .observe(&Event::Prediction(other.next_prediction(Drift::NONE)))
         .expect_err("no plan for other");
     assert_eq!(e.to_string(), "no monitoring plan for system \"other\"");
+}
+
+fn plan_text(text: &str) -> Arc<Plan> {
+    Arc::new(Plan::from_toml(text, "test", PathBuf::new()).expect("valid plan"))
+}
+
+fn at(minutes: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::minutes(minutes)
+}
+
+fn pred_at(model: &mut CreditModel, ts: DateTime<Utc>, drift: Drift) -> Event {
+    let mut p = model.next_prediction(drift);
+    p.timestamp = ts;
+    Event::Prediction(p)
+}
+
+const TIME_PLAN: &str = r#"
+[system]
+id = "credit"
+[reference]
+first_events = 600
+[window]
+kind = "time"
+duration_s = 3600
+allowed_lateness_s = 600
+min_samples = 10
+[features.age]
+type = "numeric"
+checks = ["ks"]
+"#;
+
+#[test]
+fn time_windows_follow_event_time_and_count_late_events() {
+    let mut model = CreditModel::new("credit", 21);
+    let mut m = Monitor::new(plan_text(TIME_PLAN), None);
+    for i in 0..600 {
+        m.observe(&pred_at(&mut model, at(i), Drift::NONE));
+    }
+    // One prediction a minute from 10:00; hour windows; 10 minutes of lateness allowed.
+    let mut reports = Vec::new();
+    for i in 0..60 {
+        reports.extend(
+            m.observe(&pred_at(&mut model, at(600 + i), Drift::NONE))
+                .reports,
+        );
+    }
+    assert!(reports.is_empty(), "window 10:00-11:00 still open");
+    // 11:05: within the lateness, the 10:00 window stays open and takes a late 10:59 event.
+    assert!(m
+        .observe(&pred_at(&mut model, at(665), Drift::NONE))
+        .reports
+        .is_empty());
+    let step = m.observe(&pred_at(&mut model, at(659), Drift::NONE));
+    assert!(!step.late);
+    // 11:10 passes 11:00 + 10 min: the 10:00 window closes with its 61 predictions.
+    let step = m.observe(&pred_at(&mut model, at(670), Drift::NONE));
+    assert_eq!(step.reports.len(), 1);
+    let w = &step.reports[0].window;
+    assert_eq!(w.index, 10);
+    assert_eq!(w.events, 61);
+    assert_eq!(w.start, Some(at(600)));
+    assert_eq!(w.end, Some(at(660)));
+    // A 10:30 prediction now is late: counted, not evaluated.
+    assert!(m.observe(&pred_at(&mut model, at(630), Drift::NONE)).late);
+    // Out-of-order arrival inside the open window is fine.
+    assert!(!m.observe(&pred_at(&mut model, at(662), Drift::NONE)).late);
+    // A jump of several hours closes the 11:00 window; empty hours produce no report.
+    let step = m.observe(&pred_at(&mut model, at(1000), Drift::NONE));
+    assert_eq!(step.reports.len(), 1);
+    assert_eq!(step.reports[0].window.index, 11);
+    assert_eq!(step.reports[0].window.events, 3);
+}
+
+#[test]
+fn sliding_count_windows_overlap() {
+    let text = TIME_PLAN.replace(
+        "kind = \"time\"\nduration_s = 3600\nallowed_lateness_s = 600",
+        "size = 100\nslide = 25",
+    );
+    let mut model = CreditModel::new("credit", 22);
+    let mut m = Monitor::new(plan_text(&text), None);
+    let mut reports = Vec::new();
+    for _ in 0..600 + 200 {
+        reports.extend(
+            m.observe(&Event::Prediction(model.next_prediction(Drift::NONE)))
+                .reports,
+        );
+    }
+    // Windows [0,100), [25,125), ... close at 100, 125, ..., 200: five of them.
+    let idx: Vec<i64> = reports.iter().map(|r| r.window.index).collect();
+    assert_eq!(idx, vec![0, 1, 2, 3, 4]);
+    assert!(reports.iter().all(|r| r.window.events == 100));
+    // The open windows (k = 5, 6, 7) hold events: the driver must not commit past them.
+    assert!(m.has_pending());
+    let rest = m.finish();
+    assert_eq!(
+        rest.iter().map(|r| r.window.events).collect::<Vec<_>>(),
+        vec![75, 50, 25]
+    );
+    assert!(rest.iter().all(|r| !r.window.complete));
+}
+
+#[test]
+fn reference_from_a_marked_period() {
+    let text = TIME_PLAN.replace(
+        "first_events = 600",
+        "from = 1970-01-01T01:00:00Z\nto = 1970-01-01T05:00:00Z",
+    );
+    let mut model = CreditModel::new("credit", 23);
+    let mut m = Monitor::new(plan_text(&text), None);
+    for i in 0..60 {
+        // Before the period: ignored.
+        assert!(m
+            .observe(&pred_at(&mut model, at(i), Drift::DEMO))
+            .reference_frozen
+            .is_none());
+    }
+    for i in 60..300 {
+        m.observe(&pred_at(&mut model, at(i), Drift::NONE));
+    }
+    assert!(m.reference().is_none());
+    let step = m.observe(&pred_at(&mut model, at(300), Drift::NONE));
+    let r = step
+        .reference_frozen
+        .expect("frozen at the first event past `to`");
+    assert_eq!(r.events, 240);
+    assert!(
+        r.source.starts_with("events from 1970-01-01T01:00:00"),
+        "{}",
+        r.source
+    );
+    assert!(m.reference().is_some());
+}
+
+#[test]
+fn learned_thresholds_come_from_reference_windows() {
+    let text = r#"
+[system]
+id = "credit"
+[reference]
+first_events = 10000
+[window]
+size = 500
+[features.income]
+type = "numeric"
+checks = ["psi", "wasserstein"]
+thresholds.psi = { learned = true }
+"#;
+    let mut model = CreditModel::new("credit", 24);
+    let mut m = Monitor::new(plan_text(text), None);
+    let mut frozen = None;
+    for _ in 0..10_000 {
+        if let Some(r) = m
+            .observe(&Event::Prediction(model.next_prediction(Drift::NONE)))
+            .reference_frozen
+        {
+            frozen = Some(r);
+        }
+    }
+    let r = frozen.expect("frozen");
+    let l = &r.learned["income/psi"];
+    assert_eq!(l.windows, 20);
+    let (w, c) = (l.warning.expect("warning"), l.critical.expect("critical"));
+    assert!(
+        (w - (l.mean + 2.0 * l.std)).abs() < 1e-12 && (c - (l.mean + 3.0 * l.std)).abs() < 1e-12
+    );
+    // PSI of a 500-sample window against its own population is small but not zero.
+    assert!(l.mean > 0.0 && l.mean < 0.1, "{l:?}");
+    assert!(
+        !r.learned.contains_key("income/wasserstein"),
+        "only learned checks are learned"
+    );
+    let reports = run(&mut model, &mut m, 500, Drift::NONE);
+    let psi = check(&reports[0], "income", Method::Psi);
+    assert_eq!(psi.thresholds, ThresholdOrigin::Learned);
+    assert_eq!((psi.warning, psi.critical), (Some(w), Some(c)));
+    assert_eq!(
+        check(&reports[0], "income", Method::Wasserstein).thresholds,
+        ThresholdOrigin::Plan
+    );
+}
+
+#[test]
+fn learned_thresholds_without_enough_reference_windows_are_insufficient() {
+    let text = r#"
+[system]
+id = "credit"
+[reference]
+first_events = 700
+[window]
+size = 500
+[features.income]
+type = "numeric"
+checks = ["psi"]
+thresholds.psi = { learned = true }
+"#;
+    let mut model = CreditModel::new("credit", 25);
+    let mut m = Monitor::new(plan_text(text), None);
+    let reports = run(&mut model, &mut m, 700 + 500, Drift::DEMO);
+    let psi = check(&reports[0], "income", Method::Psi);
+    assert_eq!(psi.status, CheckStatus::Insufficient);
+    assert!(psi.value.is_some(), "the value is still reported");
+    assert_eq!(psi.severity, Severity::Ok);
+}
+
+#[test]
+fn benjamini_hochberg_adjusts_across_the_window() {
+    let text = demo_plan_toml("credit", 2000, 500);
+    let bh = format!("{text}\n[multiple_testing]\nmethod = \"benjamini-hochberg\"\n");
+    let go = |t: &str| {
+        let mut model = CreditModel::new("credit", 26);
+        let mut m = Monitor::new(plan_text(t), None);
+        run(&mut model, &mut m, 2000 + 500 * 40, Drift::NONE)
+    };
+    let (raw, adjusted) = (go(&text), go(&bh));
+    for (r, a) in raw.iter().zip(&adjusted) {
+        for (cr, ca) in r.checks.iter().zip(&a.checks) {
+            // Both runs report raw and adjusted p-values; only the compared value differs.
+            assert_eq!(cr.p_value, ca.p_value);
+            assert_eq!(cr.p_value_adjusted, ca.p_value_adjusted);
+            if cr.method.has_p_value() && cr.status == CheckStatus::Evaluated {
+                assert_eq!(cr.value, cr.p_value);
+                assert_eq!(ca.value, ca.p_value_adjusted);
+                assert!(
+                    ca.p_value_adjusted >= ca.p_value,
+                    "{} {}: adjusted {:?} < raw {:?}",
+                    ca.signal,
+                    ca.method,
+                    ca.p_value_adjusted,
+                    ca.p_value
+                );
+            }
+        }
+    }
+    let warnings = |rs: &[WindowReport]| {
+        rs.iter()
+            .flat_map(|r| &r.checks)
+            .filter(|c| c.method.has_p_value() && c.severity >= Severity::Warning)
+            .count()
+    };
+    assert!(
+        warnings(&adjusted) < warnings(&raw),
+        "{} vs {}",
+        warnings(&adjusted),
+        warnings(&raw)
+    );
+}
+
+#[test]
+fn data_quality_checks() {
+    let mut model = CreditModel::new("credit", 27);
+    let mut m = Monitor::new(plan(2000, 200), None);
+    run(&mut model, &mut m, 2000, Drift::NONE);
+    let mut report = None;
+    for i in 0..200 {
+        let mut p = model.next_prediction(Drift::NONE);
+        if i % 4 == 0 {
+            p.features.insert("income".into(), FeatureValue::Null);
+        }
+        if i % 10 == 0 {
+            p.features
+                .insert("debt_ratio".into(), FeatureValue::Number(9.0));
+        }
+        if i == 7 {
+            p.features
+                .insert("age".into(), FeatureValue::Text("forty".into()));
+        }
+        if i % 20 == 0 {
+            p.features
+                .insert("region".into(), FeatureValue::Text("mars".into()));
+        }
+        report = m.observe(&Event::Prediction(p)).reports.pop().or(report);
+    }
+    let r = report.expect("window");
+    let missing = check(&r, "income", Method::Missing);
+    assert_eq!(
+        (missing.value, missing.severity),
+        (Some(0.25), Severity::Critical)
+    );
+    let oor = check(&r, "debt_ratio", Method::OutOfRange);
+    assert_eq!((oor.value, oor.severity), (Some(0.1), Severity::Warning));
+    let te = check(&r, "age", Method::TypeErrors);
+    assert_eq!((te.value, te.severity), (Some(0.005), Severity::Warning));
+    let unseen = check(&r, "region", Method::Unseen);
+    assert_eq!(
+        (unseen.value, unseen.severity),
+        (Some(0.05), Severity::Warning)
+    );
+    assert_eq!(
+        check(&r, "employed", Method::Missing).severity,
+        Severity::Ok
+    );
 }

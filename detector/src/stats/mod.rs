@@ -195,7 +195,8 @@ pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
     for (rank, &i) in idx.iter().enumerate().rev() {
         let adj = (p[i] * m / (rank + 1) as f64).min(1.0);
         running = running.min(adj);
-        out[i] = running;
+        // Never below the raw p-value (p*m/m can round one ulp under p).
+        out[i] = running.max(p[i]);
     }
     out
 }
