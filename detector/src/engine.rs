@@ -115,7 +115,7 @@ impl SignalReference {
                 sorted: vec![],
                 edges: vec![],
                 proportions: vec![1.0],
-                std: f64::NAN,
+                std: 0.0,
             },
             FeatureType::Categorical => SignalReference::Categorical {
                 counts: BTreeMap::new(),
@@ -279,7 +279,9 @@ impl ReferenceBuilder {
                     sorted.sort_unstable_by(f64::total_cmp);
                     let edges = stats::quantile_edges(&sorted, self.bins);
                     let proportions = stats::bin_proportions(&edges, &sorted);
-                    let std = stats::std_dev(&sorted);
+                    // 0 for an empty signal (never used: it is insufficient), not NaN,
+                    // which JSON cannot carry.
+                    let std = if sorted.is_empty() { 0.0 } else { stats::std_dev(&sorted) };
                     SignalReference::Numeric {
                         sorted,
                         edges,
