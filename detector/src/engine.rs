@@ -36,26 +36,98 @@ use crate::plan::{
 };
 use crate::stats;
 
-/// One value of a signal taken from a prediction.
+/// One value of a signal, decoded for the engine.
 #[derive(Debug, Clone, PartialEq)]
-enum Observed<'a> {
+pub enum Observed<'a> {
+    /// A number (numeric signals).
     Num(f64),
+    /// A category (categorical signals).
     Cat(std::borrow::Cow<'a, str>),
+    /// Null or absent.
     Missing,
+    /// A value of the wrong type for the signal.
     TypeError,
 }
 
-fn extract<'a>(signal: &Signal, p: &'a Prediction) -> Observed<'a> {
+/// Hasher for category counts: FxHash's multiply-rotate, several times faster than
+/// SipHash on short strings. Category values come from the provider's own model server
+/// and the maps live for one window, so flooding resistance is not bought here.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+const FX_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(FX_K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(FX_K);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(FX_K);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type CatCounts = HashMap<String, u64, std::hash::BuildHasherDefault<FxHasher>>;
+
+fn from_feature(v: &FeatureValue) -> Observed<'_> {
+    use std::borrow::Cow;
+    match v {
+        FeatureValue::Null => Observed::Missing,
+        FeatureValue::Number(x) => Observed::Num(*x),
+        FeatureValue::Text(s) => Observed::Cat(Cow::Borrowed(s.as_str())),
+        FeatureValue::Bool(b) => Observed::Cat(Cow::Borrowed(if *b { "true" } else { "false" })),
+    }
+}
+
+/// Decode a prediction into one value per signal, in plan order: the row
+/// [`Monitor::observe_row`] takes. Feature signals come sorted by name (the plan keeps
+/// them in a sorted map) as do an event's features, so one merge walk over both replaces
+/// a map lookup per signal.
+pub fn decode<'a>(signals: &[Signal], p: &'a Prediction, row: &mut Vec<Observed<'a>>) {
+    row.clear();
+    for_each_observed(signals, p, |_, o| row.push(o));
+}
+
+fn for_each_observed<'a>(
+    signals: &[Signal],
+    p: &'a Prediction,
+    mut f: impl FnMut(usize, Observed<'a>),
+) {
+    let mut features = p.features.iter().peekable();
+    for (i, s) in signals.iter().enumerate() {
+        let raw = match &s.source {
+            Source::Feature(name) => {
+                while features
+                    .peek()
+                    .is_some_and(|(k, _)| k.as_str() < name.as_str())
+                {
+                    features.next();
+                }
+                match features.peek() {
+                    Some((k, v)) if *k == name => Some(from_feature(v)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        f(i, classify(s, p, raw));
+    }
+}
+
+fn classify<'a>(signal: &Signal, p: &'a Prediction, feature: Option<Observed<'a>>) -> Observed<'a> {
     use std::borrow::Cow;
     let raw: Option<Observed<'a>> = match &signal.source {
-        Source::Feature(name) => p.features.get(name).map(|v| match v {
-            FeatureValue::Null => Observed::Missing,
-            FeatureValue::Number(x) => Observed::Num(*x),
-            FeatureValue::Text(s) => Observed::Cat(Cow::Borrowed(s.as_str())),
-            FeatureValue::Bool(b) => {
-                Observed::Cat(Cow::Borrowed(if *b { "true" } else { "false" }))
-            }
-        }),
+        Source::Feature(_) => feature,
         Source::Score => p.prediction.score.map(Observed::Num),
         Source::Value => p.prediction.value.map(Observed::Num),
         Source::Label => p
@@ -231,27 +303,34 @@ impl ReferenceBuilder {
 
     /// Add one reference prediction.
     pub fn add(&mut self, p: &Prediction) {
+        let mut row = Vec::with_capacity(self.signals.len());
+        decode(&self.signals, p, &mut row);
+        self.add_row(p.timestamp, &row);
+    }
+
+    /// Add one decoded reference prediction (see [`decode`]).
+    pub fn add_row(&mut self, timestamp: DateTime<Utc>, row: &[Observed<'_>]) {
         if let Some(chunks) = &mut self.chunks {
             // Reference windows tumble at the monitored size, whatever the slide.
             let pos = match self.windowing.kind {
                 WindowKind::Count => self.events as i64,
-                WindowKind::Time => p.timestamp.timestamp_millis(),
+                WindowKind::Time => timestamp.timestamp_millis(),
             };
             let k = pos.div_euclid(self.windowing.size);
             chunks
                 .entry(k)
                 .or_insert_with(|| Window::new(&self.signals))
-                .add(&self.signals, p);
+                .add(timestamp, row);
         }
         self.events += 1;
-        for (i, s) in self.signals.iter().enumerate() {
-            match extract(s, p) {
-                Observed::Num(x) => self.numeric[i].push(x),
+        for (i, obs) in row.iter().enumerate() {
+            match obs {
+                Observed::Num(x) => self.numeric[i].push(*x),
                 Observed::Cat(c) => {
                     if let Some(n) = self.categorical[i].get_mut(c.as_ref()) {
                         *n += 1;
                     } else {
-                        self.categorical[i].insert(c.into_owned(), 1);
+                        self.categorical[i].insert(c.as_ref().to_owned(), 1);
                     }
                 }
                 Observed::Missing | Observed::TypeError => {}
@@ -281,7 +360,11 @@ impl ReferenceBuilder {
                     let proportions = stats::bin_proportions(&edges, &sorted);
                     // 0 for an empty signal (never used: it is insufficient), not NaN,
                     // which JSON cannot carry.
-                    let std = if sorted.is_empty() { 0.0 } else { stats::std_dev(&sorted) };
+                    let std = if sorted.is_empty() {
+                        0.0
+                    } else {
+                        stats::std_dev(&sorted)
+                    };
                     SignalReference::Numeric {
                         sorted,
                         edges,
@@ -488,7 +571,7 @@ pub struct WindowReport {
 #[derive(Clone)]
 struct SignalAcc {
     num: Vec<f64>,
-    cat: HashMap<String, u64>,
+    cat: CatCounts,
     missing: usize,
     type_errors: usize,
 }
@@ -520,7 +603,7 @@ impl Window {
                 .iter()
                 .map(|_| SignalAcc {
                     num: Vec::new(),
-                    cat: HashMap::new(),
+                    cat: CatCounts::default(),
                     missing: 0,
                     type_errors: 0,
                 })
@@ -532,18 +615,18 @@ impl Window {
         }
     }
 
-    fn add(&mut self, signals: &[Signal], p: &Prediction) {
+    fn add(&mut self, timestamp: DateTime<Utc>, row: &[Observed<'_>]) {
         self.events += 1;
-        self.first.get_or_insert(p.timestamp);
-        self.last = Some(p.timestamp);
-        for (s, w) in signals.iter().zip(self.signals.iter_mut()) {
-            match extract(s, p) {
-                Observed::Num(x) => w.num.push(x),
+        self.first.get_or_insert(timestamp);
+        self.last = Some(timestamp);
+        for (w, obs) in self.signals.iter_mut().zip(row) {
+            match obs {
+                Observed::Num(x) => w.num.push(*x),
                 Observed::Cat(c) => {
                     if let Some(n) = w.cat.get_mut(c.as_ref()) {
                         *n += 1;
                     } else {
-                        w.cat.insert(c.into_owned(), 1);
+                        w.cat.insert(c.as_ref().to_owned(), 1);
                     }
                 }
                 Observed::Missing => w.missing += 1,
@@ -562,10 +645,7 @@ struct Prepared {
 
 /// Aligned (reference, window) counts over the union of categories, reference order first,
 /// then unseen categories in sorted order (deterministic).
-fn aligned_counts(
-    reference: &BTreeMap<String, u64>,
-    window: &HashMap<String, u64>,
-) -> (Vec<u64>, Vec<u64>) {
+fn aligned_counts(reference: &BTreeMap<String, u64>, window: &CatCounts) -> (Vec<u64>, Vec<u64>) {
     let mut r: Vec<u64> = Vec::with_capacity(reference.len() + 4);
     let mut w: Vec<u64> = Vec::with_capacity(reference.len() + 4);
     for (cat, &n) in reference {
@@ -871,7 +951,12 @@ impl Windows {
     }
 
     /// Add a prediction; returns the windows it closed (in order) and whether it was late.
-    fn add(&mut self, signals: &[Signal], p: &Prediction) -> (Vec<(i64, Window)>, bool) {
+    fn add(
+        &mut self,
+        signals: &[Signal],
+        timestamp: DateTime<Utc>,
+        row: &[Observed<'_>],
+    ) -> (Vec<(i64, Window)>, bool) {
         let Windowing {
             kind,
             size,
@@ -880,7 +965,7 @@ impl Windows {
         } = self.spec;
         let pos = match kind {
             WindowKind::Count => self.seq,
-            WindowKind::Time => p.timestamp.timestamp_millis(),
+            WindowKind::Time => timestamp.timestamp_millis(),
         };
         // Windows k with k*slide <= pos < k*slide + size.
         let mut first = (pos - size).div_euclid(slide) + 1;
@@ -893,7 +978,7 @@ impl Windows {
             self.open
                 .entry(k)
                 .or_insert_with(|| Window::new(signals))
-                .add(signals, p);
+                .add(timestamp, row);
             placed = true;
         }
         let mark = match kind {
@@ -909,6 +994,13 @@ impl Windows {
         // Window k has closed once its end (k*slide + size) <= mark.
         if mark > i64::MIN {
             self.closed_before = self.closed_before.max((mark - size).div_euclid(slide) + 1);
+        }
+        if self
+            .open
+            .first_key_value()
+            .is_none_or(|(k, _)| *k >= self.closed_before)
+        {
+            return (Vec::new(), !placed);
         }
         let still_open = self.open.split_off(&self.closed_before);
         let closed = std::mem::replace(&mut self.open, still_open);
@@ -1061,7 +1153,9 @@ impl Monitor {
         };
         match event {
             Event::Prediction(p) => {
-                let (closed, late) = windows.add(&self.signals, p);
+                let mut row = Vec::with_capacity(self.signals.len());
+                decode(&self.signals, p, &mut row);
+                let (closed, late) = windows.add(&self.signals, p.timestamp, &row);
                 step.late = late;
                 for (k, w) in closed {
                     step.reports.push(report(
@@ -1082,6 +1176,35 @@ impl Monitor {
             }
         }
         step
+    }
+
+    /// Feed one decoded prediction (see [`decode`]) once the reference is frozen: the
+    /// engine's core, for drivers that decode rows themselves. Before the reference is
+    /// frozen it does nothing; use [`Monitor::observe`].
+    pub fn observe_row(&mut self, timestamp: DateTime<Utc>, row: &[Observed<'_>]) -> Step {
+        let mut step = Step::default();
+        let Phase::Monitoring { reference, windows } = &mut self.phase else {
+            return step;
+        };
+        let (closed, late) = windows.add(&self.signals, timestamp, row);
+        step.late = late;
+        for (k, w) in closed {
+            step.reports.push(report(
+                &self.plan,
+                &self.signals,
+                reference,
+                windows,
+                k,
+                &w,
+                true,
+            ));
+        }
+        step
+    }
+
+    /// The plan's signals, in row order.
+    pub fn signals(&self) -> &[Signal] {
+        &self.signals
     }
 
     /// End of input: evaluate the windows still open, marked incomplete.

@@ -209,3 +209,80 @@ min_severity = "critical"
 "#
     )
 }
+
+/// A wide synthetic model for benchmarks: `x0..x9` numeric, `c0..c4` categorical.
+/// With `drift`, x0-x2 shift by half a standard deviation and c0 moves weight.
+pub struct WideModel {
+    rng: Rng,
+    seq: u64,
+}
+
+impl WideModel {
+    /// A model with a seed.
+    pub fn new(seed: u64) -> Self {
+        WideModel {
+            rng: Rng::new(seed),
+            seq: 0,
+        }
+    }
+
+    /// The next prediction of system `wide`.
+    pub fn next_prediction(&mut self, drift: bool) -> Prediction {
+        const CATS: [&[&str]; 5] = [
+            &["a", "b", "c", "d", "e"],
+            &["north", "south", "east", "west"],
+            &["x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8"],
+            &["yes", "no"],
+            &["p", "q", "r", "s", "t", "u", "v", "w", "y", "z", "aa", "bb"],
+        ];
+        let seq = self.seq;
+        self.seq += 1;
+        let mut features = BTreeMap::new();
+        for i in 0..10 {
+            let shift = if drift && i < 3 { 0.5 } else { 0.0 };
+            let x = 10.0 * i as f64 + (1.0 + i as f64 / 10.0) * (self.rng.normal() + shift);
+            features.insert(format!("x{i}"), FeatureValue::Number(x));
+        }
+        for (i, cats) in CATS.iter().enumerate() {
+            let mut w: Vec<f64> = (0..cats.len()).map(|k| 1.0 / (k + 1) as f64).collect();
+            if drift && i == 0 {
+                w.reverse();
+            }
+            let c = cats[self.rng.pick(&w)];
+            features.insert(format!("c{i}"), FeatureValue::Text(c.to_owned()));
+        }
+        Prediction {
+            v: WIRE_VERSION,
+            event_id: Uuid::from_u64_pair(2, seq),
+            system_id: "wide".into(),
+            model_version: "1".into(),
+            prediction_id: format!("w{seq}"),
+            timestamp: self.start_time() + Duration::milliseconds(seq as i64),
+            features,
+            prediction: PredictionValue {
+                score: Some(self.rng.uniform()),
+                label: None,
+                value: None,
+            },
+            segment: BTreeMap::new(),
+        }
+    }
+
+    fn start_time(&self) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH
+    }
+}
+
+/// The benchmark plan: 10 numeric and 5 categorical features, every default check.
+pub fn wide_plan_toml(reference: &str, window: usize) -> String {
+    let mut s = format!(
+        "[system]\nid = \"wide\"\n\n[reference]\n{reference}\n\n[window]\nsize = {window}\n"
+    );
+    for i in 0..10 {
+        s.push_str(&format!("\n[features.x{i}]\ntype = \"numeric\"\n"));
+    }
+    for i in 0..5 {
+        s.push_str(&format!("\n[features.c{i}]\ntype = \"categorical\"\n"));
+    }
+    s
+}

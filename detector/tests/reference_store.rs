@@ -28,7 +28,11 @@ fn persisted_reference_is_reused_until_its_inputs_change() {
     let plan = Arc::new(Plan::from_toml(plan_text, "plan", dir.clone()).expect("plan"));
 
     let d = build_detector(std::slice::from_ref(&plan), &state).expect("first start");
-    let first = d.monitor("credit").and_then(|m| m.reference()).expect("reference").clone();
+    let first = d
+        .monitor("credit")
+        .and_then(|m| m.reference())
+        .expect("reference")
+        .clone();
     assert_eq!(first.events, 500);
     let stored: PathBuf = state.join("credit.reference.json");
     let on_disk: ReferenceProfile =
@@ -40,19 +44,31 @@ fn persisted_reference_is_reused_until_its_inputs_change() {
     marked.source = "reused".into();
     std::fs::write(&stored, serde_json::to_vec(&marked).expect("json")).expect("write");
     let d = build_detector(std::slice::from_ref(&plan), &state).expect("restart");
-    assert_eq!(d.monitor("credit").and_then(|m| m.reference()).map(|r| r.source.as_str()), Some("reused"));
+    assert_eq!(
+        d.monitor("credit")
+            .and_then(|m| m.reference())
+            .map(|r| r.source.as_str()),
+        Some("reused")
+    );
 
     // A changed reference file makes it stale: rebuilt from the file.
     write_reference(&dir.join("reference.ndjson"), 2);
     let d = build_detector(std::slice::from_ref(&plan), &state).expect("restart");
-    let rebuilt = d.monitor("credit").and_then(|m| m.reference()).expect("reference");
+    let rebuilt = d
+        .monitor("credit")
+        .and_then(|m| m.reference())
+        .expect("reference");
     assert_ne!(rebuilt.source, "reused");
     assert_ne!(rebuilt.version, first.version);
 
     // So does a changed plan (another bin count changes every numeric profile).
     let plan2 = Arc::new(
-        Plan::from_toml(&plan_text.replace("[window]", "bins = 5\n[window]"), "plan", dir.clone())
-            .expect("plan"),
+        Plan::from_toml(
+            &plan_text.replace("[window]", "bins = 5\n[window]"),
+            "plan",
+            dir.clone(),
+        )
+        .expect("plan"),
     );
     let before = std::fs::read(&stored).expect("stored");
     build_detector(&[plan2], &state).expect("restart");

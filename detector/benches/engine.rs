@@ -1,0 +1,90 @@
+//! Engine throughput: 10 numeric + 5 categorical features, every default check, windows
+//! of 5,000, a 50,000-prediction reference. Parsing is excluded: events are built before
+//! timing. `cargo bench -p driftwatch-detector --bench engine`; figures in BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use driftwatch_detector::engine::{decode, Monitor, ReferenceBuilder};
+use driftwatch_detector::plan::Plan;
+use driftwatch_detector::synth::{wide_plan_toml, WideModel};
+use driftwatch_schema::Event;
+
+const EVENTS: usize = 200_000;
+
+fn engine(c: &mut Criterion) {
+    let plan = Arc::new(
+        Plan::from_toml(
+            &wide_plan_toml("first_events = 50000", 5000),
+            "bench",
+            PathBuf::new(),
+        )
+        .expect("plan"),
+    );
+    let mut model = WideModel::new(1);
+    let mut builder = ReferenceBuilder::new(&plan);
+    for _ in 0..50_000 {
+        builder.add(&model.next_prediction(false));
+    }
+    let reference = builder.build("bench".into(), String::new());
+    let events: Vec<Event> = (0..EVENTS)
+        .map(|i| Event::Prediction(model.next_prediction(i >= EVENTS / 2)))
+        .collect();
+    let checks: usize = plan.signals().iter().map(|s| s.checks.len()).sum();
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.sample_size(10);
+    group.bench_function(
+        format!("observe/15 features/{checks} checks/window 5000"),
+        |b| {
+            b.iter_batched(
+                || Monitor::new(plan.clone(), Some(reference.clone())),
+                |mut monitor| {
+                    let mut windows = 0;
+                    for e in &events {
+                        windows += monitor.observe(e).reports.len();
+                    }
+                    assert_eq!(windows, EVENTS / 5000);
+                    windows
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
+    // The same predictions decoded once into rows (plan-ordered values): what a driver
+    // that decodes its input straight into rows (the CSV reader, say) hands the engine.
+    let signals = plan.signals();
+    let rows: Vec<(chrono::DateTime<chrono::Utc>, Vec<_>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Prediction(p) => {
+                let mut row = Vec::new();
+                decode(&signals, p, &mut row);
+                Some((p.timestamp, row))
+            }
+            Event::Outcome(_) => None,
+        })
+        .collect();
+    group.bench_function(
+        format!("observe_row/15 features/{checks} checks/window 5000"),
+        |b| {
+            b.iter_batched(
+                || Monitor::new(plan.clone(), Some(reference.clone())),
+                |mut monitor| {
+                    let mut windows = 0;
+                    for (ts, row) in &rows {
+                        windows += monitor.observe_row(*ts, row).reports.len();
+                    }
+                    assert_eq!(windows, EVENTS / 5000);
+                    windows
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);
