@@ -77,7 +77,58 @@ impl std::hash::Hasher for FxHasher {
     }
 }
 
-type CatCounts = HashMap<String, u64, std::hash::BuildHasherDefault<FxHasher>>;
+type FxMap = HashMap<String, u64, std::hash::BuildHasherDefault<FxHasher>>;
+
+/// Category counts of one signal in one window: a short list scanned linearly (most
+/// categorical signals have a handful of values), turned into a hash map past
+/// [`CatCounts::LIST_MAX`] categories.
+#[derive(Clone, Default)]
+struct CatCounts {
+    list: Vec<(String, u64)>,
+    map: Option<FxMap>,
+}
+
+impl CatCounts {
+    const LIST_MAX: usize = 32;
+
+    fn add(&mut self, c: &str) {
+        if let Some(map) = &mut self.map {
+            if let Some(n) = map.get_mut(c) {
+                *n += 1;
+            } else {
+                map.insert(c.to_owned(), 1);
+            }
+            return;
+        }
+        if let Some((_, n)) = self.list.iter_mut().find(|(k, _)| k == c) {
+            *n += 1;
+        } else if self.list.len() < Self::LIST_MAX {
+            self.list.push((c.to_owned(), 1));
+        } else {
+            let mut map: FxMap = self.list.drain(..).collect();
+            map.insert(c.to_owned(), 1);
+            self.map = Some(map);
+        }
+    }
+
+    fn get(&self, c: &str) -> Option<u64> {
+        match &self.map {
+            Some(map) => map.get(c).copied(),
+            None => self.list.iter().find(|(k, _)| k == c).map(|(_, n)| *n),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&String, &u64)> + '_> {
+        match &self.map {
+            Some(map) => Box::new(map.iter()),
+            None => Box::new(self.list.iter().map(|(k, n)| (k, n))),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.iter().map(|(_, n)| n).sum()
+    }
+}
 
 fn from_feature(v: &FeatureValue) -> Observed<'_> {
     use std::borrow::Cow;
@@ -355,7 +406,7 @@ impl ReferenceBuilder {
             let r = match s.kind {
                 FeatureType::Numeric => {
                     let mut sorted = std::mem::take(&mut self.numeric[i]);
-                    sorted.sort_unstable_by(f64::total_cmp);
+                    stats::sort_floats(&mut sorted);
                     let edges = stats::quantile_edges(&sorted, self.bins);
                     let proportions = stats::bin_proportions(&edges, &sorted);
                     // 0 for an empty signal (never used: it is insufficient), not NaN,
@@ -578,7 +629,7 @@ struct SignalAcc {
 
 impl SignalAcc {
     fn samples(&self) -> usize {
-        self.num.len() + self.cat.values().sum::<u64>() as usize
+        self.num.len() + self.cat.total() as usize
     }
 
     fn events(&self) -> usize {
@@ -622,13 +673,7 @@ impl Window {
         for (w, obs) in self.signals.iter_mut().zip(row) {
             match obs {
                 Observed::Num(x) => w.num.push(*x),
-                Observed::Cat(c) => {
-                    if let Some(n) = w.cat.get_mut(c.as_ref()) {
-                        *n += 1;
-                    } else {
-                        w.cat.insert(c.as_ref().to_owned(), 1);
-                    }
-                }
+                Observed::Cat(c) => w.cat.add(c),
                 Observed::Missing => w.missing += 1,
                 Observed::TypeError => w.type_errors += 1,
             }
@@ -650,7 +695,7 @@ fn aligned_counts(reference: &BTreeMap<String, u64>, window: &CatCounts) -> (Vec
     let mut w: Vec<u64> = Vec::with_capacity(reference.len() + 4);
     for (cat, &n) in reference {
         r.push(n);
-        w.push(window.get(cat).copied().unwrap_or(0));
+        w.push(window.get(cat).unwrap_or(0));
     }
     let mut unseen: Vec<(&String, &u64)> = window
         .iter()
@@ -673,7 +718,7 @@ fn proportions(counts: &[f64]) -> Vec<f64> {
 fn sorted<'p>(prep: &'p mut Prepared, acc: &SignalAcc) -> &'p [f64] {
     prep.sorted.get_or_insert_with(|| {
         let mut w = acc.num.clone();
-        w.sort_unstable_by(f64::total_cmp);
+        stats::sort_floats(&mut w);
         w
     })
 }
@@ -1125,22 +1170,47 @@ impl Monitor {
 
     /// Feed one event of this system.
     pub fn observe(&mut self, event: &Event) -> Step {
+        match event {
+            Event::Prediction(p) => {
+                let mut row = Vec::with_capacity(self.signals.len());
+                decode(&self.signals, p, &mut row);
+                self.observe_row(p.timestamp, &row)
+            }
+            Event::Outcome(_) => {
+                self.observe_outcome();
+                Step::default()
+            }
+        }
+    }
+
+    /// Count an outcome in every open window.
+    pub fn observe_outcome(&mut self) {
+        if let Phase::Monitoring { windows, .. } = &mut self.phase {
+            for w in windows.open.values_mut() {
+                w.outcomes += 1;
+            }
+        }
+    }
+
+    /// Feed one decoded prediction (see [`decode`]): the engine's core, for drivers that
+    /// decode rows themselves (the CSV reader decodes columns straight into rows).
+    pub fn observe_row(&mut self, timestamp: DateTime<Utc>, row: &[Observed<'_>]) -> Step {
         let mut step = Step::default();
-        if let (Phase::Collecting(builder, how), Event::Prediction(p)) = (&mut self.phase, event) {
+        if let Phase::Collecting(builder, how) = &mut self.phase {
             match *how {
                 Collect::FirstN(n) => {
-                    builder.add(p);
+                    builder.add_row(timestamp, row);
                     if builder.len() >= n {
                         self.freeze(&mut step);
                     }
                     return step;
                 }
                 Collect::Period(from, to) => {
-                    if p.timestamp < from {
+                    if timestamp < from {
                         return step;
                     }
-                    if p.timestamp < to {
-                        builder.add(p);
+                    if timestamp < to {
+                        builder.add_row(timestamp, row);
                         return step;
                     }
                     // The first prediction past the period freezes it and is monitored.
@@ -1148,41 +1218,6 @@ impl Monitor {
                 }
             }
         }
-        let Phase::Monitoring { reference, windows } = &mut self.phase else {
-            return step;
-        };
-        match event {
-            Event::Prediction(p) => {
-                let mut row = Vec::with_capacity(self.signals.len());
-                decode(&self.signals, p, &mut row);
-                let (closed, late) = windows.add(&self.signals, p.timestamp, &row);
-                step.late = late;
-                for (k, w) in closed {
-                    step.reports.push(report(
-                        &self.plan,
-                        &self.signals,
-                        reference,
-                        windows,
-                        k,
-                        &w,
-                        true,
-                    ));
-                }
-            }
-            Event::Outcome(_) => {
-                for w in windows.open.values_mut() {
-                    w.outcomes += 1;
-                }
-            }
-        }
-        step
-    }
-
-    /// Feed one decoded prediction (see [`decode`]) once the reference is frozen: the
-    /// engine's core, for drivers that decode rows themselves. Before the reference is
-    /// frozen it does nothing; use [`Monitor::observe`].
-    pub fn observe_row(&mut self, timestamp: DateTime<Utc>, row: &[Observed<'_>]) -> Step {
-        let mut step = Step::default();
         let Phase::Monitoring { reference, windows } = &mut self.phase else {
             return step;
         };

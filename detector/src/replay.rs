@@ -46,10 +46,21 @@ pub enum ReplayError {
 /// Build a frozen reference from a file of predictions of the plan's system.
 pub fn reference_from_file(plan: &Plan, path: &Path) -> Result<ReferenceProfile, ReplayError> {
     let mut builder = ReferenceBuilder::new(plan);
-    for event in source::open(path, plan)? {
-        if let driftwatch_schema::Event::Prediction(p) = event? {
-            if p.system_id == plan.system.id {
-                builder.add(&p);
+    if is_csv(path) {
+        let mut rows = source::CsvRows::open(path, plan)?;
+        loop {
+            let mut row = Vec::new();
+            match rows.next_row(&mut row)? {
+                Some(meta) => builder.add_row(meta.timestamp, &row),
+                None => break,
+            }
+        }
+    } else {
+        for event in source::open(path, plan)? {
+            if let driftwatch_schema::Event::Prediction(p) = event? {
+                if p.system_id == plan.system.id {
+                    builder.add(&p);
+                }
             }
         }
     }
@@ -87,6 +98,12 @@ pub fn reference_file_fingerprint(plan: &Plan, path: &Path) -> Result<String, Re
     Ok(format!("file:{h:016x}"))
 }
 
+fn is_csv(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
 /// Replay `events` against `plan`. The reference is `reference` if given, else the
 /// plan's reference file, else the first N predictions of `events` (plan `first_events`).
 pub fn replay(
@@ -115,6 +132,32 @@ pub fn replay(
         serde_json::to_writer(&mut *out, &report)?;
         out.write_all(b"\n")
     };
+    if is_csv(events) {
+        // CSV rows go straight into engine rows: every row is the plan's system.
+        let mut rows = source::CsvRows::open(events, &plan)?;
+        loop {
+            let mut row = Vec::with_capacity(monitor.signals().len());
+            let Some(meta) = rows.next_row(&mut row)? else {
+                break;
+            };
+            summary.predictions += 1;
+            let step = monitor.observe_row(meta.timestamp, &row);
+            drop(row);
+            if meta.has_outcome {
+                summary.outcomes += 1;
+                monitor.observe_outcome();
+            }
+            summary.late += u64::from(step.late);
+            for report in step.reports {
+                emit(report, out, &mut summary)?;
+            }
+        }
+        for report in monitor.finish() {
+            emit(report, out, &mut summary)?;
+        }
+        out.flush()?;
+        return Ok(summary);
+    }
     for event in source::open(events, &plan)? {
         let event = event?;
         if event.system_id() != plan.system.id {

@@ -140,12 +140,21 @@ struct CsvEvents {
     pending_outcome: Option<Event>,
 }
 
-impl CsvEvents {
-    fn new(path: &Path, file: File, plan: &Plan) -> Result<Self, SourceError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .buffer_capacity(1 << 16)
-            .from_reader(file);
+fn csv_reader(file: File) -> csv::Reader<File> {
+    csv::ReaderBuilder::new()
+        .has_headers(true)
+        .buffer_capacity(1 << 16)
+        .from_reader(file)
+}
+
+/// Resolve the plan's columns in a CSV header; every plan feature and monitored output
+/// must have one.
+fn resolve_columns(
+    path: &Path,
+    reader: &mut csv::Reader<File>,
+    plan: &Plan,
+) -> Result<Columns, SourceError> {
+    {
         let headers = reader
             .headers()
             .map_err(|e| SourceError::Record {
@@ -197,6 +206,14 @@ impl CsvEvents {
                 });
             }
         }
+        Ok(cols)
+    }
+}
+
+impl CsvEvents {
+    fn new(path: &Path, file: File, plan: &Plan) -> Result<Self, SourceError> {
+        let mut reader = csv_reader(file);
+        let cols = resolve_columns(path, &mut reader, plan)?;
         Ok(CsvEvents {
             path: path.into(),
             reader,
@@ -328,5 +345,162 @@ impl Iterator for CsvEvents {
                 Some(Err(self.error(format!("malformed CSV: {e}"))))
             }
         }
+    }
+}
+
+/// A CSV file decoded straight into engine rows (see [`crate::engine::decode`]): one
+/// value per plan signal, taken by column index, with no per-row maps or allocations
+/// beyond the row itself. The same checks and errors as the event reader.
+pub struct CsvRows {
+    path: PathBuf,
+    reader: csv::Reader<File>,
+    record: csv::ByteRecord,
+    /// Per signal: its column and kind.
+    columns: Vec<(Option<usize>, FeatureType)>,
+    /// Per signal: its column's name, for errors.
+    names: Vec<String>,
+    timestamp: Option<usize>,
+    outcome: Option<usize>,
+    line: u64,
+}
+
+/// What a CSV row held besides its values.
+#[derive(Debug, Clone, Copy)]
+pub struct RowMeta {
+    /// The prediction's timestamp (the Unix epoch without a timestamp column).
+    pub timestamp: DateTime<Utc>,
+    /// The row also carries an outcome.
+    pub has_outcome: bool,
+}
+
+impl CsvRows {
+    /// Open a CSV file for `plan`; its rows follow `plan.signals()` order.
+    pub fn open(path: &Path, plan: &Plan) -> Result<Self, SourceError> {
+        let file = File::open(path).map_err(|source| SourceError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let mut reader = csv_reader(file);
+        let cols = resolve_columns(path, &mut reader, plan)?;
+        let headers = reader.byte_headers().cloned().unwrap_or_default();
+        let columns: Vec<(Option<usize>, FeatureType)> = plan
+            .signals()
+            .iter()
+            .map(|s| {
+                let col = match &s.source {
+                    crate::plan::Source::Feature(name) => cols
+                        .features
+                        .iter()
+                        .find(|(n, _, _)| n == name)
+                        .map(|(_, _, i)| *i),
+                    crate::plan::Source::Score => cols.score,
+                    crate::plan::Source::Label => cols.label,
+                    crate::plan::Source::Value => cols.value,
+                };
+                (col, s.kind)
+            })
+            .collect();
+        let names = columns
+            .iter()
+            .map(|(c, _)| {
+                c.and_then(|c| headers.get(c))
+                    .map(|h| String::from_utf8_lossy(h).trim().to_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Ok(CsvRows {
+            path: path.into(),
+            reader,
+            record: csv::ByteRecord::new(),
+            columns,
+            names,
+            timestamp: cols.timestamp,
+            outcome: cols.outcome,
+            line: 1,
+        })
+    }
+
+    fn error(&self, message: String) -> SourceError {
+        SourceError::Record {
+            path: self.path.clone(),
+            line: self.line,
+            message,
+        }
+    }
+
+    fn field(&self, col: usize) -> &[u8] {
+        self.record.get(col).unwrap_or_default().trim_ascii()
+    }
+
+    /// Read the next row into `out` (cleared first); `None` at the end of the file.
+    pub fn next_row<'a>(
+        &'a mut self,
+        out: &mut Vec<crate::engine::Observed<'a>>,
+    ) -> Result<Option<RowMeta>, SourceError> {
+        use crate::engine::Observed;
+        out.clear();
+        match self.reader.read_byte_record(&mut self.record) {
+            Ok(false) => return Ok(None),
+            Ok(true) => self.line += 1,
+            Err(e) => {
+                self.line += 1;
+                return Err(self.error(format!("malformed CSV: {e}")));
+            }
+        }
+        let timestamp = match self
+            .timestamp
+            .map(|c| self.field(c))
+            .filter(|f| !f.is_empty())
+        {
+            None => DateTime::<Utc>::UNIX_EPOCH,
+            Some(f) => std::str::from_utf8(f)
+                .ok()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or_else(|| {
+                    self.error(format!(
+                        "column timestamp: expected an RFC 3339 timestamp, found \"{}\"",
+                        String::from_utf8_lossy(f)
+                    ))
+                })?,
+        };
+        let has_outcome = self.outcome.is_some_and(|c| !self.field(c).is_empty());
+        for (i, &(col, kind)) in self.columns.iter().enumerate() {
+            let f = match col {
+                Some(c) => self.field(c),
+                None => &[][..],
+            };
+            let missing = f.is_empty()
+                || f.eq_ignore_ascii_case(b"null")
+                || (kind == FeatureType::Numeric && f.eq_ignore_ascii_case(b"nan"));
+            let value = if missing {
+                Observed::Missing
+            } else {
+                let text = std::str::from_utf8(f).map_err(|_| {
+                    self.error(format!("column {}: not UTF-8", self.header_name(i)))
+                })?;
+                match kind {
+                    FeatureType::Numeric => match text.parse::<f64>() {
+                        Ok(x) if x.is_finite() => Observed::Num(x),
+                        _ => {
+                            return Err(self.error(format!(
+                                "column {}: expected a number, found \"{text}\"",
+                                self.header_name(i)
+                            )))
+                        }
+                    },
+                    FeatureType::Categorical => Observed::Cat(std::borrow::Cow::Borrowed(text)),
+                }
+            };
+            out.push(value);
+        }
+        Ok(Some(RowMeta {
+            timestamp,
+            has_outcome,
+        }))
+    }
+
+    fn header_name(&self, signal: usize) -> &str {
+        &self.names[signal]
     }
 }
