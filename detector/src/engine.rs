@@ -84,12 +84,31 @@ type FxMap = HashMap<String, u64, std::hash::BuildHasherDefault<FxHasher>>;
 /// [`CatCounts::LIST_MAX`] categories.
 #[derive(Clone, Default)]
 struct CatCounts {
-    list: Vec<(String, u64)>,
+    /// (first 8 bytes and length packed for a quick compare, category, count).
+    list: Vec<(u128, String, u64)>,
     map: Option<FxMap>,
+}
+
+/// The first 8 bytes of a category and its length: equal keys of up to 8 bytes compare
+/// equal here without a call to memcmp.
+fn quick_key(c: &str) -> u128 {
+    let b = c.as_bytes();
+    let mut head = [0u8; 8];
+    let n = b.len().min(8);
+    head[..n].copy_from_slice(&b[..n]);
+    (u128::from(u64::from_le_bytes(head)) << 64) | b.len() as u128
 }
 
 impl CatCounts {
     const LIST_MAX: usize = 32;
+
+    fn find(&self, c: &str) -> Option<usize> {
+        let q = quick_key(c);
+        let short = c.len() <= 8;
+        self.list
+            .iter()
+            .position(|(k, s, _)| *k == q && (short || s == c))
+    }
 
     fn add(&mut self, c: &str) {
         if let Some(map) = &mut self.map {
@@ -100,12 +119,12 @@ impl CatCounts {
             }
             return;
         }
-        if let Some((_, n)) = self.list.iter_mut().find(|(k, _)| k == c) {
-            *n += 1;
+        if let Some(i) = self.find(c) {
+            self.list[i].2 += 1;
         } else if self.list.len() < Self::LIST_MAX {
-            self.list.push((c.to_owned(), 1));
+            self.list.push((quick_key(c), c.to_owned(), 1));
         } else {
-            let mut map: FxMap = self.list.drain(..).collect();
+            let mut map: FxMap = self.list.drain(..).map(|(_, s, n)| (s, n)).collect();
             map.insert(c.to_owned(), 1);
             self.map = Some(map);
         }
@@ -114,14 +133,14 @@ impl CatCounts {
     fn get(&self, c: &str) -> Option<u64> {
         match &self.map {
             Some(map) => map.get(c).copied(),
-            None => self.list.iter().find(|(k, _)| k == c).map(|(_, n)| *n),
+            None => self.find(c).map(|i| self.list[i].2),
         }
     }
 
     fn iter(&self) -> Box<dyn Iterator<Item = (&String, &u64)> + '_> {
         match &self.map {
             Some(map) => Box::new(map.iter()),
-            None => Box::new(self.list.iter().map(|(k, n)| (k, n))),
+            None => Box::new(self.list.iter().map(|(_, k, n)| (k, n))),
         }
     }
 
@@ -370,7 +389,7 @@ impl ReferenceBuilder {
             let k = pos.div_euclid(self.windowing.size);
             chunks
                 .entry(k)
-                .or_insert_with(|| Window::new(&self.signals))
+                .or_insert_with(|| Window::new(&self.signals, 0))
                 .add(timestamp, row);
         }
         self.events += 1;
@@ -648,12 +667,17 @@ struct Window {
 }
 
 impl Window {
-    fn new(signals: &[Signal]) -> Self {
+    /// An empty window; `capacity` values are reserved per numeric signal, so a count
+    /// window never reallocates while it fills.
+    fn new(signals: &[Signal], capacity: usize) -> Self {
         Window {
             signals: signals
                 .iter()
-                .map(|_| SignalAcc {
-                    num: Vec::new(),
+                .map(|s| SignalAcc {
+                    num: match s.kind {
+                        FeatureType::Numeric => Vec::with_capacity(capacity),
+                        FeatureType::Categorical => Vec::new(),
+                    },
                     cat: CatCounts::default(),
                     missing: 0,
                     type_errors: 0,
@@ -1008,6 +1032,11 @@ impl Windows {
             slide,
             lateness,
         } = self.spec;
+        // Count windows know their size; time windows start small and grow.
+        let capacity = match kind {
+            WindowKind::Count => size.min(1 << 20) as usize,
+            WindowKind::Time => 0,
+        };
         let pos = match kind {
             WindowKind::Count => self.seq,
             WindowKind::Time => timestamp.timestamp_millis(),
@@ -1022,7 +1051,7 @@ impl Windows {
         for k in first.max(self.closed_before)..=last {
             self.open
                 .entry(k)
-                .or_insert_with(|| Window::new(signals))
+                .or_insert_with(|| Window::new(signals, capacity))
                 .add(timestamp, row);
             placed = true;
         }
