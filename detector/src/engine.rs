@@ -488,6 +488,7 @@ fn learn(
             let Some(r) = reference.get(&s.name) else {
                 continue;
             };
+            sort_window(s, acc);
             let mut prep = Prepared::default();
             for check in s.checks.iter().filter(|c| c.thresholds.learned) {
                 if let Some(v) = check_value(check.method, r, acc, &mut prep, min_samples) {
@@ -708,7 +709,6 @@ impl Window {
 /// Work shared by the checks of one signal in one window, computed once on demand.
 #[derive(Default)]
 struct Prepared {
-    sorted: Option<Vec<f64>>,
     binned: Option<(Vec<f64>, Vec<f64>)>,
 }
 
@@ -738,13 +738,12 @@ fn proportions(counts: &[f64]) -> Vec<f64> {
     counts.iter().map(|&c| c / total).collect()
 }
 
-/// The window's values sorted, once per signal and window.
-fn sorted<'p>(prep: &'p mut Prepared, acc: &SignalAcc) -> &'p [f64] {
-    prep.sorted.get_or_insert_with(|| {
-        let mut w = acc.num.clone();
-        stats::sort_floats(&mut w);
-        w
-    })
+/// Sort a closed window's numeric values in place: every numeric check reads them
+/// sorted, and the window is never appended to again.
+fn sort_window(signal: &Signal, acc: &mut SignalAcc) {
+    if signal.kind == FeatureType::Numeric {
+        stats::sort_floats(&mut acc.num);
+    }
 }
 
 /// The outcome of one check before thresholds.
@@ -788,7 +787,7 @@ fn check_value(
             std,
         } => match method {
             Method::Ks => {
-                let r = stats::ks_2samp_sorted(r_sorted, sorted(prep, acc));
+                let r = stats::ks_2samp_sorted(r_sorted, &acc.num);
                 Value {
                     statistic: r.statistic,
                     p_value: Some(r.p_value),
@@ -796,7 +795,7 @@ fn check_value(
                 }
             }
             Method::Wasserstein => {
-                let raw = stats::wasserstein_sorted(r_sorted, sorted(prep, acc));
+                let raw = stats::wasserstein_sorted(r_sorted, &acc.num);
                 Value {
                     statistic: raw,
                     p_value: None,
@@ -805,14 +804,17 @@ fn check_value(
             }
             Method::OutOfRange => {
                 let (lo, hi) = (r_sorted[0], r_sorted[r_sorted.len() - 1]);
-                let sorted = sorted(prep, acc);
+                let sorted = &acc.num;
                 let below = sorted.partition_point(|&x| x < lo);
                 let above = sorted.len() - sorted.partition_point(|&x| x <= hi);
                 share(below + above, sorted.len())
             }
             Method::Psi | Method::Js | Method::Hellinger => {
                 let (r, w) = prep.binned.get_or_insert_with(|| {
-                    (r_props.clone(), stats::bin_proportions(edges, &acc.num))
+                    (
+                        r_props.clone(),
+                        stats::bin_proportions_sorted(edges, &acc.num),
+                    )
                 });
                 distance(method, r, w)
             }
@@ -895,12 +897,14 @@ fn severity(method: Method, warning: Option<f64>, critical: Option<f64>, value: 
 fn evaluate(
     signals: &[Signal],
     reference: &ReferenceProfile,
-    window: &Window,
+    window: &mut Window,
     min_samples: usize,
     correction: Correction,
 ) -> Vec<CheckResult> {
     let mut out = Vec::new();
-    for (signal, acc) in signals.iter().zip(&window.signals) {
+    for (signal, acc) in signals.iter().zip(window.signals.iter_mut()) {
+        sort_window(signal, acc);
+        let acc = &*acc;
         let empty;
         let r = match reference.signals.get(&signal.name) {
             Some(r) => r,
@@ -1252,14 +1256,14 @@ impl Monitor {
         };
         let (closed, late) = windows.add(&self.signals, timestamp, row);
         step.late = late;
-        for (k, w) in closed {
+        for (k, mut w) in closed {
             step.reports.push(report(
                 &self.plan,
                 &self.signals,
                 reference,
                 windows,
                 k,
-                &w,
+                &mut w,
                 true,
             ));
         }
@@ -1279,7 +1283,17 @@ impl Monitor {
         let open = std::mem::take(&mut windows.open);
         open.into_iter()
             .filter(|(_, w)| w.events > 0)
-            .map(|(k, w)| report(&self.plan, &self.signals, reference, windows, k, &w, false))
+            .map(|(k, mut w)| {
+                report(
+                    &self.plan,
+                    &self.signals,
+                    reference,
+                    windows,
+                    k,
+                    &mut w,
+                    false,
+                )
+            })
             .collect()
     }
 }
@@ -1290,7 +1304,7 @@ fn report(
     reference: &ReferenceProfile,
     windows: &Windows,
     k: i64,
-    w: &Window,
+    w: &mut Window,
     complete: bool,
 ) -> WindowReport {
     let checks = evaluate(

@@ -279,6 +279,21 @@ pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
     out
 }
 
+/// Proportions per bin of a **sorted** sample: one binary search per edge.
+pub fn bin_proportions_sorted(edges: &[f64], sorted: &[f64]) -> Vec<f64> {
+    let n = sorted.len().max(1) as f64;
+    let mut out = Vec::with_capacity(edges.len() + 1);
+    let mut below = 0usize;
+    for &e in edges {
+        // Bin of v is #{edges e : e < v}: values <= e fall at or below this edge.
+        let upto = below + sorted[below..].partition_point(|&v| v <= e);
+        out.push((upto - below) as f64 / n);
+        below = upto;
+    }
+    out.push((sorted.len() - below) as f64 / n);
+    out
+}
+
 /// Result of a chi-squared test of homogeneity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Chi2Result {
@@ -353,6 +368,20 @@ mod tests {
         assert_eq!(l_infinity(&p, &q), 1.0);
         assert_eq!(wasserstein_sorted(&[0.0, 1.0], &[0.0, 1.0]), 0.0);
         assert_eq!(wasserstein_sorted(&[0.0], &[2.5]), 2.5);
+    }
+
+    #[test]
+    fn binning_sorted_equals_binning_unsorted() {
+        let mut rng = crate::synth::Rng::new(3);
+        let mut r: Vec<f64> = (0..3000).map(|_| (rng.normal() * 4.0).round()).collect();
+        r.sort_by(f64::total_cmp);
+        let edges = quantile_edges(&r, 10);
+        let mut w: Vec<f64> = (0..700)
+            .map(|_| (rng.normal() * 4.0 + 1.0).round())
+            .collect();
+        let unsorted = bin_proportions(&edges, &w);
+        w.sort_by(f64::total_cmp);
+        assert_eq!(bin_proportions_sorted(&edges, &w), unsorted);
     }
 
     #[test]
