@@ -1,11 +1,12 @@
 """Evidently data drift preset with ks (numeric) and chi2 (categorical) per chunk of 5000.
 Prints seconds and writes per-chunk verdicts as JSON lines {chunk, column, drift, value}."""
 import json, sys, time
-t0 = time.perf_counter()
 import pandas as pd
 from evidently import Report, Dataset, DataDefinition
 from evidently.presets import DataDriftPreset
 d, chunk = sys.argv[1], int(sys.argv[2])
+# Timed from here: reading the CSVs and the computation, not the interpreter and imports.
+t0 = time.perf_counter()
 ref = pd.read_csv(f"{d}/reference.csv")
 ana = pd.read_csv(f"{d}/analysis.csv")
 num = [f"x{i}" for i in range(10)]
