@@ -1,5 +1,5 @@
 //! Alerts: one per check past the plan's `alerts.min_severity`, delivered to the plan's
-//! webhook and to the alerts topic, and logged.
+//! webhook, to its Alertmanager (API v2) and to the alerts topic, and logged.
 //!
 //! An alert id is derived from what it is about (system, reference version, window,
 //! signal, method), so a redelivery after a detector restart has the same id and a
@@ -161,9 +161,39 @@ impl AlertSender {
         self.kafka.as_ref().map(|(p, _)| p)
     }
 
+    /// Post one alert to an Alertmanager's v2 API.
+    async fn post_alertmanager(&self, base: &str, alert: &Alert) -> Result<(), String> {
+        let body = serde_json::json!([{
+            "labels": {
+                "alertname": "DriftwatchDrift",
+                "system": alert.system_id,
+                "signal": alert.signal,
+                "method": alert.method.as_str(),
+                "severity": alert.severity.as_str(),
+            },
+            "annotations": {
+                "summary": alert.summary,
+                "alert_id": alert.alert_id,
+                "window": alert.window.index.to_string(),
+                "value": alert.value.to_string(),
+                "threshold": alert.threshold.to_string(),
+                "reference_version": alert.reference_version,
+            },
+            "generatorURL": format!("driftwatch://{}/{}", alert.system_id, alert.alert_id),
+        }]);
+        let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+        self.post(&url, &serde_json::to_vec(&body).unwrap_or_default())
+            .await
+    }
+
     /// Deliver one alert everywhere it should go. Failures are logged and counted per sink;
     /// one sink failing does not keep the alert from the others.
-    pub async fn send(&self, alert: &Alert, webhook_url: Option<&str>) {
+    pub async fn send(
+        &self,
+        alert: &Alert,
+        webhook_url: Option<&str>,
+        alertmanager_url: Option<&str>,
+    ) {
         let body = match serde_json::to_vec(alert) {
             Ok(b) => b,
             Err(e) => {
@@ -193,6 +223,15 @@ impl AlertSender {
                     .with_label_values(&["webhook"])
                     .inc();
                 tracing::error!(alert_id = %alert.alert_id, error = %e, "webhook delivery failed");
+            }
+        }
+        if let Some(base) = alertmanager_url {
+            if let Err(e) = self.post_alertmanager(base, alert).await {
+                self.metrics
+                    .alert_failures
+                    .with_label_values(&["alertmanager"])
+                    .inc();
+                tracing::error!(alert_id = %alert.alert_id, error = %e, "Alertmanager delivery failed");
             }
         }
         if let Some((producer, topic)) = &self.kafka {

@@ -257,9 +257,17 @@ pub async fn run(
         None => None,
     };
     let sender = AlertSender::new(producer, metrics.clone());
-    let webhooks: HashMap<String, Option<String>> = plans
+    let routes: HashMap<String, (Option<String>, Option<String>)> = plans
         .iter()
-        .map(|p| (p.system.id.clone(), p.alerts.webhook_url.clone()))
+        .map(|p| {
+            (
+                p.system.id.clone(),
+                (
+                    p.alerts.webhook_url.clone(),
+                    p.alerts.alertmanager_url.clone(),
+                ),
+            )
+        })
         .collect();
     let min_severity: HashMap<String, crate::plan::Severity> = plans
         .iter()
@@ -323,9 +331,9 @@ pub async fn run(
                                 .get(&system)
                                 .copied()
                                 .unwrap_or(crate::plan::Severity::Warning);
-                            let url = webhooks.get(&system).cloned().flatten();
+                            let (hook, am) = routes.get(&system).cloned().unwrap_or_default();
                             for alert in alerts_for(&report, min) {
-                                sender.send(&alert, url.as_deref()).await;
+                                sender.send(&alert, hook.as_deref(), am.as_deref()).await;
                             }
                             if let Some(tx) = &reports {
                                 let _ = tx.send(report);

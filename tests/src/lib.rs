@@ -10,14 +10,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::path::PathBuf as PlanDir;
+
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
-use driftwatch_detector::synth::{CreditModel, Drift};
+use driftwatch_agent::config::AgentConfig;
+use driftwatch_detector::detect::{self, DetectOptions};
+use driftwatch_detector::plan::Plan;
+use driftwatch_detector::synth::{demo_plan_toml, CreditModel, Drift};
+use prometheus::Registry;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 /// Records every JSON body POSTed to it.
 #[derive(Clone, Default)]
@@ -151,4 +159,91 @@ pub fn metric(page: &str, series: &str) -> Option<f64> {
                 .and_then(|rest| rest.strip_prefix(' '))
         })
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// What an in-process pipeline run produced.
+pub struct Outcome {
+    /// Alerts received at the webhook.
+    pub alerts: Vec<serde_json::Value>,
+    /// Windows the detector evaluated.
+    pub windows: f64,
+}
+
+/// model -> agent (HTTP) -> mock-cluster Kafka -> detector, in this process, for one
+/// system; returns the alerts at the webhook once `windows` windows were evaluated.
+/// `plan_extra` is appended to the plan's `[alerts]` table.
+pub async fn pipeline(
+    system: &str,
+    before: usize,
+    after: usize,
+    windows: usize,
+    plan_extra: &str,
+) -> Outcome {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster
+        .create_topic("driftwatch.events", 3, 1)
+        .expect("topic");
+    cluster
+        .create_topic("driftwatch.alerts", 1, 1)
+        .expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let stop = CancellationToken::new();
+    let (hook, url) = WebhookReceiver::start().await.expect("webhook");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let agent_addr = listener.local_addr().expect("addr");
+    let mut config = AgentConfig::default();
+    config.kafka.brokers = brokers.clone();
+    let s = stop.clone();
+    let agent = tokio::spawn(driftwatch_agent::run(
+        listener,
+        config,
+        Registry::new(),
+        async move { s.cancelled().await },
+    ));
+
+    let state = std::env::temp_dir().join(format!("dw-pipeline-{system}-{}", std::process::id()));
+    let plan_text =
+        demo_plan_toml(system, 2000, 1000) + &format!("webhook_url = \"{url}\"\n{plan_extra}");
+    let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PlanDir::new()).expect("plan"));
+    let registry = Registry::new();
+    let s = stop.clone();
+    let detector = tokio::spawn(detect::run(
+        DetectOptions {
+            brokers,
+            group_id: format!("dw-{system}"),
+            events_topic: "driftwatch.events".into(),
+            alerts_topic: Some("driftwatch.alerts".into()),
+            state_dir: state.clone(),
+            kafka_properties: Default::default(),
+        },
+        vec![plan],
+        registry.clone(),
+        None,
+        async move { s.cancelled().await },
+    ));
+
+    post_stream(agent_addr, system, 42, before, after)
+        .await
+        .expect("all batches acknowledged");
+    let series = format!("driftwatch_windows_total{{system=\"{system}\"}}");
+    let evaluated = eventually(Duration::from_secs(30), || {
+        let page = driftwatch_agent::metrics::render(&registry);
+        let n = metric(&page, &series).unwrap_or(0.0);
+        async move { (n >= windows as f64).then_some(n) }
+    })
+    .await;
+    // Alerts of the last window are delivered before the next message is read; give the
+    // webhook a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let _ = agent.await;
+    let _ = detector.await;
+    let _ = std::fs::remove_dir_all(state);
+    Outcome {
+        alerts: hook.alerts(),
+        windows: evaluated.unwrap_or(0.0),
+    }
 }

@@ -1,0 +1,62 @@
+//! Drift alerts reach a real Alertmanager through its v2 API.
+//!
+//! Run by `tests/real-tools.sh`, which starts Debian's `prometheus-alertmanager` and sets
+//! `DRIFTWATCH_TEST_ALERTMANAGER`; point that variable at any Alertmanager to run it there.
+
+use std::collections::BTreeSet;
+
+use driftwatch_e2e::pipeline;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an Alertmanager: run tests/real-tools.sh or set DRIFTWATCH_TEST_ALERTMANAGER"]
+async fn drift_alerts_are_active_in_alertmanager() {
+    let am = std::env::var("DRIFTWATCH_TEST_ALERTMANAGER").expect(
+        "DRIFTWATCH_TEST_ALERTMANAGER must name an Alertmanager (tests/real-tools.sh starts one)",
+    );
+    let system = format!("credit-am-{}", std::process::id());
+    let out = pipeline(
+        &system,
+        4000,
+        3000,
+        5,
+        &format!("alertmanager_url = \"{am}\"\n"),
+    )
+    .await;
+    assert_eq!(out.windows, 5.0);
+    assert!(!out.alerts.is_empty(), "drift must alert");
+
+    // Alertmanager keeps one active alert per label set: (system, signal, method, severity).
+    let expected: BTreeSet<(String, String, String)> = out
+        .alerts
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+            (s("signal"), s("method"), s("severity"))
+        })
+        .collect();
+    let url = format!("{am}/api/v2/alerts?filter=system%3D%22{system}%22");
+    let active: Vec<Value> = reqwest::get(&url)
+        .await
+        .expect("Alertmanager answers")
+        .json()
+        .await
+        .expect("JSON list of alerts");
+    let got: BTreeSet<(String, String, String)> = active
+        .iter()
+        .map(|a| {
+            let l = |k: &str| a["labels"][k].as_str().unwrap_or_default().to_owned();
+            assert_eq!(l("alertname"), "DriftwatchDrift");
+            assert_eq!(l("system"), system);
+            assert_eq!(a["status"]["state"], "active", "{a}");
+            assert!(
+                a["annotations"]["summary"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("drift on")),
+                "{a}"
+            );
+            (l("signal"), l("method"), l("severity"))
+        })
+        .collect();
+    assert_eq!(got, expected);
+}
