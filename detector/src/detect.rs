@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::alert::{alerts_for, AlertSender};
+use crate::dedup::Dedup;
 use crate::engine::plan_fingerprint;
 use crate::engine::{Detector, Monitor, ReferenceProfile, WindowReport};
 use crate::metrics::DetectorMetrics;
@@ -275,6 +276,18 @@ pub async fn run(
         .collect();
     // system -> (partition, first offset not yet covered by a report)
     let mut pending: HashMap<String, (i32, i64)> = HashMap::new();
+    // Remember two windows' worth of prediction ids per system (at least 10,000).
+    let mut dedup: HashMap<String, Dedup> = plans
+        .iter()
+        .map(|p| {
+            let w = p.window.windowing();
+            let horizon = match w.kind {
+                crate::plan::WindowKind::Count => (2 * w.size).max(10_000) as usize,
+                crate::plan::WindowKind::Time => 100_000,
+            };
+            (p.system.id.clone(), Dedup::new(horizon))
+        })
+        .collect();
     tracing::info!(topic = %opts.events_topic, group = %opts.group_id, systems = plans.len(), "driftwatch detector consuming");
     tokio::pin!(shutdown);
     loop {
@@ -298,53 +311,67 @@ pub async fn run(
             }
             Ok(event) => {
                 let system = event.system_id().to_owned();
-                let step = off_worker(|| detector.observe(&event));
-                match step {
-                    Err(_) => metrics.unplanned.inc(),
-                    Ok(step) => {
-                        metrics
-                            .events
-                            .with_label_values(&[system.as_str(), event.kind().as_str()])
-                            .inc();
-                        if let Some(r) = &step.reference_frozen {
-                            tracing::info!(system = %system, version = %r.version, events = r.events, "reference frozen");
+                let repeated = match (&event, dedup.get_mut(&system)) {
+                    (Event::Prediction(p), Some(d)) => !d.first_time(&p.prediction_id),
+                    _ => false,
+                };
+                if repeated {
+                    metrics
+                        .duplicates
+                        .with_label_values(&[system.as_str()])
+                        .inc();
+                    tracing::debug!(partition, offset, "dropping a repeated prediction");
+                    // Fall through to offset handling: a duplicate is fully processed.
+                }
+                if !repeated {
+                    let step = off_worker(|| detector.observe(&event));
+                    match step {
+                        Err(_) => metrics.unplanned.inc(),
+                        Ok(step) => {
                             metrics
-                                .reference_events
-                                .with_label_values(&[system.as_str()])
-                                .set(r.events as i64);
-                            if let Err(e) = persist(&opts.state_dir, r) {
-                                tracing::error!(error = %e, "cannot persist reference; a restart will collect a new one");
+                                .events
+                                .with_label_values(&[system.as_str(), event.kind().as_str()])
+                                .inc();
+                            if let Some(r) = &step.reference_frozen {
+                                tracing::info!(system = %system, version = %r.version, events = r.events, "reference frozen");
+                                metrics
+                                    .reference_events
+                                    .with_label_values(&[system.as_str()])
+                                    .set(r.events as i64);
+                                if let Err(e) = persist(&opts.state_dir, r) {
+                                    tracing::error!(error = %e, "cannot persist reference; a restart will collect a new one");
+                                }
                             }
-                        }
-                        if step.late {
-                            metrics.late.with_label_values(&[system.as_str()]).inc();
-                        }
-                        for report in step.reports {
-                            metrics.record(&report);
-                            tracing::info!(
-                                system = %report.system_id,
-                                window = report.window.index,
-                                severity = report.severity.as_str(),
-                                "window evaluated"
-                            );
-                            let min = min_severity
-                                .get(&system)
-                                .copied()
-                                .unwrap_or(crate::plan::Severity::Warning);
-                            let (hook, am) = routes.get(&system).cloned().unwrap_or_default();
-                            for alert in alerts_for(&report, min) {
-                                sender.send(&alert, hook.as_deref(), am.as_deref()).await;
+                            if step.late {
+                                metrics.late.with_label_values(&[system.as_str()]).inc();
                             }
-                            if let Some(tx) = &reports {
-                                let _ = tx.send(report);
+                            for report in step.reports {
+                                metrics.record(&report);
+                                tracing::info!(
+                                    system = %report.system_id,
+                                    window = report.window.index,
+                                    severity = report.severity.as_str(),
+                                    "window evaluated"
+                                );
+                                let min = min_severity
+                                    .get(&system)
+                                    .copied()
+                                    .unwrap_or(crate::plan::Severity::Warning);
+                                let (hook, am) = routes.get(&system).cloned().unwrap_or_default();
+                                for alert in alerts_for(&report, min) {
+                                    sender.send(&alert, hook.as_deref(), am.as_deref()).await;
+                                }
+                                if let Some(tx) = &reports {
+                                    let _ = tx.send(report);
+                                }
                             }
-                        }
-                        let still_pending =
-                            detector.monitor(&system).is_some_and(Monitor::has_pending);
-                        if still_pending {
-                            pending.entry(system).or_insert((partition, offset));
-                        } else {
-                            pending.remove(&system);
+                            let still_pending =
+                                detector.monitor(&system).is_some_and(Monitor::has_pending);
+                            if still_pending {
+                                pending.entry(system).or_insert((partition, offset));
+                            } else {
+                                pending.remove(&system);
+                            }
                         }
                     }
                 }

@@ -3,7 +3,8 @@
 //! Data passes through these modules in order:
 //!
 //! 1. A driver reads events: [`detect`] from the Kafka events topic (consumer group,
-//!    at-least-once offsets), or [`replay`] from files via [`source`] (NDJSON or CSV).
+//!    at-least-once offsets, repeated predictions dropped by [`dedup`]), or [`replay`]
+//!    from files via [`source`] (NDJSON or CSV).
 //! 2. [`engine`] routes each event to its system's [`engine::Monitor`], which holds the
 //!    frozen reference (built per [`plan`]) and the open window, and on window close runs
 //!    the plan's checks from [`stats`] and returns a [`engine::WindowReport`].
@@ -14,6 +15,7 @@
 //! together for `driftwatch demo`.
 
 pub mod alert;
+pub mod dedup;
 pub mod demo;
 pub mod detect;
 pub mod engine;

@@ -17,6 +17,8 @@ pub struct DetectorMetrics {
     pub invalid: IntCounter,
     /// `driftwatch_events_late_total{system}`: predictions after their windows closed.
     pub late: IntCounterVec,
+    /// `driftwatch_events_duplicate_total{system}`: repeated predictions, dropped.
+    pub duplicates: IntCounterVec,
     /// `driftwatch_windows_total{system}`.
     pub windows: IntCounterVec,
     /// `driftwatch_drift_value{system,signal,method}`: the compared value of the last window.
@@ -55,6 +57,13 @@ impl DetectorMetrics {
             Opts::new(
                 "driftwatch_events_late_total",
                 "Predictions that arrived after all their windows had closed (not evaluated).",
+            ),
+            &["system"],
+        )?;
+        let duplicates = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_events_duplicate_total",
+                "Predictions whose prediction_id was already seen recently (retries, redelivery); dropped.",
             ),
             &["system"],
         )?;
@@ -106,6 +115,7 @@ impl DetectorMetrics {
         registry.register(Box::new(unplanned.clone()))?;
         registry.register(Box::new(invalid.clone()))?;
         registry.register(Box::new(late.clone()))?;
+        registry.register(Box::new(duplicates.clone()))?;
         registry.register(Box::new(windows.clone()))?;
         registry.register(Box::new(value.clone()))?;
         registry.register(Box::new(statistic.clone()))?;
@@ -118,6 +128,7 @@ impl DetectorMetrics {
             unplanned,
             invalid,
             late,
+            duplicates,
             windows,
             value,
             statistic,

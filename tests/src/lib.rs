@@ -60,13 +60,15 @@ impl WebhookReceiver {
 }
 
 /// Post `before` undrifted then `after` drifted predictions of `system` to an agent, in
-/// NDJSON batches; every batch must be acknowledged with 202.
+/// NDJSON batches; every batch must be acknowledged with 202. With `repeat`, each batch
+/// is posted twice, as a model server retrying after a lost answer would.
 pub async fn post_stream(
     agent: SocketAddr,
     system: &str,
     seed: u64,
     before: usize,
     after: usize,
+    repeat: bool,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let mut model = CreditModel::new(system, seed);
@@ -84,12 +86,14 @@ pub async fn post_stream(
             serde_json::to_writer(&mut body, &model.next_json(drift))?;
             body.push(b'\n');
         }
-        let r = client
-            .post(format!("http://{agent}/v1/predictions"))
-            .body(body)
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 202, "agent answered {}", r.status());
+        for _ in 0..(1 + usize::from(repeat)) {
+            let r = client
+                .post(format!("http://{agent}/v1/predictions"))
+                .body(body.clone())
+                .send()
+                .await?;
+            anyhow::ensure!(r.status() == 202, "agent answered {}", r.status());
+        }
         sent += n;
     }
     Ok(())
@@ -167,6 +171,8 @@ pub struct Outcome {
     pub alerts: Vec<serde_json::Value>,
     /// Windows the detector evaluated.
     pub windows: f64,
+    /// Repeated predictions the detector dropped.
+    pub duplicates: f64,
 }
 
 /// model -> agent (HTTP) -> mock-cluster Kafka -> detector, in this process, for one
@@ -178,6 +184,7 @@ pub async fn pipeline(
     after: usize,
     windows: usize,
     plan_extra: &str,
+    repeat: bool,
 ) -> Outcome {
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster
@@ -225,7 +232,7 @@ pub async fn pipeline(
         async move { s.cancelled().await },
     ));
 
-    post_stream(agent_addr, system, 42, before, after)
+    post_stream(agent_addr, system, 42, before, after, repeat)
         .await
         .expect("all batches acknowledged");
     let series = format!("driftwatch_windows_total{{system=\"{system}\"}}");
@@ -238,6 +245,11 @@ pub async fn pipeline(
     // Alerts of the last window are delivered before the next message is read; give the
     // webhook a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let duplicates = metric(
+        &driftwatch_agent::metrics::render(&registry),
+        &format!("driftwatch_events_duplicate_total{{system=\"{system}\"}}"),
+    )
+    .unwrap_or(0.0);
     stop.cancel();
     let _ = agent.await;
     let _ = detector.await;
@@ -245,5 +257,6 @@ pub async fn pipeline(
     Outcome {
         alerts: hook.alerts(),
         windows: evaluated.unwrap_or(0.0),
+        duplicates,
     }
 }

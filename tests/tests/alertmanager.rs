@@ -21,6 +21,7 @@ async fn drift_alerts_are_active_in_alertmanager() {
         3000,
         5,
         &format!("alertmanager_url = \"{am}\"\n"),
+        false,
     )
     .await;
     assert_eq!(out.windows, 5.0);

@@ -149,7 +149,7 @@ async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -
     .await;
     assert!(ready.is_some(), "agent became ready");
 
-    post_stream(agent_addr, name, 7, before, after)
+    post_stream(agent_addr, name, 7, before, after, false)
         .await
         .expect("every batch acknowledged by the agent");
 
