@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::alert::alerts_for;
-use crate::engine::{fnv1a64, plan_fingerprint, Monitor, ReferenceBuilder, ReferenceProfile};
+use crate::engine::{fnv1a64, plan_fingerprint, Monitor, ReferenceBuilder, ReferenceProfile, Step};
 use crate::plan::{Plan, Severity};
 use crate::source::{self, SourceError};
 
@@ -122,16 +122,6 @@ pub fn replay(
     let min = plan.alerts.min_severity;
     let mut monitor = Monitor::new(plan.clone(), profile);
     let mut summary = ReplaySummary::default();
-    let emit = |report: crate::engine::WindowReport,
-                out: &mut dyn Write,
-                summary: &mut ReplaySummary|
-     -> std::io::Result<()> {
-        summary.windows += 1;
-        summary.alerts += alerts_for(&report, min).len() as u64;
-        summary.max_severity = summary.max_severity.max(Some(report.severity));
-        serde_json::to_writer(&mut *out, &report)?;
-        out.write_all(b"\n")
-    };
     if is_csv(events) {
         // CSV rows go straight into engine rows: every row is the plan's system.
         let mut rows = source::CsvRows::open(events, &plan)?;
@@ -142,41 +132,49 @@ pub fn replay(
             };
             summary.predictions += 1;
             let step = monitor.observe_row(meta.timestamp, &row);
-            drop(row);
             if meta.has_outcome {
                 summary.outcomes += 1;
                 monitor.observe_outcome();
             }
-            summary.late += u64::from(step.late);
-            for report in step.reports {
-                emit(report, out, &mut summary)?;
+            record(step, min, out, &mut summary)?;
+        }
+    } else {
+        for event in source::open(events, &plan)? {
+            let event = event?;
+            if event.system_id() != plan.system.id {
+                summary.other_systems += 1;
+                continue;
             }
-        }
-        for report in monitor.finish() {
-            emit(report, out, &mut summary)?;
-        }
-        out.flush()?;
-        return Ok(summary);
-    }
-    for event in source::open(events, &plan)? {
-        let event = event?;
-        if event.system_id() != plan.system.id {
-            summary.other_systems += 1;
-            continue;
-        }
-        match event.kind() {
-            driftwatch_schema::EventKind::Prediction => summary.predictions += 1,
-            driftwatch_schema::EventKind::Outcome => summary.outcomes += 1,
-        }
-        let step = monitor.observe(&event);
-        summary.late += u64::from(step.late);
-        for report in step.reports {
-            emit(report, out, &mut summary)?;
+            match event.kind() {
+                driftwatch_schema::EventKind::Prediction => summary.predictions += 1,
+                driftwatch_schema::EventKind::Outcome => summary.outcomes += 1,
+            }
+            record(monitor.observe(&event), min, out, &mut summary)?;
         }
     }
-    for report in monitor.finish() {
-        emit(report, out, &mut summary)?;
-    }
+    let rest = Step {
+        reports: monitor.finish(),
+        ..Step::default()
+    };
+    record(rest, min, out, &mut summary)?;
     out.flush()?;
     Ok(summary)
+}
+
+/// Write a step's window reports as NDJSON and count them.
+fn record(
+    step: Step,
+    min: Severity,
+    out: &mut impl Write,
+    summary: &mut ReplaySummary,
+) -> std::io::Result<()> {
+    summary.late += u64::from(step.late);
+    for report in step.reports {
+        summary.windows += 1;
+        summary.alerts += alerts_for(&report, min).len() as u64;
+        summary.max_severity = summary.max_severity.max(Some(report.severity));
+        serde_json::to_writer(&mut *out, &report)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }

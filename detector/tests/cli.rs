@@ -35,6 +35,17 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
 
+/// `driftwatch replay --plan DIR/plan.toml --events DIR/<events>`.
+fn replay(dir: &TempDir, events: &str) -> Output {
+    bin()
+        .args(["replay", "--plan"])
+        .arg(dir.path("plan.toml"))
+        .arg("--events")
+        .arg(dir.path(events))
+        .output()
+        .expect("run")
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -135,13 +146,7 @@ fn replay_csv_against_a_reference_file() {
     write(&dir.path("plan.toml"), PLAN_WITH_FILE);
     write_csv(&dir.path("reference.csv"), 1, 5000, usize::MAX);
     write_csv(&dir.path("events.csv"), 2, 6000, 3000);
-    let o = bin()
-        .args(["replay", "--plan"])
-        .arg(dir.path("plan.toml"))
-        .arg("--events")
-        .arg(dir.path("events.csv"))
-        .output()
-        .expect("run");
+    let o = replay(&dir, "events.csv");
     assert!(o.status.success(), "{}", stderr(&o));
     let reports: Vec<Value> = String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -170,13 +175,7 @@ fn replay_csv_against_a_reference_file() {
     );
 
     // Same input, same bytes out.
-    let again = bin()
-        .args(["replay", "--plan"])
-        .arg(dir.path("plan.toml"))
-        .arg("--events")
-        .arg(dir.path("events.csv"))
-        .output()
-        .expect("run");
+    let again = replay(&dir, "events.csv");
     assert_eq!(o.stdout, again.stdout);
 }
 
@@ -196,13 +195,7 @@ fn replay_ndjson_with_first_events_reference() {
     }
     lines.push_str("{\"system_id\":\"other\",\"prediction_id\":\"x\",\"outcome\":1}\n");
     write(&dir.path("events.ndjson"), &lines);
-    let o = bin()
-        .args(["replay", "--plan"])
-        .arg(dir.path("plan.toml"))
-        .arg("--events")
-        .arg(dir.path("events.ndjson"))
-        .output()
-        .expect("run");
+    let o = replay(&dir, "events.ndjson");
     assert!(o.status.success(), "{}", stderr(&o));
     let reports: Vec<Value> = String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -226,13 +219,7 @@ fn a_bad_record_stops_replay_with_file_line_and_column() {
         &dir.path("events.csv"),
         "id,timestamp,age,income,region,score\na,2026-01-01T00:00:00Z,41,1,north,0.5\nb,2026-01-01T00:00:01Z,forty,1,north,0.5\n",
     );
-    let o = bin()
-        .args(["replay", "--plan"])
-        .arg(dir.path("plan.toml"))
-        .arg("--events")
-        .arg(dir.path("events.csv"))
-        .output()
-        .expect("run");
+    let o = replay(&dir, "events.csv");
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -241,13 +228,7 @@ fn a_bad_record_stops_replay_with_file_line_and_column() {
     );
 
     write(&dir.path("events.csv"), "id,age,score\na,41,0.5\n");
-    let o = bin()
-        .args(["replay", "--plan"])
-        .arg(dir.path("plan.toml"))
-        .arg("--events")
-        .arg(dir.path("events.csv"))
-        .output()
-        .expect("run");
+    let o = replay(&dir, "events.csv");
     assert_eq!(o.status.code(), Some(65));
     assert!(
         stderr(&o).contains("the plan's feature \"region\" has no column"),
@@ -256,13 +237,7 @@ fn a_bad_record_stops_replay_with_file_line_and_column() {
     );
 
     write(&dir.path("events.ndjson"), "{\"system_id\":\"credit-scoring\",\"model_version\":\"1\",\"prediction_id\":\"a\",\"features\":{},\"prediction\":{\"score\":\"high\"}}\n");
-    let o = bin()
-        .args(["replay", "--plan"])
-        .arg(dir.path("plan.toml"))
-        .arg("--events")
-        .arg(dir.path("events.ndjson"))
-        .output()
-        .expect("run");
+    let o = replay(&dir, "events.ndjson");
     assert_eq!(o.status.code(), Some(65));
     assert!(
         stderr(&o).contains(
