@@ -41,6 +41,18 @@ async fn start_agent(brokers: &str, timeout_ms: u64) -> Agent {
     Agent { addr, stop, task }
 }
 
+/// The agent's `/metrics` page.
+async fn metrics_page(client: &reqwest::Client, addr: SocketAddr) -> String {
+    client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 fn cluster() -> MockCluster<'static, DefaultProducerContext> {
     let c = MockCluster::new(1).expect("mock cluster");
     c.create_topic("driftwatch.events", 2, 1).expect("topic");
@@ -145,14 +157,7 @@ async fn accepted_events_are_in_kafka_keyed_by_system() {
         "one outcome"
     );
 
-    let metrics = client
-        .get(format!("http://{}/metrics", agent.addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_page(&client, agent.addr).await;
     assert!(
         metrics.contains("driftwatch_agent_events_accepted_total{kind=\"prediction\"} 3\n"),
         "{metrics}"
@@ -227,14 +232,7 @@ async fn a_bad_event_refuses_the_batch_and_names_the_field() {
         got.is_empty(),
         "nothing of a refused batch reaches Kafka: {got:?}"
     );
-    let metrics = client
-        .get(format!("http://{}/metrics", agent.addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_page(&client, agent.addr).await;
     assert!(
         metrics.contains(
             "driftwatch_agent_events_rejected_total{kind=\"prediction\",reason=\"invalid\"} 3\n"
