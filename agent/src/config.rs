@@ -26,6 +26,9 @@ pub struct AgentConfig {
     /// Where events go.
     #[serde(default)]
     pub kafka: KafkaConfig,
+    /// What may leave the pod (see [`crate::privacy`]); absent: everything valid passes.
+    #[serde(default)]
+    pub privacy: Option<crate::privacy::PrivacyConfig>,
 }
 
 /// The Kafka producer.
@@ -108,6 +111,7 @@ impl Default for AgentConfig {
             max_batch_events: default_max_batch_events(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             kafka: KafkaConfig::default(),
+            privacy: None,
         }
     }
 }

@@ -6,6 +6,8 @@
 
 use chrono::{DateTime, Utc};
 use driftwatch_schema::{parse_outcome, parse_prediction, Event, EventKind, FieldError};
+
+use crate::privacy::{Applied, Privacy};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -95,23 +97,35 @@ fn values(body: &[u8], max: usize) -> Result<Vec<Value>, IngestError> {
     Ok(values)
 }
 
-/// Parse and validate a body of events of one kind.
+/// Parse and validate a body of events of one kind, then apply the privacy policy (if
+/// any) to each; a refusal by either names the event's index and field.
 pub fn parse_batch(
     body: &[u8],
     kind: EventKind,
     max_events: usize,
     now: DateTime<Utc>,
-) -> Result<Vec<Event>, IngestError> {
+    privacy: Option<&Privacy>,
+) -> Result<(Vec<Event>, Applied), IngestError> {
     let values = values(body, max_events)?;
     let total = values.len();
     let mut events = Vec::with_capacity(total);
     let mut errors = Vec::new();
     let mut invalid = 0;
+    let mut applied = Applied::default();
     for (index, v) in values.into_iter().enumerate() {
         let parsed = match kind {
             EventKind::Prediction => parse_prediction(v, now).map(Event::Prediction),
             EventKind::Outcome => parse_outcome(v, now).map(Event::Outcome),
         };
+        let parsed = parsed.and_then(|mut e| match privacy {
+            Some(p) => p.apply(&mut e).map(|a| {
+                applied.dropped += a.dropped;
+                applied.suppressed += a.suppressed;
+                applied.pseudonymised += a.pseudonymised;
+                e
+            }),
+            None => Ok(e),
+        });
         match parsed {
             Ok(e) => events.push(e),
             Err(FieldError {
@@ -138,7 +152,7 @@ pub fn parse_batch(
             errors,
         });
     }
-    Ok(events)
+    Ok((events, applied))
 }
 
 #[cfg(test)]
@@ -153,19 +167,22 @@ mod tests {
 
     #[test]
     fn accepts_object_array_and_ndjson() {
-        let one = parse_batch(P.as_bytes(), EventKind::Prediction, 10, now()).expect("object");
+        let (one, _) =
+            parse_batch(P.as_bytes(), EventKind::Prediction, 10, now(), None).expect("object");
         assert_eq!(one.len(), 1);
         let arr = format!("[{P},{P},{P}]");
         assert_eq!(
-            parse_batch(arr.as_bytes(), EventKind::Prediction, 10, now())
+            parse_batch(arr.as_bytes(), EventKind::Prediction, 10, now(), None)
                 .expect("array")
+                .0
                 .len(),
             3
         );
         let nd = format!("{P}\n{P}\n\n{P}\n");
         assert_eq!(
-            parse_batch(nd.as_bytes(), EventKind::Prediction, 10, now())
+            parse_batch(nd.as_bytes(), EventKind::Prediction, 10, now(), None)
                 .expect("ndjson")
+                .0
                 .len(),
             3
         );
@@ -175,7 +192,7 @@ mod tests {
     fn one_bad_event_refuses_the_batch_and_says_which() {
         let bad = P.replace("\"score\":0.5", "\"score\":\"high\"");
         let nd = format!("{P}\n{bad}\n{P}\n");
-        match parse_batch(nd.as_bytes(), EventKind::Prediction, 10, now()) {
+        match parse_batch(nd.as_bytes(), EventKind::Prediction, 10, now(), None) {
             Err(IngestError::Invalid {
                 total,
                 invalid,
@@ -192,20 +209,20 @@ mod tests {
     #[test]
     fn syntax_errors_empty_and_too_many() {
         assert!(matches!(
-            parse_batch(b"{\"a\":", EventKind::Prediction, 10, now()),
+            parse_batch(b"{\"a\":", EventKind::Prediction, 10, now(), None),
             Err(IngestError::Syntax(_))
         ));
         assert!(matches!(
-            parse_batch(b"  \n", EventKind::Prediction, 10, now()),
+            parse_batch(b"  \n", EventKind::Prediction, 10, now(), None),
             Err(IngestError::Empty)
         ));
         assert!(matches!(
-            parse_batch(b"[]", EventKind::Prediction, 10, now()),
+            parse_batch(b"[]", EventKind::Prediction, 10, now(), None),
             Err(IngestError::Empty)
         ));
         let nd = format!("{P}\n{P}\n{P}\n");
         assert!(matches!(
-            parse_batch(nd.as_bytes(), EventKind::Prediction, 2, now()),
+            parse_batch(nd.as_bytes(), EventKind::Prediction, 2, now(), None),
             Err(IngestError::TooMany { max: 2, .. })
         ));
     }
@@ -213,7 +230,7 @@ mod tests {
     #[test]
     fn kind_mismatch_is_named() {
         let outcome = r#"{"kind":"outcome","system_id":"s","prediction_id":"p","outcome":1}"#;
-        match parse_batch(outcome.as_bytes(), EventKind::Prediction, 10, now()) {
+        match parse_batch(outcome.as_bytes(), EventKind::Prediction, 10, now(), None) {
             Err(IngestError::Invalid { errors, .. }) => assert_eq!(errors[0].field, "kind"),
             other => panic!("expected Invalid, got {other:?}"),
         }

@@ -5,7 +5,9 @@
 //! 1. [`server`]: the HTTP API on localhost; the model server posts predictions and
 //!    outcomes (one JSON object, an array, or NDJSON).
 //! 2. [`ingest`]: the body is split into events and each is validated against the wire
-//!    contract (`driftwatch_schema`); a bad event refuses the batch with its index and field.
+//!    contract (`driftwatch_schema`) and, with a `[privacy]` section, passed through
+//!    [`privacy`] (allow-list, pseudonyms, law-enforcement suppression); a bad event
+//!    refuses the batch with its index and field.
 //! 3. [`sink`]: the batch is produced to the events topic (key = `system_id`) by an
 //!    idempotent producer; the request is answered 202 once Kafka confirmed it.
 //!
@@ -15,6 +17,7 @@
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod privacy;
 pub mod server;
 pub mod sink;
 pub mod telemetry;

@@ -45,6 +45,10 @@ fn load(args: &Args) -> anyhow::Result<AgentConfig> {
         config.kafka.topic = t.clone();
     }
     config.validate()?;
+    if let Some(p) = &config.privacy {
+        // Load the key now so a missing or short key stops the agent before it binds.
+        driftwatch_agent::privacy::Privacy::load(p, std::env::var("DRIFTWATCH_HMAC_KEY").ok())?;
+    }
     Ok(config)
 }
 

@@ -23,6 +23,11 @@ pub struct AgentMetrics {
     pub request_seconds: HistogramVec,
     /// `driftwatch_agent_ready`: 1 once the agent serves.
     pub ready: IntGauge,
+    /// `driftwatch_agent_fields_removed_total{reason}`: feature fields kept in the pod
+    /// (`unlisted`: not on the allow-list; `suppressed`: law-enforcement mode).
+    pub fields_removed: IntCounterVec,
+    /// `driftwatch_agent_fields_pseudonymised_total`: ids and fields replaced by pseudonyms.
+    pub fields_pseudonymised: IntCounter,
 }
 
 impl AgentMetrics {
@@ -68,6 +73,17 @@ impl AgentMetrics {
             &["route"],
         )?;
         let ready = IntGauge::new("driftwatch_agent_ready", "1 once the agent serves.")?;
+        let fields_removed = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_agent_fields_removed_total",
+                "Feature fields that did not leave the pod, by reason (unlisted, suppressed).",
+            ),
+            &["reason"],
+        )?;
+        let fields_pseudonymised = IntCounter::new(
+            "driftwatch_agent_fields_pseudonymised_total",
+            "Identifiers and fields replaced by keyed pseudonyms.",
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(events_accepted.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
@@ -75,6 +91,8 @@ impl AgentMetrics {
         registry.register(Box::new(kafka_errors.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(fields_removed.clone()))?;
+        registry.register(Box::new(fields_pseudonymised.clone()))?;
         Ok(AgentMetrics {
             http_requests,
             events_accepted,
@@ -83,6 +101,8 @@ impl AgentMetrics {
             kafka_errors,
             request_seconds,
             ready,
+            fields_removed,
+            fields_pseudonymised,
         })
     }
 }

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use crate::config::AgentConfig;
 use crate::ingest::{parse_batch, IngestError};
 use crate::metrics::{render, AgentMetrics};
+use crate::privacy::{Applied, Privacy};
 use crate::sink::{KafkaSink, Record, SinkError};
 
 /// Bodies above this size are parsed off the async workers.
@@ -42,10 +43,14 @@ pub enum AgentError {
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[from] std::io::Error),
+    /// The privacy section cannot be used.
+    #[error(transparent)]
+    Privacy(#[from] crate::privacy::PrivacyError),
 }
 
 struct AppState {
     sink: KafkaSink,
+    privacy: Option<Arc<Privacy>>,
     metrics: AgentMetrics,
     registry: Registry,
     max_batch_events: usize,
@@ -61,9 +66,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     let metrics = AgentMetrics::new(&registry)?;
+    let privacy = match &config.privacy {
+        Some(p) => Some(Arc::new(Privacy::load(
+            p,
+            std::env::var("DRIFTWATCH_HMAC_KEY").ok(),
+        )?)),
+        None => None,
+    };
     let sink = KafkaSink::new(&config.kafka, metrics.clone())?;
     let state = Arc::new(AppState {
         sink,
+        privacy,
         metrics,
         registry,
         max_batch_events: config.max_batch_events,
@@ -140,24 +153,28 @@ async fn ingest(state: Arc<AppState>, kind: EventKind, body: Bytes) -> Response 
     response
 }
 
-fn encode(events: Vec<Event>) -> Vec<Record> {
-    events
+fn encode((events, applied): (Vec<Event>, Applied)) -> (Vec<Record>, Applied) {
+    let records = events
         .into_iter()
         .map(|e| Record {
             key: e.system_id().to_owned(),
             payload: e.to_wire(),
         })
-        .collect()
+        .collect();
+    (records, applied)
 }
 
 async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Response {
     let max = state.max_batch_events;
     let now = Utc::now();
+    let privacy = state.privacy.clone();
     let parsed = if body.len() <= INLINE_PARSE_BYTES {
-        parse_batch(&body, kind, max, now).map(encode)
+        parse_batch(&body, kind, max, now, privacy.as_deref()).map(encode)
     } else {
-        match tokio::task::spawn_blocking(move || parse_batch(&body, kind, max, now).map(encode))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            parse_batch(&body, kind, max, now, privacy.as_deref()).map(encode)
+        })
+        .await
         {
             Ok(r) => r,
             Err(e) => {
@@ -171,7 +188,17 @@ async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Respons
         }
     };
     let records = match parsed {
-        Ok(r) => r,
+        Ok((r, applied)) => {
+            let m = &state.metrics;
+            m.fields_removed
+                .with_label_values(&["unlisted"])
+                .inc_by(applied.dropped);
+            m.fields_removed
+                .with_label_values(&["suppressed"])
+                .inc_by(applied.suppressed);
+            m.fields_pseudonymised.inc_by(applied.pseudonymised);
+            r
+        }
         Err(e) => return refuse(state, kind, e),
     };
     let n = records.len();

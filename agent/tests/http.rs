@@ -21,11 +21,14 @@ struct Agent {
 }
 
 async fn start_agent(brokers: &str, timeout_ms: u64) -> Agent {
+    start_agent_with(brokers, timeout_ms, AgentConfig::default()).await
+}
+
+async fn start_agent_with(brokers: &str, timeout_ms: u64, mut config: AgentConfig) -> Agent {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let mut config = AgentConfig::default();
     config.kafka.brokers = brokers.into();
     config.kafka.message_timeout_ms = timeout_ms;
     config.max_batch_events = 100;
@@ -307,4 +310,116 @@ async fn kafka_down_answers_503_with_retry_after_and_live_ready_hold() {
     assert!(ok, "ingest resumes once the broker is back");
     agent.stop.cancel();
     let _ = agent.task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_fields_and_pseudonyms_reach_kafka() {
+    let c = cluster();
+    let key_file = std::env::temp_dir().join(format!("dw-hmac-{}", std::process::id()));
+    std::fs::write(&key_file, "a-test-key-of-more-than-16-bytes\n").expect("key");
+    let config = AgentConfig::from_toml(&format!(
+        r#"
+[privacy]
+key_file = "{}"
+
+[privacy.systems.credit]
+allow = {{ age = "number", region = "string" }}
+pseudonymise = ["customer_id"]
+law_enforcement = true
+suppress = ["postcode"]
+"#,
+        key_file.display()
+    ))
+    .expect("config");
+    let agent = start_agent_with(&c.bootstrap_servers(), 10_000, config).await;
+    let client = reqwest::Client::new();
+    let posted = json!({"system_id": "credit", "model_version": "1", "prediction_id": "citizen-123456782",
+        "features": {"age": 41, "region": "north", "customer_id": "NL-0042",
+                     "email": "jan@example.nl", "postcode": "1011AB"},
+        "prediction": {"score": 0.3}});
+    let r = client
+        .post(format!("http://{}/v1/predictions", agent.addr))
+        .json(&posted)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202);
+    let outcome =
+        json!({"system_id": "credit", "prediction_id": "citizen-123456782", "outcome": "repaid"});
+    let r = client
+        .post(format!("http://{}/v1/outcomes", agent.addr))
+        .json(&outcome)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202);
+    // A type that does not match the policy is refused and named.
+    let mut wrong = posted.clone();
+    wrong["features"]["age"] = json!("41");
+    let r = client
+        .post(format!("http://{}/v1/predictions", agent.addr))
+        .json(&wrong)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["errors"][0]["field"], "features.age");
+
+    let brokers = c.bootstrap_servers();
+    let got = tokio::task::spawn_blocking(move || drain(&brokers, 2))
+        .await
+        .expect("drain");
+    assert_eq!(got.len(), 2, "{got:?}");
+    let raw = got.iter().map(|(_, v)| v.to_string()).collect::<String>();
+    for secret in [
+        "citizen-123456782",
+        "NL-0042",
+        "jan@example.nl",
+        "1011AB",
+        "a-test-key",
+    ] {
+        assert!(!raw.contains(secret), "{secret} left the pod: {raw}");
+    }
+    let pred = &got
+        .iter()
+        .find(|(_, v)| v["kind"] == "prediction")
+        .expect("prediction")
+        .1;
+    let out = &got
+        .iter()
+        .find(|(_, v)| v["kind"] == "outcome")
+        .expect("outcome")
+        .1;
+    let features: Vec<&str> = pred["features"]
+        .as_object()
+        .expect("features")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(features, ["age", "customer_id", "region"]);
+    assert_eq!(pred["suppressed"], json!(["postcode"]));
+    let pseudonym = pred["prediction_id"].as_str().expect("id");
+    assert_eq!(pseudonym.len(), 64, "HMAC-SHA-256 in hex");
+    assert_eq!(
+        out["prediction_id"], pred["prediction_id"],
+        "outcomes join on the same pseudonym"
+    );
+
+    let metrics = metrics_page(&client, agent.addr).await;
+    assert!(
+        metrics.contains("driftwatch_agent_fields_removed_total{reason=\"unlisted\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("driftwatch_agent_fields_removed_total{reason=\"suppressed\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("driftwatch_agent_fields_pseudonymised_total 3\n"),
+        "{metrics}"
+    );
+    agent.stop.cancel();
+    let _ = agent.task.await;
+    let _ = std::fs::remove_file(key_file);
 }

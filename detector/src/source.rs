@@ -323,6 +323,7 @@ impl CsvEvents {
             features,
             prediction,
             segment: Default::default(),
+            suppressed: Vec::new(),
         }))
     }
 }

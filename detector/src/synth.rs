@@ -167,6 +167,7 @@ impl CreditModel {
                 value: None,
             },
             segment: BTreeMap::new(),
+            suppressed: Vec::new(),
         }
     }
 }
@@ -265,6 +266,7 @@ impl WideModel {
                 value: None,
             },
             segment: BTreeMap::new(),
+            suppressed: Vec::new(),
         }
     }
 

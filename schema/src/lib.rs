@@ -121,6 +121,10 @@ pub struct Prediction {
     /// Segment tags (deployment, region, channel, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub segment: BTreeMap<String, String>,
+    /// Names of feature fields the agent removed under law-enforcement deployer mode
+    /// (EU AI Act Art. 72(2)), so reports can state what was excluded. Set by the agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed: Vec<String>,
 }
 
 /// The outcome (ground truth) of an earlier prediction.
@@ -516,8 +520,7 @@ fn envelope(obj: &mut Object, kind: EventKind) -> Result<(), FieldError> {
     Ok(())
 }
 
-const PREDICTION_FIELDS: &str =
-    "event_id, system_id, model_version, prediction_id, timestamp, features, prediction, segment";
+const PREDICTION_FIELDS: &str = "event_id, system_id, model_version, prediction_id, timestamp, features, prediction, segment, suppressed";
 const OUTCOME_FIELDS: &str = "event_id, system_id, prediction_id, timestamp, outcome";
 
 /// Validate one posted prediction. `now` stamps a missing timestamp.
@@ -551,6 +554,34 @@ pub fn parse_prediction(v: Value, now: DateTime<Utc>) -> Result<Prediction, Fiel
         None | Some(Value::Null) => BTreeMap::new(),
         Some(s) => segment(s)?,
     };
+    // `suppressed` is the agent's mark; a model server cannot claim it, but the wire form
+    // (files written from the topic) is valid input.
+    let suppressed = match obj.remove("suppressed") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(s) => out.push(s),
+                    other => {
+                        return Err(FieldError::new(
+                            "suppressed",
+                            "a list of field names",
+                            &other,
+                        ))
+                    }
+                }
+            }
+            out
+        }
+        Some(other) => {
+            return Err(FieldError::new(
+                "suppressed",
+                "a list of field names",
+                &other,
+            ))
+        }
+    };
     reject_unknown(&obj, PREDICTION_FIELDS, "")?;
     Ok(Prediction {
         v: WIRE_VERSION,
@@ -562,6 +593,7 @@ pub fn parse_prediction(v: Value, now: DateTime<Utc>) -> Result<Prediction, Fiel
         features,
         prediction,
         segment,
+        suppressed,
     })
 }
 
