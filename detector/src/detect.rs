@@ -321,9 +321,8 @@ pub async fn run(
                         .with_label_values(&[system.as_str()])
                         .inc();
                     tracing::debug!(partition, offset, "dropping a repeated prediction");
-                    // Fall through to offset handling: a duplicate is fully processed.
-                }
-                if !repeated {
+                    // A duplicate is fully processed: its offset is stored below.
+                } else {
                     let step = off_worker(|| detector.observe(&event));
                     match step {
                         Err(_) => metrics.unplanned.inc(),
