@@ -1,0 +1,279 @@
+//! The agent against its references, in one run, on the same broker and payloads:
+//! throughput of NDJSON batch ingest until Kafka confirmed it, against a raw rdkafka
+//! producer sending the same lines and against `kcat` piping them; single-event latency
+//! at a fixed rate; resident memory idle and under load; CPU per 1,000 events.
+//!
+//! `cargo bench -p driftwatch-agent --bench ingest` (embedded mock cluster), or with
+//! `DRIFTWATCH_BENCH_BROKERS=host:port` against a real broker. Build the agent first:
+//! `cargo build --release -p driftwatch-agent`. Figures go to BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+const EVENTS: usize = 200_000;
+const BATCH: usize = 500;
+const CLIENTS: usize = 4;
+const RATE: u64 = 2_000;
+const LATENCY_SECONDS: u64 = 5;
+
+fn payloads() -> Vec<String> {
+    (0..EVENTS)
+        .map(|i| {
+            format!(
+                r#"{{"system_id":"credit-scoring","model_version":"3.1.0","prediction_id":"req-{i}","timestamp":"2026-11-23T10:00:00Z","features":{{"age":{},"income":{},"debt_ratio":0.{},"region":"{}","employed":{}}},"prediction":{{"score":0.{},"label":"approve"}}}}"#,
+                18 + i % 60,
+                20_000 + (i * 37) % 80_000,
+                i % 1000,
+                ["north", "south", "east", "west"][i % 4],
+                i % 5 != 0,
+                i % 10_000
+            )
+        })
+        .collect()
+}
+
+fn proc_status(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+fn raw_producer(brokers: &str, topic: &str, lines: &[String]) -> f64 {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let start = Instant::now();
+    for line in lines {
+        let mut record = BaseRecord::to(topic)
+            .key("credit-scoring")
+            .payload(line.as_str());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    lines.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+fn kcat(brokers: &str, topic: &str, lines: &[String]) -> Option<f64> {
+    let file = std::env::temp_dir().join(format!("dw-bench-{}.ndjson", std::process::id()));
+    std::fs::write(&file, lines.join("\n") + "\n").ok()?;
+    let start = Instant::now();
+    let status = Command::new("kcat")
+        .args(["-b", brokers, "-t", topic, "-P", "-l", "-z", "lz4"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(file);
+    status.success().then(|| lines.len() as f64 / elapsed)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cluster;
+    let (brokers, broker_name) = match std::env::var("DRIFTWATCH_BENCH_BROKERS") {
+        Ok(b) => (b.clone(), format!("broker {b}")),
+        Err(_) => {
+            cluster = MockCluster::new(1).expect("mock cluster");
+            for t in ["bench.agent", "bench.raw", "bench.kcat", "bench.latency"] {
+                cluster.create_topic(t, 3, 1).expect("topic");
+            }
+            (
+                cluster.bootstrap_servers(),
+                "librdkafka mock cluster".to_owned(),
+            )
+        }
+    };
+    let lines = payloads();
+    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+
+    // 1. The limit on this machine: a raw producer.
+    let raw = raw_producer(&brokers, "bench.raw", &lines);
+    // 2. kcat piping the same NDJSON.
+    let kcat_rate = kcat(&brokers, "bench.kcat", &lines);
+
+    // 3. The agent binary.
+    let bin = std::env::var("DRIFTWATCH_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/driftwatch-agent")
+        });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut child = Command::new(&bin)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--brokers",
+            &brokers,
+            "--topic",
+            "bench.agent",
+        ])
+        .env("DRIFTWATCH_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} ({e}); cargo build --release -p driftwatch-agent",
+                bin.display()
+            )
+        });
+    let pid = child.id();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss_kb = proc_status(pid, "VmRSS:");
+
+    let batches: Arc<Vec<String>> = Arc::new(lines.chunks(BATCH).map(|c| c.join("\n")).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_seconds(pid);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, batches, next, url) = (
+            client.clone(),
+            batches.clone(),
+            next.clone(),
+            format!("{base}/v1/predictions"),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = batches.get(i) else { break };
+                loop {
+                    let r = client
+                        .post(&url)
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .expect("post");
+                    if r.status() == 202 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let agent_rate = EVENTS as f64 / start.elapsed().as_secs_f64();
+    let cpu_per_1000 = (cpu_seconds(pid) - cpu_before) / (EVENTS as f64 / 1000.0) * 1000.0;
+    let load_rss_kb = proc_status(pid, "VmHWM:");
+
+    // 4. Latency of single-event POSTs at a fixed rate (open loop).
+    let one = Arc::new(lines[0].clone());
+    let mut handles = Vec::new();
+    let interval = Duration::from_micros(1_000_000 / RATE);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total = (RATE * LATENCY_SECONDS) as usize;
+    for _ in 0..total {
+        tick.tick().await;
+        let (client, one, url) = (
+            client.clone(),
+            one.clone(),
+            format!("{base}/v1/predictions"),
+        );
+        handles.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client.post(&url).body((*one).clone()).send().await;
+            let ok = r.is_ok_and(|r| r.status() == 202);
+            (t.elapsed().as_secs_f64() * 1000.0, ok)
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    let mut failed = 0;
+    for h in handles {
+        let (ms, ok) = h.await.expect("request");
+        if ok {
+            lat.push(ms);
+        } else {
+            failed += 1;
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+
+    println!(
+        "\nagent ingest, {EVENTS} events ({:.0} bytes each), {broker_name}\n",
+        bytes as f64 / EVENTS as f64
+    );
+    println!("| sender | events/s until Kafka confirmed | vs raw producer |");
+    println!("|---|---:|---:|");
+    println!("| raw rdkafka producer (idempotent, lz4) | {raw:.0} | 100% |");
+    match kcat_rate {
+        Some(k) => println!(
+            "| kcat -P -l (Debian's kcat, older librdkafka) | {k:.0} | {:.0}% |",
+            100.0 * k / raw
+        ),
+        None => println!("| kcat | not run (kcat missing or failed) | |"),
+    }
+    println!(
+        "| driftwatch-agent, {CLIENTS} clients x NDJSON batches of {BATCH} | {agent_rate:.0} | {:.0}% |",
+        100.0 * agent_rate / raw
+    );
+    println!("\nsingle-event POSTs at {RATE}/s for {LATENCY_SECONDS} s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms ({failed} not 202)",
+        percentile(&lat, 0.5), percentile(&lat, 0.99), percentile(&lat, 0.999));
+    println!(
+        "resident memory: idle {:.1} MiB, peak under load {:.1} MiB; CPU {:.1} ms per 1,000 events",
+        idle_rss_kb as f64 / 1024.0,
+        load_rss_kb as f64 / 1024.0,
+        cpu_per_1000
+    );
+}
