@@ -11,7 +11,8 @@
 //! 3. [`sink`]: the batch is produced to the events topic (key = `system_id`) by an
 //!    idempotent producer; the request is answered 202 once Kafka confirmed it.
 //!
-//! [`config`] holds the typed configuration, [`metrics`] the metric catalogue and
+//! [`spool`] is the disk write-ahead log the ingest path will acknowledge into (issue 3,
+//! not wired yet). [`config`] holds the typed configuration, [`metrics`] the metric catalogue and
 //! [`telemetry`] the logging set-up shared with the detector binary.
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod privacy;
 pub mod server;
 pub mod sink;
+pub mod spool;
 pub mod telemetry;
 
 pub use config::AgentConfig;
