@@ -44,6 +44,14 @@ async fn start_agent_with(brokers: &str, timeout_ms: u64, mut config: AgentConfi
     Agent { addr, stop, task }
 }
 
+/// A metrics page holds this exact line (`name{labels} value`).
+fn assert_line(page: &str, line: &str) {
+    assert!(
+        page.contains(&format!("{line}\n")),
+        "no line `{line}` in:\n{page}"
+    );
+}
+
 /// The agent's `/metrics` page.
 async fn metrics_page(client: &reqwest::Client, addr: SocketAddr) -> String {
     client
@@ -161,18 +169,15 @@ async fn accepted_events_are_in_kafka_keyed_by_system() {
     );
 
     let metrics = metrics_page(&client, agent.addr).await;
-    assert!(
-        metrics.contains("driftwatch_agent_events_accepted_total{kind=\"prediction\"} 3\n"),
-        "{metrics}"
+    assert_line(
+        &metrics,
+        "driftwatch_agent_events_accepted_total{kind=\"prediction\"} 3",
     );
-    assert!(
-        metrics.contains("driftwatch_agent_events_accepted_total{kind=\"outcome\"} 1\n"),
-        "{metrics}"
+    assert_line(
+        &metrics,
+        "driftwatch_agent_events_accepted_total{kind=\"outcome\"} 1",
     );
-    assert!(
-        metrics.contains("driftwatch_agent_kafka_delivered_total 4\n"),
-        "{metrics}"
-    );
+    assert_line(&metrics, "driftwatch_agent_kafka_delivered_total 4");
     assert!(!metrics.contains("credit"), "no system id in metric labels");
     agent.stop.cancel();
     agent.task.await.expect("join").expect("clean shutdown");
@@ -236,11 +241,9 @@ async fn a_bad_event_refuses_the_batch_and_names_the_field() {
         "nothing of a refused batch reaches Kafka: {got:?}"
     );
     let metrics = metrics_page(&client, agent.addr).await;
-    assert!(
-        metrics.contains(
-            "driftwatch_agent_events_rejected_total{kind=\"prediction\",reason=\"invalid\"} 3\n"
-        ),
-        "{metrics}"
+    assert_line(
+        &metrics,
+        "driftwatch_agent_events_rejected_total{kind=\"prediction\",reason=\"invalid\"} 3",
     );
     agent.stop.cancel();
     let _ = agent.task.await;
@@ -407,18 +410,15 @@ suppress = ["postcode"]
     );
 
     let metrics = metrics_page(&client, agent.addr).await;
-    assert!(
-        metrics.contains("driftwatch_agent_fields_removed_total{reason=\"unlisted\"} 1\n"),
-        "{metrics}"
+    assert_line(
+        &metrics,
+        "driftwatch_agent_fields_removed_total{reason=\"unlisted\"} 1",
     );
-    assert!(
-        metrics.contains("driftwatch_agent_fields_removed_total{reason=\"suppressed\"} 1\n"),
-        "{metrics}"
+    assert_line(
+        &metrics,
+        "driftwatch_agent_fields_removed_total{reason=\"suppressed\"} 1",
     );
-    assert!(
-        metrics.contains("driftwatch_agent_fields_pseudonymised_total 3\n"),
-        "{metrics}"
-    );
+    assert_line(&metrics, "driftwatch_agent_fields_pseudonymised_total 3");
     agent.stop.cancel();
     let _ = agent.task.await;
     let _ = std::fs::remove_file(key_file);

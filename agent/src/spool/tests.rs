@@ -40,6 +40,23 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Records 1..=100 in ten appends of 10 with 1,000-byte segments: several segments,
+/// since segments roll between appends.
+fn write_hundred_in_small_segments(dir: &Path) {
+    let (mut s, _) = Spool::open(dir, 1_000, FsyncPolicy::Always).expect("open");
+    for b in 0..10 {
+        let batch: Vec<SpoolRecord> = (b * 10 + 1..=b * 10 + 10).map(rec).collect();
+        s.append(&batch).expect("append");
+    }
+}
+
+/// Damage one byte of a file, as a bad disk would.
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = fs::read(path).expect("read");
+    bytes[at] ^= 0xff;
+    fs::write(path, bytes).expect("write");
+}
+
 #[test]
 fn append_read_confirm_and_reopen() {
     let d = TempDir::new("basic");
@@ -118,18 +135,10 @@ fn a_torn_tail_is_truncated_and_the_spool_serves() {
 #[test]
 fn a_corrupt_segment_is_quarantined_counted_and_the_rest_served() {
     let d = TempDir::new("corrupt");
-    let (mut s, _) = Spool::open(&d.0, 1_000, FsyncPolicy::Always).expect("open");
-    // Segments roll between appends: ten batches make several segments.
-    for b in 0..10 {
-        let batch: Vec<SpoolRecord> = (b * 10 + 1..=b * 10 + 10).map(rec).collect();
-        s.append(&batch).expect("append");
-    }
-    drop(s);
+    write_hundred_in_small_segments(&d.0);
     let segs = segments(&d.0);
     assert!(segs.len() >= 3);
-    let mut bytes = fs::read(&segs[0]).expect("read");
-    bytes[30] ^= 0xff;
-    fs::write(&segs[0], bytes).expect("write");
+    flip_byte(&segs[0], 30);
     let (mut s, r) = Spool::open(&d.0, 1_000, FsyncPolicy::Always).expect("reopen, never crash");
     assert_eq!(r.quarantined.len(), 1);
     assert!(r.quarantined[0].to_string_lossy().ends_with(".seg.corrupt"));
@@ -143,12 +152,7 @@ fn a_corrupt_segment_is_quarantined_counted_and_the_rest_served() {
 #[test]
 fn a_corrupt_middle_segment_loses_only_itself() {
     let d = TempDir::new("middle");
-    let (mut s, _) = Spool::open(&d.0, 1_000, FsyncPolicy::Always).expect("open");
-    for b in 0..10 {
-        let batch: Vec<SpoolRecord> = (b * 10 + 1..=b * 10 + 10).map(rec).collect();
-        s.append(&batch).expect("append");
-    }
-    drop(s);
+    write_hundred_in_small_segments(&d.0);
     let segs = segments(&d.0);
     assert!(segs.len() >= 4);
     let first_of = |p: &PathBuf| -> u64 {
@@ -158,9 +162,7 @@ fn a_corrupt_middle_segment_loses_only_itself() {
             .expect("seq")
     };
     let (lost_from, lost_to) = (first_of(&segs[1]), first_of(&segs[2]));
-    let mut bytes = fs::read(&segs[1]).expect("read");
-    bytes[20] ^= 0xff;
-    fs::write(&segs[1], bytes).expect("write");
+    flip_byte(&segs[1], 20);
     let (s, r) = Spool::open(&d.0, 1_000, FsyncPolicy::Always).expect("reopen");
     assert_eq!(r.quarantined.len(), 1);
     assert_eq!(r.lost, lost_to - lost_from, "{r:?}");
