@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -20,15 +20,97 @@ pub struct AgentConfig {
     /// Largest number of events in one request; more gets 413.
     #[serde(default = "default_max_batch_events")]
     pub max_batch_events: usize,
-    /// How long a graceful shutdown may spend flushing to Kafka.
+    /// How long a graceful shutdown may spend sending the spool to Kafka; what is left
+    /// stays in the spool for the next start.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// The agent's own directory: the spool (`spool/`) and dead letters (`dead-letter/`).
+    /// In Kubernetes, a volume that outlives the container (an `emptyDir` survives
+    /// container restarts; a PVC survives the pod).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The disk spool every acknowledged event is written to before the 202.
+    #[serde(default)]
+    pub spool: SpoolConfig,
     /// Where events go.
     #[serde(default)]
     pub kafka: KafkaConfig,
     /// What may leave the pod (see [`crate::privacy`]); absent: everything valid passes.
     #[serde(default)]
     pub privacy: Option<crate::privacy::PrivacyConfig>,
+}
+
+/// When an acknowledged event reaches the disk, and how much disk the spool may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// `interval` (default): acknowledge after the write, `fdatasync` every
+    /// `fsync_interval_ms`; survives a process crash, a power loss may lose the last
+    /// interval. `always`: acknowledge after `fdatasync` (group commit across concurrent
+    /// requests); survives power loss.
+    #[serde(default)]
+    pub fsync: Fsync,
+    /// The `interval` policy's period.
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// Disk budget for events not yet confirmed by Kafka. When full, new events get 503
+    /// with `Retry-After` (or are dropped and counted with `when_full = "drop_newest"`).
+    #[serde(default = "default_max_spool_bytes")]
+    pub max_spool_bytes: u64,
+    /// Segment file size; a segment is deleted once Kafka confirmed all of it.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// What a full spool does to new events: `reject` (503, default) or `drop_newest`
+    /// (202 with `"dropped"`, counted in `driftwatch_agent_events_dropped_total`).
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+/// The spool's fsync policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    /// `fdatasync` before every acknowledgement (group commit).
+    Always,
+    /// `fdatasync` periodically.
+    #[default]
+    Interval,
+}
+
+/// What a full spool does to new events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Answer 503 with `Retry-After`; the model server keeps the events.
+    #[default]
+    Reject,
+    /// Answer 202 with `"accepted": 0, "dropped": n` and count the events.
+    DropNewest,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/driftwatch-agent")
+}
+fn default_fsync_interval_ms() -> u64 {
+    100
+}
+fn default_max_spool_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+fn default_segment_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            fsync: Fsync::default(),
+            fsync_interval_ms: default_fsync_interval_ms(),
+            max_spool_bytes: default_max_spool_bytes(),
+            segment_bytes: default_segment_bytes(),
+            when_full: WhenFull::default(),
+        }
+    }
 }
 
 /// The Kafka producer.
@@ -44,13 +126,15 @@ pub struct KafkaConfig {
     /// `client.id`.
     #[serde(default = "default_client_id")]
     pub client_id: String,
-    /// How long a request waits for Kafka to confirm its events before answering 503.
+    /// `message.timeout.ms`: how long librdkafka tries one send. An event that times out
+    /// is not lost: the sender sends it again from the spool.
     #[serde(default = "default_message_timeout_ms")]
     pub message_timeout_ms: u64,
     /// `linger.ms`: batching delay.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
-    /// `queue.buffering.max.kbytes`: bounds librdkafka's in-memory queue.
+    /// `queue.buffering.max.kbytes`: bounds librdkafka's in-memory queue (the spool is
+    /// the buffer; this only bounds what is in flight).
     #[serde(default = "default_queue_max_kbytes")]
     pub queue_max_kbytes: u64,
     /// Extra librdkafka properties (security, SASL, ...), passed through verbatim.
@@ -86,7 +170,7 @@ fn default_linger_ms() -> u64 {
     5
 }
 fn default_queue_max_kbytes() -> u64 {
-    64 * 1024
+    16 * 1024
 }
 
 impl Default for KafkaConfig {
@@ -110,6 +194,8 @@ impl Default for AgentConfig {
             max_body_bytes: default_max_body_bytes(),
             max_batch_events: default_max_batch_events(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
+            data_dir: default_data_dir(),
+            spool: SpoolConfig::default(),
             kafka: KafkaConfig::default(),
             privacy: None,
         }
@@ -195,6 +281,27 @@ impl AgentConfig {
         }
         if self.kafka.message_timeout_ms == 0 {
             return invalid("kafka.message_timeout_ms", "must be positive");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must name a directory");
+        }
+        if self.spool.fsync_interval_ms == 0 {
+            return invalid("spool.fsync_interval_ms", "must be positive");
+        }
+        if self.spool.segment_bytes < 4096 {
+            return invalid("spool.segment_bytes", "must be at least 4096");
+        }
+        if self.spool.max_spool_bytes < 2 * self.spool.segment_bytes {
+            return invalid(
+                "spool.max_spool_bytes",
+                "must be at least twice spool.segment_bytes",
+            );
+        }
+        if (self.max_body_bytes as u64) * 2 > self.spool.max_spool_bytes {
+            return invalid(
+                "spool.max_spool_bytes",
+                "must be at least twice max_body_bytes, or no full request could ever fit",
+            );
         }
         Ok(())
     }

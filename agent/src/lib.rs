@@ -8,16 +8,19 @@
 //!    contract (`driftwatch_schema`) and, with a `[privacy]` section, passed through
 //!    [`privacy`] (allow-list, pseudonyms, law-enforcement suppression); a bad event
 //!    refuses the batch with its index and field.
-//! 3. [`sink`]: the batch is produced to the events topic (key = `system_id`) by an
-//!    idempotent producer; the request is answered 202 once Kafka confirmed it.
+//! 3. [`pipeline`]: the batch is appended to the disk write-ahead log, [`spool`], and the
+//!    request is answered 202 once it is written (and fsynced under `fsync = "always"`).
+//! 4. [`sink`]: a sender thread follows the spool and produces each record to the events
+//!    topic (key = `system_id`) with an idempotent producer; Kafka's confirmations move
+//!    the spool's confirmed position, and confirmed segments are deleted.
 //!
-//! [`spool`] is the disk write-ahead log the ingest path will acknowledge into (issue 3,
-//! not wired yet). [`config`] holds the typed configuration, [`metrics`] the metric catalogue and
+//! [`config`] holds the typed configuration, [`metrics`] the metric catalogue and
 //! [`telemetry`] the logging set-up shared with the detector binary.
 
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod pipeline;
 pub mod privacy;
 pub mod server;
 pub mod sink;

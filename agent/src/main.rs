@@ -24,6 +24,9 @@ struct Args {
     /// Events topic (overrides `kafka.topic`).
     #[arg(long, env = "DRIFTWATCH_EVENTS_TOPIC")]
     topic: Option<String>,
+    /// Data directory holding the spool (overrides `data_dir`).
+    #[arg(long, env = "DRIFTWATCH_AGENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 /// sysexits.h EX_CONFIG-style code for unusable configuration.
@@ -43,6 +46,9 @@ fn load(args: &Args) -> anyhow::Result<AgentConfig> {
     }
     if let Some(t) = &args.topic {
         config.kafka.topic = t.clone();
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
     }
     config.validate()?;
     if let Some(p) = &config.privacy {

@@ -28,6 +28,26 @@ pub struct AgentMetrics {
     pub fields_removed: IntCounterVec,
     /// `driftwatch_agent_fields_pseudonymised_total`: ids and fields replaced by pseudonyms.
     pub fields_pseudonymised: IntCounter,
+    /// `driftwatch_agent_kafka_up`: 1 while Kafka confirms sends or answers a probe.
+    pub kafka_up: IntGauge,
+    /// `driftwatch_agent_kafka_resent_total`: events sent again from the spool after a
+    /// failed or timed-out delivery (each may reach Kafka twice).
+    pub kafka_resent: IntCounter,
+    /// `driftwatch_agent_spool_bytes`: bytes on disk in the spool.
+    pub spool_bytes: IntGauge,
+    /// `driftwatch_agent_spool_backlog_events`: acknowledged events not yet confirmed.
+    pub spool_backlog: IntGauge,
+    /// `driftwatch_agent_spool_lost_total{reason}`: acknowledged events lost to a damaged
+    /// spool (`corruption`).
+    pub spool_lost: IntCounterVec,
+    /// `driftwatch_agent_spool_truncated_bytes_total`: torn tails cut at start-up.
+    pub spool_truncated: IntCounter,
+    /// `driftwatch_agent_dead_letter_total{reason}`: events Kafka refused for good, kept in
+    /// the dead-letter spool (`too_large`, `unauthorized`, `invalid`).
+    pub dead_letter: IntCounterVec,
+    /// `driftwatch_agent_events_dropped_total{reason}`: events answered 202 but not kept
+    /// (`spool_full` with `when_full = "drop_newest"`).
+    pub events_dropped: IntCounterVec,
 }
 
 impl AgentMetrics {
@@ -50,7 +70,7 @@ impl AgentMetrics {
         let events_rejected = IntCounterVec::new(
             Opts::new(
                 "driftwatch_agent_events_rejected_total",
-                "Events refused, by reason (invalid, too_large, unavailable).",
+                "Events refused, by reason (invalid, too_large, spool_full, disk_error, unavailable).",
             ),
             &["kind", "reason"],
         )?;
@@ -65,7 +85,7 @@ impl AgentMetrics {
         let request_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "driftwatch_agent_request_duration_seconds",
-                "Ingest request latency, acknowledgement included.",
+                "Ingest request latency, the spool write (and fsync under fsync = always) included.",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -84,6 +104,61 @@ impl AgentMetrics {
             "driftwatch_agent_fields_pseudonymised_total",
             "Identifiers and fields replaced by keyed pseudonyms.",
         )?;
+        let kafka_up = IntGauge::new(
+            "driftwatch_agent_kafka_up",
+            "1 while Kafka confirms sends or answers a metadata probe, 0 when it does not.",
+        )?;
+        let kafka_resent = IntCounter::new(
+            "driftwatch_agent_kafka_resent_total",
+            "Events sent again from the spool after a failed or timed-out delivery.",
+        )?;
+        let spool_bytes = IntGauge::new(
+            "driftwatch_agent_spool_bytes",
+            "Bytes on disk in the spool (counted against max_spool_bytes).",
+        )?;
+        let spool_backlog = IntGauge::new(
+            "driftwatch_agent_spool_backlog_events",
+            "Acknowledged events in the spool not yet confirmed by Kafka.",
+        )?;
+        let spool_lost = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_agent_spool_lost_total",
+                "Acknowledged events lost to a damaged spool, by reason (corruption).",
+            ),
+            &["reason"],
+        )?;
+        let spool_truncated = IntCounter::new(
+            "driftwatch_agent_spool_truncated_bytes_total",
+            "Bytes of torn tail (a write cut by a crash) truncated at start-up.",
+        )?;
+        let dead_letter = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_agent_dead_letter_total",
+                "Events Kafka refused for good, kept in the dead-letter spool, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let events_dropped = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_agent_events_dropped_total",
+                "Events answered 202 but not kept, by reason (spool_full in drop_newest mode).",
+            ),
+            &["reason"],
+        )?;
+        // Every fixed label value exists from the start, so a rate() sees its first increase.
+        spool_lost.with_label_values(&["corruption"]);
+        for reason in ["too_large", "unauthorized", "invalid"] {
+            dead_letter.with_label_values(&[reason]);
+        }
+        events_dropped.with_label_values(&["spool_full"]);
+        for m in [&kafka_up, &spool_bytes, &spool_backlog] {
+            registry.register(Box::new(m.clone()))?;
+        }
+        for m in [&spool_lost, &dead_letter, &events_dropped] {
+            registry.register(Box::new(m.clone()))?;
+        }
+        registry.register(Box::new(kafka_resent.clone()))?;
+        registry.register(Box::new(spool_truncated.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(events_accepted.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
@@ -103,6 +178,14 @@ impl AgentMetrics {
             ready,
             fields_removed,
             fields_pseudonymised,
+            kafka_up,
+            kafka_resent,
+            spool_bytes,
+            spool_backlog,
+            spool_lost,
+            spool_truncated,
+            dead_letter,
+            events_dropped,
         })
     }
 }

@@ -1,13 +1,19 @@
 //! The HTTP API: `POST /v1/predictions`, `POST /v1/outcomes`, `GET /metrics`, `/live`,
 //! `/ready`.
 //!
-//! Answers: 202 `{"accepted": n}` once Kafka confirmed the batch; 400 with the list of
-//! bad events and fields; 413 for a body or batch over the limits; 503 with `Retry-After`
-//! when Kafka did not confirm (nothing of that batch is acknowledged).
+//! Answers: 202 `{"accepted": n}` once the batch is in the disk spool (written, and
+//! fsynced under `fsync = "always"`); 400 with the list of bad events and fields; 413 for
+//! a body or batch over the limits; 503 with `Retry-After` while the spool is recovering,
+//! full, or cannot be written (nothing of that batch is acknowledged). With
+//! `when_full = "drop_newest"` a full spool answers 202 `{"accepted": 0, "dropped": n}`.
+//!
+//! The server listens before the spool is recovered: `/live` answers at once, `/ready`
+//! answers 503 until recovery is done and 200 from then on (a latch: a Kafka outage does
+//! not flip it; `driftwatch_agent_kafka_up` says whether Kafka is reachable).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -22,11 +28,12 @@ use prometheus::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, WhenFull};
 use crate::ingest::{parse_batch, IngestError};
 use crate::metrics::{render, AgentMetrics};
+use crate::pipeline::{AppendError, Pipeline, PipelineError};
 use crate::privacy::{Applied, Privacy};
-use crate::sink::{KafkaSink, Record, SinkError};
+use crate::spool::SpoolRecord;
 
 /// Bodies above this size are parsed off the async workers.
 const INLINE_PARSE_BYTES: usize = 64 * 1024;
@@ -34,9 +41,9 @@ const INLINE_PARSE_BYTES: usize = 64 * 1024;
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// Kafka producer set-up failed.
+    /// The spool or the producer could not start.
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Pipeline(#[from] PipelineError),
     /// Metric registration failed (a name registered twice).
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -49,16 +56,19 @@ pub enum AgentError {
 }
 
 struct AppState {
-    sink: KafkaSink,
+    /// Set once the spool is recovered.
+    pipeline: OnceLock<Pipeline>,
     privacy: Option<Arc<Privacy>>,
     metrics: AgentMetrics,
     registry: Registry,
     max_batch_events: usize,
+    when_full: WhenFull,
     ready: AtomicBool,
 }
 
 /// Serve on `listener` until `shutdown` resolves, then stop accepting, finish in-flight
-/// requests and flush the producer for up to `shutdown_grace_ms`.
+/// requests, and send the spool to Kafka for up to `shutdown_grace_ms`; the rest stays in
+/// the spool for the next start.
 pub async fn run(
     listener: TcpListener,
     config: AgentConfig,
@@ -73,38 +83,90 @@ pub async fn run(
         )?)),
         None => None,
     };
-    let sink = KafkaSink::new(&config.kafka, metrics.clone())?;
     let state = Arc::new(AppState {
-        sink,
+        pipeline: OnceLock::new(),
         privacy,
-        metrics,
+        metrics: metrics.clone(),
         registry,
         max_batch_events: config.max_batch_events,
+        when_full: config.spool.when_full,
         ready: AtomicBool::new(false),
     });
-    let app = router(state.clone(), config.max_body_bytes);
-    // Readiness is a latch: once serving, a Kafka outage does not flip it back.
-    state.ready.store(true, Ordering::SeqCst);
-    state.metrics.ready.set(1);
     tracing::info!(
         listen = %listener.local_addr()?,
         topic = %config.kafka.topic,
         brokers = %config.kafka.brokers,
-        "driftwatch-agent serving"
+        data_dir = %config.data_dir.display(),
+        "driftwatch-agent serving; recovering the spool"
     );
+    // Recovery runs while /live already answers; a spool that cannot be opened at all
+    // (permissions, another agent holding it) stops the agent.
+    let failed: Arc<Mutex<Option<PipelineError>>> = Arc::default();
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+    {
+        let (state, failed, config) = (state.clone(), failed.clone(), config.clone());
+        tokio::task::spawn_blocking(move || match Pipeline::start(&config, metrics) {
+            Ok((pipeline, recovery)) => {
+                let m = &state.metrics;
+                m.spool_lost
+                    .with_label_values(&["corruption"])
+                    .inc_by(recovery.lost);
+                m.spool_truncated.inc_by(recovery.truncated_bytes);
+                if recovery.lost > 0 || !recovery.quarantined.is_empty() {
+                    tracing::error!(
+                        lost = recovery.lost,
+                        quarantined = ?recovery.quarantined,
+                        "damaged spool segments quarantined; their events are lost"
+                    );
+                }
+                if recovery.truncated_bytes > 0 {
+                    tracing::warn!(
+                        bytes = recovery.truncated_bytes,
+                        "truncated a torn write at the spool's tail (never acknowledged)"
+                    );
+                }
+                let backlog = pipeline.backlog();
+                let _ = state.pipeline.set(pipeline);
+                // Readiness is a latch: once recovered, a Kafka outage does not flip it.
+                state.ready.store(true, Ordering::SeqCst);
+                m.ready.set(1);
+                tracing::info!(backlog, "spool recovered; accepting events");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the spool");
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                let _ = failed_tx.send(());
+            }
+        });
+    }
+    let app = router(state.clone(), config.max_body_bytes);
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {},
+            Ok(()) = failed_rx => {},
+        }
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stop)
         .await?;
-    let grace = Duration::from_millis(config.shutdown_grace_ms);
-    tracing::info!(
-        grace_ms = config.shutdown_grace_ms,
-        "draining Kafka producer"
-    );
-    let flushed = tokio::task::spawn_blocking(move || state.sink.flush(grace)).await;
-    match flushed {
-        Ok(Ok(())) => tracing::info!("driftwatch-agent stopped cleanly"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "producer flush incomplete at shutdown"),
-        Err(e) => tracing::warn!(error = %e, "producer flush task failed"),
+    if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e.into());
+    }
+    if let Some(pipeline) = state.pipeline.get() {
+        let grace = Duration::from_millis(config.shutdown_grace_ms);
+        tracing::info!(
+            grace_ms = config.shutdown_grace_ms,
+            "sending the spool to Kafka before exit"
+        );
+        let left = pipeline.shutdown(grace).await;
+        if left == 0 {
+            tracing::info!("driftwatch-agent stopped cleanly; the spool is empty");
+        } else {
+            tracing::warn!(
+                events = left,
+                "driftwatch-agent stopped; events not yet confirmed stay in the spool"
+            );
+        }
     }
     Ok(())
 }
@@ -153,10 +215,10 @@ async fn ingest(state: Arc<AppState>, kind: EventKind, body: Bytes) -> Response 
     response
 }
 
-fn encode((events, applied): (Vec<Event>, Applied)) -> (Vec<Record>, Applied) {
+fn encode((events, applied): (Vec<Event>, Applied)) -> (Vec<SpoolRecord>, Applied) {
     let records = events
         .into_iter()
-        .map(|e| Record {
+        .map(|e| SpoolRecord {
             key: e.system_id().to_owned(),
             payload: e.to_wire(),
         })
@@ -165,6 +227,15 @@ fn encode((events, applied): (Vec<Event>, Applied)) -> (Vec<Record>, Applied) {
 }
 
 async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Response {
+    let Some(pipeline) = state.pipeline.get() else {
+        return unavailable(
+            state,
+            kind,
+            None,
+            "the spool is being recovered",
+            "recovering",
+        );
+    };
     let max = state.max_batch_events;
     let now = Utc::now();
     let privacy = state.privacy.clone();
@@ -202,7 +273,7 @@ async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Respons
         Err(e) => return refuse(state, kind, e),
     };
     let n = records.len();
-    match state.sink.submit(&records).await {
+    match pipeline.append(records).await {
         Ok(()) => {
             state
                 .metrics
@@ -211,23 +282,54 @@ async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Respons
                 .inc_by(n as u64);
             (StatusCode::ACCEPTED, axum::Json(json!({ "accepted": n }))).into_response()
         }
-        Err(e) => {
+        Err(AppendError::Full { .. }) if state.when_full == WhenFull::DropNewest => {
             state
                 .metrics
-                .events_rejected
-                .with_label_values(&[kind.as_str(), "unavailable"])
+                .events_dropped
+                .with_label_values(&["spool_full"])
                 .inc_by(n as u64);
-            tracing::warn!(error = %e, events = n, "batch not confirmed by Kafka; answered 503");
-            let mut resp = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("{e}; nothing of this batch was acknowledged, retry it"),
-                json!({ "accepted": 0 }),
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            resp
+            tracing::debug!(events = n, "spool full; dropped the batch (drop_newest)");
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({ "accepted": 0, "dropped": n })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            let reason = match e {
+                AppendError::Full { .. } => "spool_full",
+                AppendError::Disk(_) => "disk_error",
+                AppendError::Stopping | AppendError::Slow(_) => "unavailable",
+            };
+            unavailable(state, kind, Some(n), &e.to_string(), reason)
         }
     }
+}
+
+/// 503 with `Retry-After`: nothing of the batch was acknowledged; the client keeps it.
+fn unavailable(
+    state: &AppState,
+    kind: EventKind,
+    events: Option<usize>,
+    why: &str,
+    reason: &'static str,
+) -> Response {
+    if let Some(n) = events {
+        state
+            .metrics
+            .events_rejected
+            .with_label_values(&[kind.as_str(), reason])
+            .inc_by(n as u64);
+        tracing::warn!(reason, events = n, "{why}; answered 503");
+    }
+    let mut resp = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("{why}; nothing of this batch was acknowledged, retry it"),
+        json!({ "accepted": 0 }),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 fn refuse(state: &AppState, kind: EventKind, e: IngestError) -> Response {

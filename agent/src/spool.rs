@@ -1,13 +1,13 @@
 //! The disk spool: a write-ahead log of events not yet confirmed by Kafka.
 //!
-//! Not wired into the HTTP path yet (issue 3 continues): the next step acknowledges a
-//! batch after [`Spool::append`] and lets a sender drain [`Spool::read`] into Kafka,
-//! calling [`Spool::confirm`] as delivery reports arrive.
+//! The HTTP path acknowledges a batch once [`Spool::append`] returned (see
+//! [`crate::pipeline`]); the sender follows the log with a [`SpoolReader`] and reports
+//! Kafka's confirmations back with [`persist_confirmed`] and [`Spool::mark_confirmed`].
 //!
 //! ## On disk
 //!
 //! A directory of segment files named by the sequence number of their first record,
-//! `00000000000000000042.seg`, and a `confirmed` file.
+//! `00000000000000000042.seg`, a `confirmed` file and a `lock` file.
 //!
 //! Each record is `len: u32 LE | crc: u32 LE | seq: u64 LE | body: len bytes`, where
 //! `body = key_len: u16 LE | key | payload` and `crc` is CRC32C over `seq | body`.
@@ -19,6 +19,9 @@
 //! deleted. A segment is deleted only once its last record is at or below the
 //! confirmed sequence.
 //!
+//! `lock` is held with an exclusive advisory lock while a spool is open, so two agents
+//! pointed at one directory fail at start instead of interleaving records.
+//!
 //! ## Recovery
 //!
 //! [`Spool::open`] scans every segment and never fails on bad data: it must not
@@ -27,18 +30,23 @@
 //!   from a crash mid-write: the file is truncated there.
 //! - In any **other** segment the damage is corruption. The segment is renamed to
 //!   `*.corrupt` (quarantined, kept for inspection), and its unconfirmed records are
-//!   reported in [`Recovery::lost`], which feeds `driftwatch_agent_spool_lost_total`.
+//!   reported in [`Recovery::lost`], which feeds
+//!   `driftwatch_agent_spool_lost_total{reason="corruption"}`.
 //!
 //! ## Durability
 //!
 //! [`Spool::append`] writes the records with one `write` call. With [`FsyncPolicy::Always`]
-//! it calls `fdatasync` before returning; with `Interval` the owner calls [`Spool::sync`]
-//! periodically. Either way, records survive a process crash (`kill -9`), because the
-//! data is in the OS page cache. A power loss may lose the last interval under
-//! `Interval`.
+//! it calls `fdatasync` before returning; with `Interval` the owner syncs periodically
+//! through [`Spool::sync_handle`]. Either way, records survive a process crash
+//! (`kill -9`), because the data is in the OS page cache. A power loss may lose the last
+//! interval under `Interval`.
+//!
+//! A failed write (`ENOSPC`, `EFBIG`, `EIO`) is cut back off the segment before the error
+//! is returned, so a half-written batch never sits in front of later records; until that
+//! repair succeeds every append fails.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// Bytes before the body: len, crc, seq.
@@ -94,6 +102,10 @@ pub struct Spool {
     confirmed: u64,
     segment_bytes: u64,
     fsync: FsyncPolicy,
+    /// A failed write left bytes past `Segment::bytes` that are not cut off yet.
+    broken: bool,
+    /// Holds the directory's advisory lock while open.
+    _lock: File,
 }
 
 fn segment_name(first: u64) -> String {
@@ -114,26 +126,61 @@ fn encode(seq: u64, r: &SpoolRecord, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// What lies at a position of a segment buffer.
+enum Decoded {
+    /// A record: sequence, record, bytes taken.
+    Record(u64, SpoolRecord, usize),
+    /// The buffer ends inside the record (a torn tail, or a read racing a write).
+    Incomplete,
+    /// Length or CRC check failed.
+    Corrupt,
+}
+
+fn decode_at(buf: &[u8], at: usize) -> Decoded {
+    let Some(head) = buf.get(at..at + HEADER) else {
+        return Decoded::Incomplete;
+    };
+    let word = |r: std::ops::Range<usize>| {
+        let mut b = [0u8; 8];
+        b[..r.len()].copy_from_slice(&head[r]);
+        u64::from_le_bytes(b)
+    };
+    let len = word(0..4) as usize;
+    if !(2..=MAX_BODY).contains(&len) {
+        return Decoded::Corrupt;
+    }
+    let crc = word(4..8) as u32;
+    let seq = word(8..16);
+    let Some(body) = buf.get(at + HEADER..at + HEADER + len) else {
+        return Decoded::Incomplete;
+    };
+    if crc32c::crc32c(&buf[at + 8..at + HEADER + len]) != crc {
+        return Decoded::Corrupt;
+    }
+    let key_len = u16::from_le_bytes([body[0], body[1]]) as usize;
+    let Some(key) = body
+        .get(2..2 + key_len)
+        .and_then(|k| std::str::from_utf8(k).ok())
+    else {
+        return Decoded::Corrupt;
+    };
+    Decoded::Record(
+        seq,
+        SpoolRecord {
+            key: key.to_owned(),
+            payload: body[2 + key_len..].to_vec(),
+        },
+        HEADER + len,
+    )
+}
+
 /// Decode the record at `buf[at..]`: `Some((seq, record, size))`, or `None` if it is
 /// incomplete or fails its checks.
 fn decode(buf: &[u8], at: usize) -> Option<(u64, SpoolRecord, usize)> {
-    let head = buf.get(at..at + HEADER)?;
-    let len = u32::from_le_bytes(head[0..4].try_into().ok()?) as usize;
-    if !(2..=MAX_BODY).contains(&len) {
-        return None;
+    match decode_at(buf, at) {
+        Decoded::Record(seq, r, size) => Some((seq, r, size)),
+        _ => None,
     }
-    let crc = u32::from_le_bytes(head[4..8].try_into().ok()?);
-    let seq = u64::from_le_bytes(head[8..16].try_into().ok()?);
-    let body = buf.get(at + HEADER..at + HEADER + len)?;
-    if crc32c::crc32c(&buf[at + 8..at + HEADER + len]) != crc {
-        return None;
-    }
-    let key_len = u16::from_le_bytes(body[0..2].try_into().ok()?) as usize;
-    let key = std::str::from_utf8(body.get(2..2 + key_len)?)
-        .ok()?
-        .to_owned();
-    let payload = body[2 + key_len..].to_vec();
-    Some((seq, SpoolRecord { key, payload }, HEADER + len))
 }
 
 fn read_confirmed(dir: &Path) -> u64 {
@@ -157,6 +204,34 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Durably record in `dir` that Kafka confirmed every record up to `seq` (temporary file,
+/// fsync, rename, directory fsync).
+pub fn persist_confirmed(dir: &Path, seq: u64) -> io::Result<()> {
+    let mut buf = seq.to_le_bytes().to_vec();
+    buf.extend_from_slice(&crc32c::crc32c(&seq.to_le_bytes()).to_le_bytes());
+    let tmp = dir.join("confirmed.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&buf)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join("confirmed"))?;
+    sync_dir(dir)
+}
+
+/// The first sequence numbers of the segments in `dir`, ascending.
+fn segment_firsts(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut firsts: Vec<u64> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".seg")?.parse::<u64>().ok()
+        })
+        .collect();
+    firsts.sort_unstable();
+    Ok(firsts)
+}
+
 impl Spool {
     /// Open (or create) a spool directory and recover it.
     pub fn open(
@@ -165,15 +240,26 @@ impl Spool {
         fsync: FsyncPolicy,
     ) -> io::Result<(Spool, Recovery)> {
         fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "spool {} is in use by another process (its lock file is held)",
+                        dir.display()
+                    ),
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
         let confirmed = read_confirmed(dir);
-        let mut firsts: Vec<u64> = fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".seg")?.parse::<u64>().ok()
-            })
-            .collect();
-        firsts.sort_unstable();
+        let firsts = segment_firsts(dir)?;
         let mut recovery = Recovery::default();
         let mut segments = Vec::new();
         let mut expected: Option<u64> = None;
@@ -261,6 +347,8 @@ impl Spool {
             confirmed,
             segment_bytes: segment_bytes.max(1),
             fsync,
+            broken: false,
+            _lock: lock,
         };
         spool.delete_confirmed()?;
         Ok((spool, recovery))
@@ -269,6 +357,12 @@ impl Spool {
     /// Append records; returns the sequence of the last one. Durable per the fsync policy
     /// when this returns.
     pub fn append(&mut self, records: &[SpoolRecord]) -> io::Result<u64> {
+        if records.is_empty() {
+            return Ok(self.next_seq - 1);
+        }
+        if self.broken {
+            self.repair()?;
+        }
         if self
             .segments
             .last()
@@ -291,9 +385,20 @@ impl Spool {
             }
             encode(self.next_seq + i as u64, r, &mut buf);
         }
-        self.writer.write_all(&buf)?;
+        if let Err(e) = self.writer.write_all(&buf) {
+            // Part of the batch may be in the file: cut it off so the next batch does not
+            // land behind a torn record, which recovery would truncate away.
+            self.broken = true;
+            let _ = self.repair();
+            return Err(e);
+        }
         if self.fsync == FsyncPolicy::Always {
-            self.writer.sync_data()?;
+            if let Err(e) = self.writer.sync_data() {
+                // The data may or may not be on disk: treat the batch as not written.
+                self.broken = true;
+                let _ = self.repair();
+                return Err(e);
+            }
         }
         let last = self.next_seq + records.len() as u64 - 1;
         self.next_seq += records.len() as u64;
@@ -302,6 +407,49 @@ impl Spool {
             s.bytes += buf.len() as u64;
         }
         Ok(last)
+    }
+
+    /// Cut the open segment back to its last whole record.
+    fn repair(&mut self) -> io::Result<()> {
+        let good = self.segments.last().map_or(0, |s| s.bytes);
+        self.writer.set_len(good)?;
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Whether appending `bytes` more would stay within `budget`. When it would not and
+    /// every record of the open segment is confirmed, the segment is rolled so it can be
+    /// deleted (the open segment is never deleted), and the check is repeated.
+    pub fn has_room(&mut self, bytes: u64, budget: u64) -> io::Result<bool> {
+        if self.bytes() + bytes <= budget {
+            return Ok(true);
+        }
+        if let Some(s) = self.segments.last() {
+            if s.bytes > 0 && s.last <= self.confirmed {
+                self.roll()?;
+                self.delete_confirmed()?;
+            }
+        }
+        Ok(self.bytes() + bytes <= budget)
+    }
+
+    /// The encoded size of records, as [`Spool::bytes`] will count them.
+    pub fn encoded_len(records: &[SpoolRecord]) -> u64 {
+        records
+            .iter()
+            .map(|r| (HEADER + 2 + r.key.len() + r.payload.len()) as u64)
+            .sum()
+    }
+
+    /// A second handle on the open segment, to `fdatasync` it without holding the spool
+    /// (the `Interval` policy's tick). Segments already rolled were synced when they rolled.
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.writer.try_clone()
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn roll(&mut self) -> io::Result<()> {
@@ -356,17 +504,18 @@ impl Spool {
             return Ok(());
         }
         let seq = seq.min(self.next_seq - 1);
-        let mut buf = seq.to_le_bytes().to_vec();
-        buf.extend_from_slice(&crc32c::crc32c(&seq.to_le_bytes()).to_le_bytes());
-        let tmp = self.dir.join("confirmed.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&buf)?;
-            f.sync_all()?;
+        persist_confirmed(&self.dir, seq)?;
+        self.mark_confirmed(seq)
+    }
+
+    /// Record that `seq` is confirmed and delete the segments that are wholly confirmed.
+    /// The caller must have persisted `seq` with [`persist_confirmed`] first; splitting the
+    /// two keeps the slow fsync of the `confirmed` file outside the spool's lock.
+    pub fn mark_confirmed(&mut self, seq: u64) -> io::Result<()> {
+        if seq <= self.confirmed {
+            return Ok(());
         }
-        fs::rename(&tmp, self.dir.join("confirmed"))?;
-        sync_dir(&self.dir)?;
-        self.confirmed = seq;
+        self.confirmed = seq.min(self.next_seq - 1);
         self.delete_confirmed()
     }
 
@@ -393,6 +542,211 @@ impl Spool {
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()
     }
+}
+
+/// Follows a spool directory from a sequence number on, reading only records the writer
+/// has published (below the `upto` bound given to [`SpoolReader::read`]), so it never
+/// sees a batch that is still being written or is cut back after a failed write.
+///
+/// It holds the open segment's file, so a segment deleted after confirmation can still be
+/// read to its end. A gap in the sequence (a segment quarantined at start-up) is skipped:
+/// the next record returned has a higher sequence than asked for.
+pub struct SpoolReader {
+    dir: PathBuf,
+    file: Option<File>,
+    /// Bytes read from `file`; `buf[0]` is at file offset `base`.
+    buf: Vec<u8>,
+    base: u64,
+    pos: usize,
+    next: u64,
+    /// Offset last re-read from the file after a failed check (stale bytes are re-read
+    /// once before damage is believed).
+    fresh_at: Option<u64>,
+    /// The buffered bytes were read when only sequences below this were published;
+    /// anything at or above it may be a failed write's leftovers and is read again.
+    trusted: u64,
+}
+
+/// The reader found a record that fails its checks in published data (the disk changed
+/// under the agent): the rest of that segment is skipped.
+#[derive(Debug, thiserror::Error)]
+#[error("spool segment damaged at sequence {at}; skipped {skipped} records")]
+pub struct Skipped {
+    /// The first sequence that could not be read.
+    pub at: u64,
+    /// How many sequences were skipped.
+    pub skipped: u64,
+}
+
+impl SpoolReader {
+    /// A reader whose first record will be `from` (or the next one present).
+    pub fn new(dir: &Path, from: u64) -> SpoolReader {
+        SpoolReader {
+            dir: dir.to_path_buf(),
+            file: None,
+            buf: Vec::new(),
+            base: 0,
+            pos: 0,
+            next: from,
+            fresh_at: None,
+            trusted: 0,
+        }
+    }
+
+    /// Start again at `from` (a resend after failed deliveries).
+    pub fn seek(&mut self, from: u64) {
+        self.file = None;
+        self.buf.clear();
+        self.base = 0;
+        self.pos = 0;
+        self.next = from;
+        self.fresh_at = None;
+    }
+
+    /// The sequence the next record read will have, at least.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    fn open_segment(&mut self) -> io::Result<bool> {
+        let firsts = segment_firsts(&self.dir)?;
+        let first = match firsts.iter().rev().find(|&&f| f <= self.next) {
+            Some(&f) => f,
+            None => match firsts.first() {
+                Some(&f) => f,
+                None => return Ok(false),
+            },
+        };
+        let path = self.dir.join(segment_name(first));
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            // Deleted between listing and opening: it was confirmed; list again next time.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        self.file = Some(file);
+        self.buf.clear();
+        self.base = 0;
+        self.pos = 0;
+        if first > self.next {
+            self.next = first;
+        }
+        Ok(true)
+    }
+
+    /// Drop buffered bytes from the current position on and read them again from the
+    /// file next time: they may be a cut-back write's leftovers, since overwritten.
+    fn reread_from_here(&mut self) -> io::Result<()> {
+        let at = self.base + self.pos as u64;
+        if let Some(f) = self.file.as_mut() {
+            f.seek(io::SeekFrom::Start(at))?;
+        }
+        self.buf.clear();
+        self.base = at;
+        self.pos = 0;
+        Ok(())
+    }
+
+    /// Up to `max` records with sequences in `[position, upto)`, appended to `out` in
+    /// order.
+    pub fn read(
+        &mut self,
+        upto: u64,
+        max: usize,
+        out: &mut Vec<(u64, SpoolRecord)>,
+    ) -> Result<(), ReadError> {
+        let wanted = out.len() + max;
+        let mut at_end = false;
+        while self.next < upto && out.len() < wanted {
+            if self.file.is_none() && !self.open_segment()? {
+                return Ok(());
+            }
+            match decode_at(&self.buf, self.pos) {
+                Decoded::Record(seq, r, size) => {
+                    if seq >= self.trusted {
+                        // Read before it was published: perhaps a failed write's leftover.
+                        self.reread_from_here()?;
+                        if seq >= upto {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    self.pos += size;
+                    self.fresh_at = None;
+                    if seq < self.next {
+                        continue;
+                    }
+                    self.next = seq + 1;
+                    out.push((seq, r));
+                }
+                Decoded::Incomplete => {
+                    if self.pos > 0 {
+                        self.buf.drain(..self.pos);
+                        self.base += self.pos as u64;
+                        self.pos = 0;
+                    }
+                    let mut chunk = [0u8; 64 * 1024];
+                    let n = match self.file.as_mut() {
+                        Some(f) => f.read(&mut chunk)?,
+                        None => 0,
+                    };
+                    if n > 0 {
+                        self.trusted = if self.buf.is_empty() {
+                            upto
+                        } else {
+                            self.trusted.min(upto)
+                        };
+                        self.buf.extend_from_slice(&chunk[..n]);
+                        continue;
+                    }
+                    if !self.buf.is_empty() {
+                        // A partial record at the end: not ours to read yet.
+                        self.reread_from_here()?;
+                        return Ok(());
+                    }
+                    if at_end {
+                        return Ok(());
+                    }
+                    // End of this segment: the writer rolled to the segment named `next`.
+                    if self.dir.join(segment_name(self.next)).exists() {
+                        self.file = None;
+                    }
+                    at_end = true;
+                }
+                Decoded::Corrupt => {
+                    let off = self.base + self.pos as u64;
+                    if self.fresh_at != Some(off) {
+                        self.fresh_at = Some(off);
+                        self.reread_from_here()?;
+                        continue;
+                    }
+                    let at = self.next;
+                    // Skip to the next segment, whatever it starts with.
+                    let after = segment_firsts(&self.dir)?
+                        .into_iter()
+                        .find(|&f| f > at)
+                        .unwrap_or(upto);
+                    self.seek(after);
+                    return Err(ReadError::Skipped(Skipped {
+                        at,
+                        skipped: after - at,
+                    }));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why [`SpoolReader::read`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file system failed.
+    #[error("cannot read the spool: {0}")]
+    Io(#[from] io::Error),
+    /// Damaged records were skipped.
+    #[error(transparent)]
+    Skipped(Skipped),
 }
 
 #[cfg(test)]

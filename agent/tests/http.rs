@@ -2,6 +2,7 @@
 //! what a model server sees, and what arrives in Kafka.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use driftwatch_agent::config::AgentConfig;
@@ -18,6 +19,18 @@ struct Agent {
     addr: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), driftwatch_agent::AgentError>>,
+    data_dir: PathBuf,
+}
+
+/// A fresh data directory for one agent.
+fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "dw-agent-{name}-{}-{}",
+        std::process::id(),
+        uuid_like()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 async fn start_agent(brokers: &str, timeout_ms: u64) -> Agent {
@@ -33,6 +46,10 @@ async fn start_agent_with(brokers: &str, timeout_ms: u64, mut config: AgentConfi
     config.kafka.message_timeout_ms = timeout_ms;
     config.max_batch_events = 100;
     config.shutdown_grace_ms = 2000;
+    if config.data_dir == AgentConfig::default().data_dir {
+        config.data_dir = data_dir("http");
+    }
+    let data_dir = config.data_dir.clone();
     let stop = CancellationToken::new();
     let s = stop.clone();
     let task = tokio::spawn(driftwatch_agent::run(
@@ -41,7 +58,56 @@ async fn start_agent_with(brokers: &str, timeout_ms: u64, mut config: AgentConfi
         Registry::new(),
         async move { s.cancelled().await },
     ));
-    Agent { addr, stop, task }
+    wait_ready(addr).await;
+    Agent {
+        addr,
+        stop,
+        task,
+        data_dir,
+    }
+}
+
+/// `/ready` answers 200 once the spool is recovered.
+async fn wait_ready(addr: SocketAddr) {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("http://{addr}/ready")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("agent at {addr} not ready within 5 s");
+}
+
+async fn post(client: &reqwest::Client, addr: SocketAddr, body: &Value) -> reqwest::Response {
+    client
+        .post(format!("http://{addr}/v1/predictions"))
+        .json(body)
+        .send()
+        .await
+        .expect("post")
+}
+
+/// A metric's value on a metrics page.
+fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Every byte under a directory, as text (for "this never reached the disk" checks).
+fn all_files_text(dir: &Path) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out += &all_files_text(&p);
+        } else {
+            out += &String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default());
+        }
+    }
+    out
 }
 
 /// A metrics page holds this exact line (`name{labels} value`).
@@ -250,8 +316,9 @@ async fn a_bad_event_refuses_the_batch_and_names_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_down_answers_503_with_retry_after_and_live_ready_hold() {
+async fn kafka_down_still_acknowledges_from_the_spool_and_delivers_after() {
     let c = cluster();
+    // A send times out after 1.5 s: the outage below outlasts it twice over.
     let agent = start_agent(&c.bootstrap_servers(), 1_500).await;
     let client = reqwest::Client::new();
     let base = format!("http://{}", agent.addr);
@@ -264,26 +331,29 @@ async fn kafka_down_answers_503_with_retry_after_and_live_ready_hold() {
             .status(),
         200
     );
-    assert_eq!(
-        client
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .expect("ready")
-            .status(),
-        200
-    );
     c.broker_down(1).expect("broker down");
-    let r = client
-        .post(format!("{base}/v1/predictions"))
-        .json(&prediction("credit", 1))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 503);
+    for i in 0..5 {
+        let r = post(&client, agent.addr, &prediction("credit", i)).await;
+        assert_eq!(
+            r.status(),
+            202,
+            "the spool acknowledges while Kafka is down"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    let page = metrics_page(&client, agent.addr).await;
     assert_eq!(
-        r.headers().get("retry-after").map(|v| v.as_bytes()),
-        Some(&b"1"[..])
+        metric(&page, "driftwatch_agent_kafka_up"),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "driftwatch_agent_spool_backlog_events"),
+        Some(5.0)
+    );
+    assert!(
+        metric(&page, "driftwatch_agent_kafka_delivery_errors_total").unwrap_or(0.0) >= 1.0,
+        "the timed-out sends are counted: {page}"
     );
     // Readiness is a latch: a Kafka outage does not take the pod out of service.
     assert_eq!(
@@ -296,23 +366,256 @@ async fn kafka_down_answers_503_with_retry_after_and_live_ready_hold() {
         200
     );
     c.broker_up(1).expect("broker up");
-    let mut ok = false;
-    for _ in 0..20 {
-        let r = client
-            .post(format!("{base}/v1/predictions"))
-            .json(&prediction("credit", 2))
-            .send()
-            .await
-            .expect("post");
+    let brokers = c.bootstrap_servers();
+    let got = tokio::task::spawn_blocking(move || drain(&brokers, 5))
+        .await
+        .expect("drain");
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|(_, v)| v["prediction_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, ["p0", "p1", "p2", "p3", "p4"], "nothing lost: {got:?}");
+    let page = metrics_page(&client, agent.addr).await;
+    assert_eq!(
+        metric(&page, "driftwatch_agent_kafka_up"),
+        Some(1.0),
+        "{page}"
+    );
+    agent.stop.cancel();
+    agent.task.await.expect("join").expect("clean shutdown");
+    // Everything confirmed: the spool holds no unconfirmed record.
+    let (spool, _) = driftwatch_agent::spool::Spool::open(
+        &agent.data_dir.join("spool"),
+        1 << 20,
+        driftwatch_agent::spool::FsyncPolicy::Interval,
+    )
+    .expect("reopen");
+    assert_eq!(spool.confirmed() + 1, spool.next_seq());
+}
+
+/// A small spool: 16 KiB budget in 4 KiB segments.
+fn small_spool(mode: &str) -> AgentConfig {
+    AgentConfig::from_toml(&format!(
+        "max_body_bytes = 4096\n[spool]\nmax_spool_bytes = 16384\nsegment_bytes = 4096\nwhen_full = \"{mode}\"\n"
+    ))
+    .expect("config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_answers_503_then_resumes_when_kafka_returns() {
+    let c = cluster();
+    c.broker_down(1).expect("broker down");
+    let agent = start_agent_with(&c.bootstrap_servers(), 1_000, small_spool("reject")).await;
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..400 {
+        let r = post(&client, agent.addr, &prediction("credit", i)).await;
         if r.status() == 202 {
-            ok = true;
+            acked.push(format!("p{i}"));
+        } else {
+            refused = Some(r);
             break;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(ok, "ingest resumes once the broker is back");
+    let r = refused.expect("the budget fills up");
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let v: Value = r.json().await.expect("json");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("spool is full"),
+        "{v}"
+    );
+    assert!(acked.len() > 10, "{} acknowledged before full", acked.len());
+    let page = metrics_page(&client, agent.addr).await;
+    assert_line(
+        &page,
+        "driftwatch_agent_events_rejected_total{kind=\"prediction\",reason=\"spool_full\"} 1",
+    );
+    assert!(metric(&page, "driftwatch_agent_spool_bytes").unwrap_or(0.0) <= 16384.0);
+
+    c.broker_up(1).expect("broker up");
+    let mut resumed = false;
+    for i in 1000..1200 {
+        let r = post(&client, agent.addr, &prediction("credit", i)).await;
+        if r.status() == 202 {
+            acked.push(format!("p{i}"));
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "ingest resumes once Kafka confirmed the backlog");
+    let brokers = c.bootstrap_servers();
+    let n = acked.len();
+    let got = tokio::task::spawn_blocking(move || drain(&brokers, n))
+        .await
+        .expect("drain");
+    let seen: std::collections::HashSet<&str> = got
+        .iter()
+        .filter_map(|(_, v)| v["prediction_id"].as_str())
+        .collect();
+    for id in &acked {
+        assert!(
+            seen.contains(id.as_str()),
+            "acknowledged {id} never reached Kafka"
+        );
+    }
     agent.stop.cancel();
     let _ = agent.task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_newest_mode_counts_what_it_drops() {
+    let c = cluster();
+    c.broker_down(1).expect("broker down");
+    let agent = start_agent_with(&c.bootstrap_servers(), 1_000, small_spool("drop_newest")).await;
+    let client = reqwest::Client::new();
+    let mut dropped = 0;
+    for i in 0..300 {
+        let r = post(&client, agent.addr, &prediction("credit", i)).await;
+        assert_eq!(r.status(), 202);
+        let v: Value = r.json().await.expect("json");
+        dropped += v["dropped"].as_u64().unwrap_or(0);
+    }
+    assert!(dropped > 0, "the budget filled up");
+    let page = metrics_page(&client, agent.addr).await;
+    assert_eq!(
+        metric(
+            &page,
+            "driftwatch_agent_events_dropped_total{reason=\"spool_full\"}"
+        ),
+        Some(dropped as f64)
+    );
+    agent.stop.cancel();
+    let _ = agent.task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_spool_is_recovered_reported_and_the_rest_delivered() {
+    use driftwatch_agent::spool::{FsyncPolicy, Spool, SpoolRecord};
+    let dir = data_dir("damaged");
+    let spool_dir = dir.join("spool");
+    {
+        // What a killed agent left: 30 events in segments of about ten.
+        let (mut spool, _) = Spool::open(&spool_dir, 2000, FsyncPolicy::Always).expect("spool");
+        for i in 0..30 {
+            let payload = serde_json::to_vec(&json!({"v": 1, "kind": "prediction",
+                "system_id": "credit", "model_version": "1", "prediction_id": format!("p{i}"),
+                "event_id": format!("00000000-0000-4000-8000-{i:012}"),
+                "timestamp": "2026-11-23T10:00:00Z", "received_at": "2026-11-23T10:00:00Z",
+                "features": {"age": 30}, "prediction": {"score": 0.5}}))
+            .expect("json");
+            spool
+                .append(&[SpoolRecord {
+                    key: "credit".into(),
+                    payload,
+                }])
+                .expect("append");
+        }
+    }
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&spool_dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    // Corrupt a byte in the middle of the first segment; tear the last one mid-record.
+    let mut first = std::fs::read(&segments[0]).expect("read");
+    first[40] ^= 0xff;
+    std::fs::write(&segments[0], first).expect("write");
+    let last = segments.last().expect("last");
+    let len = std::fs::metadata(last).expect("meta").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .and_then(|f| f.set_len(len - 7))
+        .expect("tear");
+
+    let c = cluster();
+    let config = AgentConfig {
+        data_dir: dir.clone(),
+        ..AgentConfig::default()
+    };
+    let agent = start_agent_with(&c.bootstrap_servers(), 10_000, config).await;
+    let client = reqwest::Client::new();
+    let page = metrics_page(&client, agent.addr).await;
+    let lost = metric(
+        &page,
+        "driftwatch_agent_spool_lost_total{reason=\"corruption\"}",
+    )
+    .expect("lost metric");
+    assert!(lost >= 1.0, "{page}");
+    assert!(metric(&page, "driftwatch_agent_spool_truncated_bytes_total").unwrap_or(0.0) > 0.0);
+    // It serves: a new event is acknowledged.
+    assert_eq!(
+        post(&client, agent.addr, &prediction("credit", 99))
+            .await
+            .status(),
+        202
+    );
+    // Event pN has sequence N + 1; the second segment is named by its first sequence.
+    let second: u64 = segments[1]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("segment name");
+    let mut expected: Vec<String> = (second - 1..29).map(|i| format!("p{i}")).collect();
+    expected.push("p99".into());
+    let brokers = c.bootstrap_servers();
+    let n = expected.len();
+    let got = tokio::task::spawn_blocking(move || drain(&brokers, n))
+        .await
+        .expect("drain");
+    let mut ids: Vec<String> = got
+        .iter()
+        .filter_map(|(_, v)| v["prediction_id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort_by_key(|id| id[1..].parse::<u32>().unwrap_or(0));
+    // Everything after the damaged segment is delivered, then the new event; not the
+    // quarantined segment, and not the torn record (never acknowledged).
+    assert_eq!(ids, expected);
+    let quarantined = std::fs::read_dir(&spool_dir)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".corrupt"))
+        .count();
+    assert_eq!(quarantined, 1, "kept for inspection");
+    agent.stop.cancel();
+    let _ = agent.task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_same_spool_fails_to_start() {
+    let c = cluster();
+    let first = start_agent(&c.bootstrap_servers(), 10_000).await;
+    let mut config = AgentConfig {
+        data_dir: first.data_dir.clone(),
+        ..AgentConfig::default()
+    };
+    config.kafka.brokers = c.bootstrap_servers();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let second = driftwatch_agent::run(listener, config, Registry::new(), std::future::pending())
+        .await
+        .expect_err("the spool is locked");
+    assert!(
+        second.to_string().contains("in use by another process"),
+        "{second}"
+    );
+    first.stop.cancel();
+    let _ = first.task.await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,5 +724,10 @@ suppress = ["postcode"]
     assert_line(&metrics, "driftwatch_agent_fields_pseudonymised_total 3");
     agent.stop.cancel();
     let _ = agent.task.await;
+    // What is kept on the pod's disk was stripped before it was written.
+    let on_disk = all_files_text(&agent.data_dir);
+    for secret in ["citizen-123456782", "NL-0042", "jan@example.nl", "1011AB"] {
+        assert!(!on_disk.contains(secret), "{secret} reached the spool");
+    }
     let _ = std::fs::remove_file(key_file);
 }

@@ -156,8 +156,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // 3. The agent, exactly as the sidecar binary runs it.
     let agent_listener = TcpListener::bind("127.0.0.1:0").await?;
     let agent_addr: SocketAddr = agent_listener.local_addr()?;
+    let agent_dir =
+        std::env::temp_dir().join(format!("driftwatch-demo-agent-{}", std::process::id()));
     let agent_config = AgentConfig {
         listen: agent_addr,
+        data_dir: agent_dir.clone(),
         kafka: driftwatch_agent::config::KafkaConfig {
             brokers: brokers.clone(),
             topic: events_topic.into(),
@@ -224,13 +227,28 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             serde_json::to_writer(&mut body, &model.next_json(drift))?;
             body.push(b'\n');
         }
-        let resp = client
-            .post(&url)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .context("agent did not answer")?;
+        // A model server keeps a batch the agent answered 503 and retries after
+        // Retry-After (the agent is still recovering its spool, or the spool is full).
+        let mut attempts = 0;
+        let resp = loop {
+            let resp = client
+                .post(&url)
+                .header("content-type", "application/x-ndjson")
+                .body(body.clone())
+                .send()
+                .await
+                .context("agent did not answer")?;
+            attempts += 1;
+            if resp.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE || attempts == 30 {
+                break resp;
+            }
+            let wait = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(std::time::Duration::from_millis(100 * wait)).await;
+        };
         if resp.status() != reqwest::StatusCode::ACCEPTED {
             bail!(
                 "agent answered {}: {}",
@@ -274,6 +292,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     })
     .await??;
     let _ = std::fs::remove_dir_all(&state_dir);
+    let _ = std::fs::remove_dir_all(&agent_dir);
 
     let alerts = received
         .alerts

@@ -87,11 +87,21 @@ pub async fn post_stream(
             body.push(b'\n');
         }
         for _ in 0..(1 + usize::from(repeat)) {
-            let r = client
-                .post(format!("http://{agent}/v1/predictions"))
-                .body(body.clone())
-                .send()
-                .await?;
+            // As a model server would: keep the batch on 503 and retry (the agent answers
+            // 503 while it recovers its spool at start).
+            let mut attempts = 0;
+            let r = loop {
+                let r = client
+                    .post(format!("http://{agent}/v1/predictions"))
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                attempts += 1;
+                if r.status() != 503 || attempts == 50 {
+                    break r;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
             anyhow::ensure!(r.status() == 202, "agent answered {}", r.status());
         }
         sent += n;
@@ -201,8 +211,10 @@ pub async fn pipeline(
         .await
         .expect("bind");
     let agent_addr = listener.local_addr().expect("addr");
+    let state = std::env::temp_dir().join(format!("dw-pipeline-{system}-{}", std::process::id()));
     let mut config = AgentConfig::default();
     config.kafka.brokers = brokers.clone();
+    config.data_dir = state.join("agent");
     let s = stop.clone();
     let agent = tokio::spawn(driftwatch_agent::run(
         listener,
@@ -211,7 +223,6 @@ pub async fn pipeline(
         async move { s.cancelled().await },
     ));
 
-    let state = std::env::temp_dir().join(format!("dw-pipeline-{system}-{}", std::process::id()));
     let plan_text =
         demo_plan_toml(system, 2000, 1000) + &format!("webhook_url = \"{url}\"\n{plan_extra}");
     let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PlanDir::new()).expect("plan"));

@@ -113,7 +113,9 @@ async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -
         dir.join("agent.log"),
         Command::new(binary("driftwatch-agent"))
             .args(["--listen", &agent_addr.to_string()])
-            .args(["--brokers", &brokers, "--topic", &events_topic]),
+            .args(["--brokers", &brokers, "--topic", &events_topic])
+            .arg("--data-dir")
+            .arg(dir.join("agent")),
     );
     let metrics_addr = free_port();
     let mut detector = Proc::spawn(

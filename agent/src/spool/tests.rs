@@ -272,3 +272,84 @@ proptest! {
         }
     }
 }
+
+fn read_all(r: &mut SpoolReader, upto: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    r.read(upto, usize::MAX, &mut out).expect("read");
+    out.into_iter().map(|(seq, _)| seq).collect()
+}
+
+#[test]
+fn the_reader_follows_the_writer_across_segments_and_stops_at_the_published_end() {
+    let d = TempDir::new("follow");
+    let (mut s, _) = Spool::open(&d.0, 1_000, FsyncPolicy::Interval).expect("open");
+    let mut r = SpoolReader::new(&d.0, 1);
+    assert!(read_all(&mut r, 1).is_empty());
+    let mut seen = Vec::new();
+    for b in 0..10u64 {
+        let batch: Vec<SpoolRecord> = (b * 10 + 1..=b * 10 + 10).map(rec).collect();
+        let last = s.append(&batch).expect("append");
+        // Only half of this batch is published yet: the reader must not pass it.
+        seen.extend(read_all(&mut r, last - 4));
+        assert_eq!(r.position(), last - 4);
+        seen.extend(read_all(&mut r, last + 1));
+    }
+    assert_eq!(seen, (1..=100).collect::<Vec<_>>());
+    assert!(segments(&d.0).len() > 3);
+    // A reader starting inside deleted (confirmed) segments resumes at the next record
+    // still on disk.
+    s.confirm(60).expect("confirm");
+    let mut again = SpoolReader::new(&d.0, 55);
+    let rest = read_all(&mut again, 101);
+    assert!(rest[0] <= 61 && rest.ends_with(&[99, 100]), "{rest:?}");
+    assert!(rest.windows(2).all(|w| w[1] == w[0] + 1));
+}
+
+#[test]
+fn the_reader_rereads_bytes_a_failed_write_left_behind() {
+    // A reader that buffered past the published end must not trust those bytes: after a
+    // failed write is cut back, the same sequences are written again with other content.
+    let a = TempDir::new("stale-a");
+    let b = TempDir::new("stale-b");
+    let same_size = |tag: u8, i: u64| SpoolRecord {
+        key: "k".into(),
+        payload: vec![tag; 20 + i as usize],
+    };
+    let (mut sa, _) = Spool::open(&a.0, 1 << 20, FsyncPolicy::Interval).expect("open");
+    sa.append(&(1..=3).map(|i| same_size(b'a', i)).collect::<Vec<_>>())
+        .expect("append");
+    let (mut sb, _) = Spool::open(&b.0, 1 << 20, FsyncPolicy::Interval).expect("open");
+    sb.append(&(1..=3).map(|i| same_size(b'b', i)).collect::<Vec<_>>())
+        .expect("append");
+    let mut r = SpoolReader::new(&a.0, 1);
+    let mut out = Vec::new();
+    r.read(2, usize::MAX, &mut out).expect("read");
+    assert_eq!(out.len(), 1);
+    // The "rewritten" file: record 1 identical in length, 2 and 3 with new content.
+    let seg = segments(&a.0).remove(0);
+    let fresh = fs::read(&segments(&b.0)[0]).expect("read");
+    fs::write(&seg, fresh).expect("write");
+    out.clear();
+    r.read(4, usize::MAX, &mut out).expect("read");
+    let got: Vec<(u64, u8)> = out.iter().map(|(s, r)| (*s, r.payload[0])).collect();
+    assert_eq!(got, [(2, b'b'), (3, b'b')]);
+}
+
+#[test]
+fn the_budget_reclaims_a_fully_confirmed_open_segment() {
+    let d = TempDir::new("budget");
+    let (mut s, _) = Spool::open(&d.0, 1 << 20, FsyncPolicy::Interval).expect("open");
+    let last = s
+        .append(&(1..=20).map(rec).collect::<Vec<_>>())
+        .expect("append");
+    let used = s.bytes();
+    assert!(
+        !s.has_room(used, used + 10).expect("room"),
+        "unconfirmed bytes count"
+    );
+    s.confirm(last).expect("confirm");
+    // The open segment is never deleted, so a full-but-confirmed spool rolls first.
+    assert!(s.has_room(used, used + 10).expect("room"));
+    assert_eq!(s.bytes(), 0);
+    assert_eq!(s.append(&[rec(21)]).expect("append"), last + 1);
+}
