@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The real-broker suite: starts a tansu broker on a free loopback port (installing tansu
-# if missing), runs tests/tests/real_broker.rs against it, and stops it.
+# if missing), runs tests/tests/real_broker.rs (the pipeline) and
+# tests/tests/agent_durability.rs (kill -9, outage, full spool, disk errors, privacy)
+# against it, and stops it.
 #
 #   tests/real-broker.sh                       # tansu, installed if needed
 #   DRIFTWATCH_TEST_BROKERS=host:9092 tests/real-broker.sh   # any other broker
@@ -15,11 +17,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The outage tests start (and SIGSTOP) a tansu of their own, whatever the broker.
+if [ -z "${DRIFTWATCH_TEST_TANSU:-}" ] && ! command -v tansu >/dev/null 2>&1; then
+  echo "real-broker: installing tansu (first time about 20 minutes)"
+  cargo install tansu --locked --features dynostore,libsql
+fi
+
 if [ -z "${DRIFTWATCH_TEST_BROKERS:-}" ]; then
-  if ! command -v tansu >/dev/null 2>&1; then
-    echo "real-broker: installing tansu (first time about 20 minutes)"
-    cargo install tansu --locked --features dynostore,libsql
-  fi
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   echo "real-broker: starting tansu on 127.0.0.1:$port"
   tansu broker --storage-engine=memory://tansu/ \
@@ -37,7 +41,7 @@ fi
 echo "real-broker: suite against $DRIFTWATCH_TEST_BROKERS"
 cargo build --workspace --bins
 status=0
-cargo test -p driftwatch-e2e --test real_broker -- --ignored --test-threads=1 || status=$?
+cargo test -p driftwatch-e2e --test real_broker --test agent_durability -- --ignored --test-threads=1 --nocapture || status=$?
 if [ "$status" -ne 0 ] && [ -f "$log_dir/tansu.log" ]; then
   echo "--- last lines of the tansu log ---"; tail -n 40 "$log_dir/tansu.log"
 fi

@@ -168,6 +168,8 @@ struct Sender {
     queue: VecDeque<(u64, SpoolRecord)>,
     inflight: usize,
     rewind: bool,
+    /// A delivery report said the broker refuses this producer's id or epoch.
+    fenced: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
     persisted: u64,
@@ -200,6 +202,7 @@ pub fn start(setup: SenderSetup) -> Result<std::thread::JoinHandle<()>, KafkaErr
         queue: VecDeque::new(),
         inflight: 0,
         rewind: false,
+        fenced: false,
         retry_at: None,
         backoff: Duration::from_millis(200),
         persisted: confirmed,
@@ -418,8 +421,20 @@ impl Sender {
                     self.backoff = Duration::from_millis(200);
                 }
                 Outcome::Retry(e) => {
-                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut) {
-                        self.setup.metrics.kafka_up.set(0);
+                    match e.rdkafka_error_code() {
+                        Some(RDKafkaErrorCode::MessageTimedOut) => {
+                            self.setup.metrics.kafka_up.set(0)
+                        }
+                        // After an outage a broker may refuse the producer's id or epoch
+                        // for good; only a new producer (a new id) gets through.
+                        Some(
+                            RDKafkaErrorCode::ProducerFenced
+                            | RDKafkaErrorCode::InvalidProducerEpoch
+                            | RDKafkaErrorCode::UnknownProducerId
+                            | RDKafkaErrorCode::InvalidProducerIdMapping
+                            | RDKafkaErrorCode::OutOfOrderSequenceNumber,
+                        ) => self.fenced = true,
+                        _ => {}
                     }
                     if !self.rewind {
                         tracing::warn!(error = %e, "Kafka did not confirm; the spool resends");
@@ -437,9 +452,15 @@ impl Sender {
     }
 
     fn check_fatal(&mut self) {
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
-            return;
+        let (code, reason) = match self.producer.client().fatal_error() {
+            Some(fatal) => fatal,
+            None if self.fenced => (
+                RDKafkaErrorCode::ProducerFenced,
+                "the broker no longer accepts this producer id or epoch".to_owned(),
+            ),
+            None => return,
         };
+        self.fenced = false;
         tracing::error!(?code, %reason, "Kafka producer failed fatally; recreating it and resending");
         match create_producer(&self.setup) {
             Ok(p) => {

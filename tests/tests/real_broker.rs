@@ -7,77 +7,15 @@
 //! DRIFTWATCH_TEST_BROKERS=host:9092 cargo test -p driftwatch-e2e --test real_broker -- --ignored
 //! ```
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use driftwatch_detector::synth::demo_plan_toml;
+use driftwatch_e2e::process::{brokers, free_port, Proc};
 use driftwatch_e2e::{binary, create_topics, eventually, metric, post_stream, WebhookReceiver};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
-
-fn brokers() -> String {
-    std::env::var("DRIFTWATCH_TEST_BROKERS")
-        .expect("DRIFTWATCH_TEST_BROKERS must name a broker (tests/real-broker.sh starts one)")
-}
-
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
-/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
-struct Proc {
-    child: Child,
-    name: &'static str,
-    log: PathBuf,
-}
-
-impl Proc {
-    /// Start with its log in `log`; the log is printed if the test fails.
-    fn spawn(name: &'static str, log: PathBuf, cmd: &mut Command) -> Proc {
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = cmd
-            .env("DRIFTWATCH_LOG", "info,rdkafka=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
-        Proc { child, name, log }
-    }
-
-    /// SIGTERM and wait: a graceful shutdown exits 0 within the grace period.
-    fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("{} did not stop within 20 s of SIGTERM", self.name);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- {} log ({}) ---\n{log}", self.name, self.log.display());
-        }
-    }
-}
 
 struct Run {
     alerts: Vec<serde_json::Value>,

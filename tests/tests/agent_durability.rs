@@ -1,0 +1,462 @@
+//! The agent's promises, tried against a real Kafka-protocol broker with the agent as a
+//! process: nothing acknowledged is lost (kill -9, broker outage, full spool, disk
+//! errors), and personal data stays in the pod.
+//!
+//! Run by `tests/real-broker.sh`. The kill and disk tests use the broker named by
+//! `DRIFTWATCH_TEST_BROKERS`; the outage tests start a tansu broker of their own (the
+//! `tansu` on `PATH`, or `DRIFTWATCH_TEST_TANSU`) so they can stop and continue it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use driftwatch_e2e::create_topics;
+use driftwatch_e2e::metric;
+use driftwatch_e2e::process::{
+    brokers, prediction_ids, read_topic, start_tansu, test_dir, AgentProc,
+};
+use serde_json::{json, Value};
+
+const PARTITIONS: i32 = 3;
+
+fn event(id: &str) -> Value {
+    json!({"system_id": "credit", "model_version": "1", "prediction_id": id,
+           "features": {"age": 30, "region": "north"}, "prediction": {"score": 0.5}})
+}
+
+fn ndjson(ids: &[String]) -> String {
+    ids.iter().map(|id| event(id).to_string() + "\n").collect()
+}
+
+/// Post batches of `batch` events with ids `{prefix}-{n}` until `stop` is set or a
+/// request fails (the agent was killed); returns the acknowledged ids.
+async fn load(
+    addr: std::net::SocketAddr,
+    prefix: String,
+    batch: usize,
+    stop: Arc<Mutex<bool>>,
+) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    let mut n = 0;
+    while !*stop.lock().expect("lock") {
+        let ids: Vec<String> = (n..n + batch).map(|i| format!("{prefix}-{i}")).collect();
+        n += batch;
+        let r = client
+            .post(format!("http://{addr}/v1/predictions"))
+            .body(ndjson(&ids))
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status() == 202 => acked.extend(ids),
+            Ok(r) if r.status() == 503 => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(r) => panic!("agent answered {}", r.status()),
+            Err(_) => break,
+        }
+    }
+    acked
+}
+
+/// Post `ids` in batches of `batch`; every batch must be acknowledged.
+async fn post_all(addr: std::net::SocketAddr, ids: &[String], batch: usize) {
+    let client = reqwest::Client::new();
+    for chunk in ids.chunks(batch) {
+        let r = client
+            .post(format!("http://{addr}/v1/predictions"))
+            .body(ndjson(chunk))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    }
+}
+
+/// Wait until the agent's spool has no unconfirmed event.
+async fn wait_drained(agent: &AgentProc, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let page = agent.metrics().await;
+        if metric(&page, "driftwatch_agent_spool_backlog_events") == Some(0.0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backlog not drained within {within:?}:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Read the topic until every acknowledged id is there; returns (distinct, duplicates).
+fn assert_all_in_kafka(brokers: &str, topic: &str, acked: &[String]) -> (usize, usize) {
+    let want: HashSet<&str> = acked.iter().map(String::as_str).collect();
+    let mut missing = want.clone();
+    let events = read_topic(brokers, topic, PARTITIONS, Duration::from_secs(15), |e| {
+        if let Some(id) = e["prediction_id"].as_str() {
+            missing.remove(id);
+        }
+        missing.is_empty()
+    });
+    let ids = prediction_ids(&events);
+    let missing: Vec<&&str> = want.iter().filter(|id| !ids.contains_key(**id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged events never reached Kafka, e.g. {:?}",
+        missing.len(),
+        want.len(),
+        missing.iter().take(5).collect::<Vec<_>>()
+    );
+    let duplicates = events.len() - ids.len();
+    (ids.len(), duplicates)
+}
+
+async fn topic(brokers: &str, name: &str) -> String {
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let topic = format!("dw-{name}-{unique}");
+    create_topics(brokers, &[(&topic, PARTITIONS)])
+        .await
+        .expect("topic");
+    topic
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: run tests/real-broker.sh or set DRIFTWATCH_TEST_BROKERS"]
+async fn kill_9_under_load_loses_no_acknowledged_event() {
+    let brokers = brokers();
+    let topic = topic(&brokers, "kill9").await;
+    let dir = test_dir("kill9");
+    let mut acked = Vec::new();
+    for round in 0..5u64 {
+        let mut agent = AgentProc::start(&dir, &brokers, &topic, "", "");
+        agent.wait_ready().await;
+        let stop = Arc::new(Mutex::new(false));
+        let workers: Vec<_> = (0..4)
+            .map(|w| tokio::spawn(load(agent.addr, format!("r{round}-w{w}"), 20, stop.clone())))
+            .collect();
+        // Kill at a different point of the load each round.
+        tokio::time::sleep(Duration::from_millis(300 + 170 * round)).await;
+        agent.proc.kill9();
+        for w in workers {
+            acked.extend(w.await.expect("worker"));
+        }
+    }
+    let mut agent = AgentProc::start(&dir, &brokers, &topic, "", "");
+    agent.wait_ready().await;
+    wait_drained(&agent, Duration::from_secs(60)).await;
+    let resent = metric(
+        &agent.metrics().await,
+        "driftwatch_agent_kafka_resent_total",
+    );
+    assert_eq!(agent.proc.terminate(), Some(0), "SIGTERM exits 0");
+    let (distinct, duplicates) = assert_all_in_kafka(&brokers, &topic, &acked);
+    println!(
+        "kill -9 x5 under load: {} acknowledged, all in Kafka ({distinct} distinct); \
+         {duplicates} duplicates (sent before a kill, not yet confirmed); resent after restart: {resent:?}",
+        acked.len()
+    );
+    assert!(acked.len() > 1000, "the load ran: {}", acked.len());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tansu: run tests/real-broker.sh"]
+async fn a_broker_outage_longer_than_the_message_timeout_loses_nothing() {
+    let dir = test_dir("outage");
+    let (tansu, brokers) = start_tansu(&dir);
+    let topic = topic(&brokers, "outage").await;
+    // A send attempt times out after 2 s; the outage lasts 8 s.
+    let mut agent = AgentProc::start(
+        &dir,
+        &brokers,
+        &topic,
+        "shutdown_grace_ms = 5000\n[spool]\nsegment_bytes = 262144\n",
+        "message_timeout_ms = 2000",
+    );
+    agent.wait_ready().await;
+    let before: Vec<String> = (0..1000).map(|i| format!("before-{i}")).collect();
+    post_all(agent.addr, &before, 100).await;
+    wait_drained(&agent, Duration::from_secs(30)).await;
+
+    tansu.signal("STOP");
+    let during: Vec<String> = (0..5000).map(|i| format!("during-{i}")).collect();
+    post_all(agent.addr, &during, 100).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let page = agent.metrics().await;
+    let rss = agent.proc.rss_kib().unwrap_or(0);
+    assert_eq!(
+        metric(&page, "driftwatch_agent_kafka_up"),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "driftwatch_agent_spool_backlog_events"),
+        Some(5000.0),
+        "{page}"
+    );
+    assert!(
+        rss < 64 * 1024,
+        "memory bounded during the outage: {rss} KiB"
+    );
+
+    tansu.signal("CONT");
+    wait_drained(&agent, Duration::from_secs(60)).await;
+    let page = agent.metrics().await;
+    assert_eq!(metric(&page, "driftwatch_agent_kafka_up"), Some(1.0));
+    let resent = metric(&page, "driftwatch_agent_kafka_resent_total").unwrap_or(0.0);
+    let errors = metric(&page, "driftwatch_agent_kafka_delivery_errors_total").unwrap_or(0.0);
+    assert!(errors > 0.0, "sends timed out during the outage: {page}");
+    assert_eq!(agent.proc.terminate(), Some(0));
+    let mut acked = before;
+    acked.extend(during);
+    let (distinct, duplicates) = assert_all_in_kafka(&brokers, &topic, &acked);
+    println!(
+        "broker stopped 8 s (message timeout 2 s): {} acknowledged, {distinct} in Kafka, \
+         {duplicates} duplicates; {errors} timed-out sends, {resent} resent; RSS {rss} KiB during the outage",
+        acked.len()
+    );
+    drop(tansu);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tansu: run tests/real-broker.sh"]
+async fn a_full_spool_answers_503_and_ingest_resumes_when_the_broker_returns() {
+    let dir = test_dir("full");
+    let (tansu, brokers) = start_tansu(&dir);
+    let topic = topic(&brokers, "full").await;
+    let mut agent = AgentProc::start(
+        &dir,
+        &brokers,
+        &topic,
+        "max_body_bytes = 16384\n[spool]\nmax_spool_bytes = 131072\nsegment_bytes = 16384\n",
+        "message_timeout_ms = 2000",
+    );
+    agent.wait_ready().await;
+    tansu.signal("STOP");
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    let mut full = None;
+    for b in 0..200 {
+        let ids: Vec<String> = (0..20).map(|i| format!("b{b}-{i}")).collect();
+        let r = client
+            .post(format!("http://{}/v1/predictions", agent.addr))
+            .body(ndjson(&ids))
+            .send()
+            .await
+            .expect("post");
+        if r.status() == 202 {
+            acked.extend(ids);
+        } else {
+            full = Some(r);
+            break;
+        }
+    }
+    let r = full.expect("a 128 KiB budget fills up");
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let page = agent.metrics().await;
+    assert!(metric(&page, "driftwatch_agent_spool_bytes").unwrap_or(f64::MAX) <= 131072.0);
+
+    tansu.signal("CONT");
+    // The model server retries the refused batch after Retry-After until it is taken.
+    let ids: Vec<String> = (0..20).map(|i| format!("retried-{i}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client
+            .post(format!("http://{}/v1/predictions", agent.addr))
+            .body(ndjson(&ids))
+            .send()
+            .await
+            .expect("post");
+        if r.status() == 202 {
+            acked.extend(ids);
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        assert!(
+            Instant::now() < deadline,
+            "ingest did not resume within 60 s"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    wait_drained(&agent, Duration::from_secs(60)).await;
+    assert_eq!(agent.proc.terminate(), Some(0));
+    let (distinct, duplicates) = assert_all_in_kafka(&brokers, &topic, &acked);
+    println!(
+        "spool full at {} events: 503 + Retry-After, resumed after the broker returned; \
+         {distinct} in Kafka, {duplicates} duplicates",
+        acked.len() - 20
+    );
+    drop(tansu);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: run tests/real-broker.sh or set DRIFTWATCH_TEST_BROKERS"]
+async fn a_disk_that_refuses_writes_gets_503_not_a_crash() {
+    // The kernel refuses writes past the file size limit (EFBIG), as a full disk does
+    // (ENOSPC): the same failed write, without filling the machine's disk.
+    let brokers = brokers();
+    let topic = topic(&brokers, "disk").await;
+    let dir = test_dir("disk");
+    let mut agent = AgentProc::start_with(
+        &dir,
+        &brokers,
+        &topic,
+        ("[spool]\nsegment_bytes = 1048576\n", ""),
+        // 128 blocks of 512 bytes: 64 KiB per file. SIGXFSZ ignored, so write() fails.
+        Some("trap '' XFSZ; ulimit -f 128"),
+        &[],
+    );
+    agent.wait_ready().await;
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for b in 0..100 {
+        let ids: Vec<String> = (0..20).map(|i| format!("d{b}-{i}")).collect();
+        let r = client
+            .post(format!("http://{}/v1/predictions", agent.addr))
+            .body(ndjson(&ids))
+            .send()
+            .await
+            .expect("post");
+        if r.status() == 202 {
+            acked.extend(ids);
+        } else {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the file size limit is reached");
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.expect("json");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot write the spool"),
+        "{v}"
+    );
+    // Still serving, still refusing a batch that does not fit, never acknowledging what
+    // it could not write.
+    let same_size: Vec<String> = (0..20).map(|i| format!("again-{i}")).collect();
+    let again = client
+        .post(format!("http://{}/v1/predictions", agent.addr))
+        .body(ndjson(&same_size))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(again.status(), 503);
+    assert!(agent.proc.running());
+    let page = agent.metrics().await;
+    assert!(
+        metric(
+            &page,
+            "driftwatch_agent_events_rejected_total{kind=\"prediction\",reason=\"disk_error\"}"
+        )
+        .unwrap_or(0.0)
+            >= 20.0,
+        "{page}"
+    );
+    wait_drained(&agent, Duration::from_secs(30)).await;
+    assert_eq!(agent.proc.terminate(), Some(0));
+    let (distinct, _) = assert_all_in_kafka(&brokers, &topic, &acked);
+    assert_eq!(
+        distinct,
+        acked.len(),
+        "the refused batches never reached Kafka"
+    );
+    // The spool is intact: a restart without the limit recovers it without loss.
+    let mut agent = AgentProc::start(&dir, &brokers, &topic, "", "");
+    agent.wait_ready().await;
+    let page = agent.metrics().await;
+    assert_eq!(
+        metric(
+            &page,
+            "driftwatch_agent_spool_lost_total{reason=\"corruption\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&page, "driftwatch_agent_spool_truncated_bytes_total"),
+        Some(0.0),
+        "the failed write was cut back at once, not left as a torn tail"
+    );
+    assert_eq!(agent.proc.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: run tests/real-broker.sh or set DRIFTWATCH_TEST_BROKERS"]
+async fn only_listed_fields_and_pseudonyms_reach_a_real_broker() {
+    let brokers = brokers();
+    let topic = topic(&brokers, "privacy").await;
+    let dir = test_dir("privacy");
+    let key = "a-real-broker-test-key-0123456789";
+    let mut agent = AgentProc::start_with(
+        &dir,
+        &brokers,
+        &topic,
+        (
+            "[privacy.systems.credit]\nallow = { age = \"number\", region = \"string\" }\n\
+             pseudonymise = [\"customer_id\"]\nlaw_enforcement = true\nsuppress = [\"postcode\"]\n",
+            "",
+        ),
+        None,
+        &[("DRIFTWATCH_HMAC_KEY", key)],
+    );
+    agent.wait_ready().await;
+    let posted = json!({"system_id": "credit", "model_version": "1",
+        "prediction_id": "citizen-123456782",
+        "features": {"age": 41, "region": "north", "customer_id": "NL-0042",
+                     "email": "jan@example.nl", "postcode": "1011AB"},
+        "prediction": {"score": 0.3}});
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/predictions", agent.addr))
+        .json(&posted)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202);
+    wait_drained(&agent, Duration::from_secs(30)).await;
+    assert_eq!(agent.proc.terminate(), Some(0));
+    let events = read_topic(
+        &brokers,
+        &topic,
+        PARTITIONS,
+        Duration::from_secs(10),
+        |_| true,
+    );
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    let raw = e.to_string();
+    for secret in [
+        "citizen-123456782",
+        "NL-0042",
+        "jan@example.nl",
+        "1011AB",
+        key,
+    ] {
+        assert!(!raw.contains(secret), "{secret} reached Kafka: {raw}");
+    }
+    let fields: Vec<&String> = e["features"]
+        .as_object()
+        .expect("features")
+        .keys()
+        .collect();
+    assert_eq!(fields, ["age", "customer_id", "region"]);
+    assert_eq!(e["prediction_id"].as_str().map(str::len), Some(64));
+    assert_eq!(e["suppressed"], json!(["postcode"]));
+    let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    for secret in ["citizen-123456782", "NL-0042", key] {
+        assert!(!log.contains(secret), "{secret} in the agent's log");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
