@@ -37,6 +37,8 @@ pub struct AgentMetrics {
     pub spool_bytes: IntGauge,
     /// `driftwatch_agent_spool_backlog_events`: acknowledged events not yet confirmed.
     pub spool_backlog: IntGauge,
+    /// `driftwatch_agent_spool_budget_bytes`: `max_spool_bytes`.
+    pub spool_budget: IntGauge,
     /// `driftwatch_agent_spool_lost_total{reason}`: acknowledged events lost to a damaged
     /// spool (`corruption`).
     pub spool_lost: IntCounterVec,
@@ -120,6 +122,10 @@ impl AgentMetrics {
             "driftwatch_agent_spool_backlog_events",
             "Acknowledged events in the spool not yet confirmed by Kafka.",
         )?;
+        let spool_budget = IntGauge::new(
+            "driftwatch_agent_spool_budget_bytes",
+            "The spool's disk budget (max_spool_bytes); new events are refused beyond it.",
+        )?;
         let spool_lost = IntCounterVec::new(
             Opts::new(
                 "driftwatch_agent_spool_lost_total",
@@ -151,7 +157,7 @@ impl AgentMetrics {
             dead_letter.with_label_values(&[reason]);
         }
         events_dropped.with_label_values(&["spool_full"]);
-        for m in [&kafka_up, &spool_bytes, &spool_backlog] {
+        for m in [&kafka_up, &spool_bytes, &spool_backlog, &spool_budget] {
             registry.register(Box::new(m.clone()))?;
         }
         for m in [&spool_lost, &dead_letter, &events_dropped] {
@@ -182,6 +188,7 @@ impl AgentMetrics {
             kafka_resent,
             spool_bytes,
             spool_backlog,
+            spool_budget,
             spool_lost,
             spool_truncated,
             dead_letter,

@@ -133,6 +133,9 @@ impl Pipeline {
         });
         metrics.spool_bytes.set(spool.bytes() as i64);
         metrics
+            .spool_budget
+            .set(config.spool.max_spool_bytes as i64);
+        metrics
             .spool_backlog
             .set(spool.next_seq().saturating_sub(spool.confirmed() + 1) as i64);
         let spool = Arc::new(Mutex::new(spool));
