@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use driftwatch_agent::{config::AgentConfig, telemetry};
 
 /// The driftwatch sidecar: validates prediction and outcome events from the model server
@@ -27,6 +27,15 @@ struct Args {
     /// Data directory holding the spool (overrides `data_dir`).
     #[arg(long, env = "DRIFTWATCH_AGENT_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print the events Kafka refused for good (the dead-letter spool under the data
+    /// directory) as NDJSON on stdout, one wire event per line, to inspect or re-send.
+    DeadLetters,
 }
 
 /// sysexits.h EX_CONFIG-style code for unusable configuration.
@@ -69,6 +78,20 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(Cmd::DeadLetters) = args.command {
+        let dir = config.data_dir.join("dead-letter");
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        return match driftwatch_agent::spool::dump(&dir, &mut out) {
+            Ok(n) => {
+                eprintln!("driftwatch-agent: {n} dead letters in {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("driftwatch-agent: cannot read {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -554,6 +554,8 @@ impl Spool {
 pub struct SpoolReader {
     dir: PathBuf,
     file: Option<File>,
+    /// First sequence of the segment `file` is.
+    seg_first: u64,
     /// Bytes read from `file`; `buf[0]` is at file offset `base`.
     buf: Vec<u8>,
     base: u64,
@@ -584,6 +586,7 @@ impl SpoolReader {
         SpoolReader {
             dir: dir.to_path_buf(),
             file: None,
+            seg_first: 0,
             buf: Vec::new(),
             base: 0,
             pos: 0,
@@ -625,6 +628,7 @@ impl SpoolReader {
             Err(e) => return Err(e),
         };
         self.file = Some(file);
+        self.seg_first = first;
         self.buf.clear();
         self.base = 0;
         self.pos = 0;
@@ -697,6 +701,7 @@ impl SpoolReader {
                             self.trusted.min(upto)
                         };
                         self.buf.extend_from_slice(&chunk[..n]);
+                        at_end = false;
                         continue;
                     }
                     if !self.buf.is_empty() {
@@ -707,9 +712,19 @@ impl SpoolReader {
                     if at_end {
                         return Ok(());
                     }
-                    // End of this segment: the writer rolled to the segment named `next`.
+                    // End of this segment: the writer rolled to the segment named `next`,
+                    // or, when that one was quarantined at start-up, the records resume
+                    // in the next segment after a gap.
                     if self.dir.join(segment_name(self.next)).exists() {
                         self.file = None;
+                    } else if let Some(f) = segment_firsts(&self.dir)?
+                        .into_iter()
+                        .find(|&f| f > self.seg_first)
+                    {
+                        if f > self.next {
+                            self.next = f;
+                            self.file = None;
+                        }
                     }
                     at_end = true;
                 }
@@ -736,6 +751,38 @@ impl SpoolReader {
         }
         Ok(())
     }
+}
+
+/// Write every record of a spool directory to `out`, one payload per line, without
+/// taking the spool's lock (read-only; for the `dead-letters` command). A directory that
+/// does not exist holds no records.
+pub fn dump(dir: &Path, out: &mut impl Write) -> io::Result<u64> {
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let mut reader = SpoolReader::new(dir, 0);
+    let mut n = 0;
+    loop {
+        let mut batch = Vec::new();
+        match reader.read(u64::MAX, 1000, &mut batch) {
+            Ok(()) => {}
+            Err(ReadError::Io(e)) => return Err(e),
+            Err(ReadError::Skipped(s)) => {
+                eprintln!("{s}");
+                continue;
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        for (_, r) in batch {
+            out.write_all(&r.payload)?;
+            out.write_all(b"\n")?;
+            n += 1;
+        }
+    }
+    out.flush()?;
+    Ok(n)
 }
 
 /// Why [`SpoolReader::read`] stopped.

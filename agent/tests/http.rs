@@ -731,3 +731,63 @@ suppress = ["postcode"]
     }
     let _ = std::fs::remove_file(key_file);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_kafka_refuses_for_good_goes_to_the_dead_letter_spool() {
+    let c = cluster();
+    // Kafka (here librdkafka's own check) refuses messages over 2,000 bytes.
+    let config = AgentConfig::from_toml("[kafka.properties]\n\"message.max.bytes\" = \"2000\"\n")
+        .expect("config");
+    let agent = start_agent_with(&c.bootstrap_servers(), 10_000, config).await;
+    let client = reqwest::Client::new();
+    let mut big = prediction("credit", 1);
+    big["features"]["essay"] = json!("x".repeat(5000));
+    let body = format!(
+        "{}\n{}\n{}\n",
+        prediction("credit", 0),
+        big,
+        prediction("credit", 2)
+    );
+    let r = client
+        .post(format!("http://{}/v1/predictions", agent.addr))
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202);
+    let brokers = c.bootstrap_servers();
+    let got = tokio::task::spawn_blocking(move || drain(&brokers, 2))
+        .await
+        .expect("drain");
+    let ids: Vec<&str> = got
+        .iter()
+        .filter_map(|(_, v)| v["prediction_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["p0", "p2"], "the rest is delivered, in order");
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = metrics_page(&client, agent.addr).await;
+        if metric(&page, "driftwatch_agent_spool_backlog_events") == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_line(
+        &page,
+        "driftwatch_agent_dead_letter_total{reason=\"too_large\"} 1",
+    );
+    assert_eq!(
+        metric(&page, "driftwatch_agent_spool_backlog_events"),
+        Some(0.0),
+        "a dead letter does not block the confirmed position"
+    );
+    agent.stop.cancel();
+    let _ = agent.task.await;
+    let mut out = Vec::new();
+    let n =
+        driftwatch_agent::spool::dump(&agent.data_dir.join("dead-letter"), &mut out).expect("dump");
+    assert_eq!(n, 1);
+    let kept: Value = serde_json::from_slice(&out).expect("one NDJSON line");
+    assert_eq!(kept["prediction_id"], "p1");
+    assert_eq!(kept["features"]["essay"].as_str().map(str::len), Some(5000));
+}

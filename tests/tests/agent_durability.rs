@@ -460,3 +460,85 @@ async fn only_listed_fields_and_pseudonyms_reach_a_real_broker() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: run tests/real-broker.sh or set DRIFTWATCH_TEST_BROKERS"]
+async fn a_truncated_and_corrupted_spool_starts_serves_and_reports_the_loss() {
+    use driftwatch_agent::spool::{FsyncPolicy, Spool, SpoolRecord};
+    let brokers = brokers();
+    let topic = topic(&brokers, "damaged").await;
+    let dir = test_dir("damaged");
+    let spool_dir = dir.join("agent").join("spool");
+    {
+        // What a dead agent left behind: 60 events in segments of about ten.
+        let (mut spool, _) = Spool::open(&spool_dir, 2500, FsyncPolicy::Always).expect("spool");
+        for i in 0..60 {
+            let mut e = event(&format!("left-{i}"));
+            e["v"] = json!(1);
+            e["kind"] = json!("prediction");
+            e["event_id"] = json!(format!("00000000-0000-4000-8000-{i:012}"));
+            e["timestamp"] = json!("2026-11-23T10:00:00Z");
+            e["received_at"] = json!("2026-11-23T10:00:00Z");
+            spool
+                .append(&[SpoolRecord {
+                    key: "credit".into(),
+                    payload: serde_json::to_vec(&e).expect("json"),
+                }])
+                .expect("append");
+        }
+    }
+    let mut segments: Vec<_> = std::fs::read_dir(&spool_dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 4, "{segments:?}");
+    // A flipped byte in the second segment; the last one cut mid-record.
+    let mut bytes = std::fs::read(&segments[1]).expect("read");
+    bytes[100] ^= 0x55;
+    std::fs::write(&segments[1], bytes).expect("write");
+    let last = segments.last().expect("last");
+    let len = std::fs::metadata(last).expect("meta").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .and_then(|f| f.set_len(len - 11))
+        .expect("truncate");
+
+    let mut agent = AgentProc::start(&dir, &brokers, &topic, "", "");
+    agent.wait_ready().await;
+    let page = agent.metrics().await;
+    let lost = metric(
+        &page,
+        "driftwatch_agent_spool_lost_total{reason=\"corruption\"}",
+    )
+    .expect("lost counter");
+    assert!(lost >= 1.0, "the loss is reported: {page}");
+    assert!(metric(&page, "driftwatch_agent_spool_truncated_bytes_total").unwrap_or(0.0) > 0.0);
+    // It serves new events, and delivers every record outside the damaged segment.
+    post_all(agent.addr, &["new-0".to_owned()], 1).await;
+    wait_drained(&agent, Duration::from_secs(30)).await;
+    assert_eq!(agent.proc.terminate(), Some(0));
+    let first_of = |p: &std::path::Path| -> u64 {
+        p.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .expect("segment name")
+    };
+    // Event left-i has sequence i + 1.
+    let (bad_from, bad_to) = (first_of(&segments[1]), first_of(&segments[2]));
+    let mut expected: Vec<String> = (1..=59u64)
+        .filter(|seq| !(bad_from..bad_to).contains(seq))
+        .map(|seq| format!("left-{}", seq - 1))
+        .collect();
+    expected.push("new-0".into());
+    let (distinct, _) = assert_all_in_kafka(&brokers, &topic, &expected);
+    assert_eq!(
+        distinct,
+        expected.len(),
+        "nothing from the quarantined segment or the torn record"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -353,3 +353,18 @@ fn the_budget_reclaims_a_fully_confirmed_open_segment() {
     assert_eq!(s.bytes(), 0);
     assert_eq!(s.append(&[rec(21)]).expect("append"), last + 1);
 }
+
+#[test]
+fn the_reader_skips_a_quarantined_middle_segment() {
+    let d = TempDir::new("gap");
+    write_hundred_in_small_segments(&d.0);
+    let segs = segments(&d.0);
+    flip_byte(&segs[1], 20);
+    let (s, recovery) = Spool::open(&d.0, 1_000, FsyncPolicy::Always).expect("open");
+    assert!(recovery.lost > 0);
+    let mut r = SpoolReader::new(&d.0, 1);
+    let got = read_all(&mut r, s.next_seq());
+    let first_lost = got.windows(2).find(|w| w[1] != w[0] + 1).expect("a gap");
+    assert_eq!(got.len() as u64 + (first_lost[1] - first_lost[0] - 1), 100);
+    assert_eq!(got.last(), Some(&100));
+}
