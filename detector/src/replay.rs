@@ -8,7 +8,10 @@ use std::sync::Arc;
 use crate::alert::alerts_for;
 use crate::engine::{fnv1a64, plan_fingerprint, Monitor, ReferenceBuilder, ReferenceProfile, Step};
 use crate::plan::{Plan, Severity};
-use crate::source::{self, SourceError};
+use crate::source::{self, RowBatch, SourceError};
+
+/// Rows per batch handed from the CSV parser thread to the engine.
+const BATCH_ROWS: usize = 4096;
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -123,21 +126,61 @@ pub fn replay(
     let mut monitor = Monitor::new(plan.clone(), profile);
     let mut summary = ReplaySummary::default();
     if is_csv(events) {
-        // CSV rows go straight into engine rows: every row is the plan's system.
+        // CSV rows go straight into engine rows (every row is the plan's system). One
+        // thread parses batches of rows while this one runs the engine on the previous
+        // batch; the batches come back to be reused.
         let mut rows = source::CsvRows::open(events, &plan)?;
-        loop {
-            let mut row = Vec::with_capacity(monitor.signals().len());
-            let Some(meta) = rows.next_row(&mut row)? else {
-                break;
-            };
-            summary.predictions += 1;
-            let step = monitor.observe_row(meta.timestamp, &row);
-            if meta.has_outcome {
-                summary.outcomes += 1;
-                monitor.observe_outcome();
-            }
-            record(step, min, out, &mut summary)?;
+        let width = monitor.signals().len();
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<RowBatch>(2);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<RowBatch>();
+        for _ in 0..3 {
+            let _ = empty_tx.send(RowBatch::default());
         }
+        let parsed = std::thread::scope(|scope| {
+            let parser = scope.spawn(move || -> Result<(), SourceError> {
+                while let Ok(mut batch) = empty_rx.recv() {
+                    batch.clear();
+                    let more = rows.next_batch(&mut batch, BATCH_ROWS);
+                    let last = !matches!(more, Ok(true));
+                    if full_tx.send(batch).is_err() {
+                        return Ok(());
+                    }
+                    more?;
+                    if last {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            });
+            let mut engine = Ok(());
+            'batches: for batch in full_rx.iter() {
+                let mut row = Vec::with_capacity(width);
+                for i in 0..batch.len() {
+                    let meta = batch.row(i, width, &mut row);
+                    summary.predictions += 1;
+                    let step = monitor.observe_row(meta.timestamp, &row);
+                    if meta.has_outcome {
+                        summary.outcomes += 1;
+                        monitor.observe_outcome();
+                    }
+                    if let Err(e) = record(step, min, out, &mut summary) {
+                        engine = Err(ReplayError::from(e));
+                        break 'batches;
+                    }
+                }
+                drop(row);
+                let _ = empty_tx.send(batch);
+            }
+            // After an output error, closing both channels stops the parser wherever
+            // it waits.
+            drop(full_rx);
+            drop(empty_tx);
+            let parser = parser
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            engine.and(parser.map_err(ReplayError::from))
+        });
+        parsed?;
     } else {
         for event in source::open(events, &plan)? {
             let event = event?;

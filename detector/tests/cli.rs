@@ -247,3 +247,37 @@ fn a_bad_record_stops_replay_with_file_line_and_column() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_bad_record_after_many_batches_reports_its_line_after_the_windows_before_it() {
+    // The CSV is parsed on a second thread in batches of 4,096 rows: a bad record deep in
+    // the file must still stop the replay at its own line, after every window before it.
+    let dir = TempDir::new("deepbad");
+    write(&dir.path("plan.toml"), PLAN_WITH_FILE);
+    write_csv(&dir.path("reference.csv"), 1, 3000, usize::MAX);
+    write_csv(&dir.path("events.csv"), 2, 9000, usize::MAX);
+    let text = std::fs::read_to_string(dir.path("events.csv")).expect("read");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    // Line 8,502 of the file (header is line 1): row 8,501.
+    let mut cols: Vec<String> = lines[8501].split(',').map(str::to_owned).collect();
+    cols[2] = "forty".into();
+    lines[8501] = cols.join(",");
+    write(&dir.path("events.csv"), &(lines.join("\n") + "\n"));
+    let o = replay(&dir, "events.csv");
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("events.csv:8502: column age: expected a number, found \"forty\""),
+        "{}",
+        stderr(&o)
+    );
+    let indices: Vec<u64> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .map(|r| r["window"]["index"].as_u64().expect("index"))
+        .collect();
+    assert_eq!(
+        indices,
+        (0..8).collect::<Vec<_>>(),
+        "the 8 whole windows before it"
+    );
+}
