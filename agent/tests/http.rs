@@ -791,3 +791,54 @@ async fn an_event_kafka_refuses_for_good_goes_to_the_dead_letter_spool() {
     assert_eq!(kept["prediction_id"], "p1");
     assert_eq!(kept["features"]["essay"].as_str().map(str::len), Some(5000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_outage_leaves_the_rest_in_the_spool_for_the_next_start() {
+    let c = cluster();
+    c.broker_down(1).expect("broker down");
+    let agent = start_agent(&c.bootstrap_servers(), 1_000).await;
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        assert_eq!(
+            post(&client, agent.addr, &prediction("credit", i))
+                .await
+                .status(),
+            202
+        );
+    }
+    // The grace period (2 s) passes without Kafka: the agent stops anyway, cleanly.
+    agent.stop.cancel();
+    agent.task.await.expect("join").expect("clean shutdown");
+    {
+        let (spool, _) = driftwatch_agent::spool::Spool::open(
+            &agent.data_dir.join("spool"),
+            1 << 20,
+            driftwatch_agent::spool::FsyncPolicy::Interval,
+        )
+        .expect("reopen");
+        assert_eq!(spool.next_seq() - spool.confirmed() - 1, 5, "all five kept");
+    }
+    c.broker_up(1).expect("broker up");
+    let config = AgentConfig {
+        data_dir: agent.data_dir.clone(),
+        ..AgentConfig::default()
+    };
+    let next = start_agent_with(&c.bootstrap_servers(), 10_000, config).await;
+    let brokers = c.bootstrap_servers();
+    let got = tokio::task::spawn_blocking(move || drain(&brokers, 5))
+        .await
+        .expect("drain");
+    let mut ids: Vec<&str> = got
+        .iter()
+        .filter_map(|(_, v)| v["prediction_id"].as_str())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids,
+        ["p0", "p1", "p2", "p3", "p4"],
+        "delivered by the next start"
+    );
+    next.stop.cancel();
+    let _ = next.task.await;
+}
