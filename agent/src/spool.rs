@@ -659,7 +659,7 @@ impl SpoolReader {
         max: usize,
         out: &mut Vec<(u64, SpoolRecord)>,
     ) -> Result<(), ReadError> {
-        let wanted = out.len() + max;
+        let wanted = out.len().saturating_add(max);
         let mut at_end = false;
         while self.next < upto && out.len() < wanted {
             if self.file.is_none() && !self.open_segment()? {
