@@ -219,6 +219,14 @@ pub fn persist_confirmed(dir: &Path, seq: u64) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// The segment files of a spool directory, in sequence order (for inspection and tests).
+pub fn segment_paths(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    Ok(segment_firsts(dir)?
+        .into_iter()
+        .map(|f| dir.join(segment_name(f)))
+        .collect())
+}
+
 /// The first sequence numbers of the segments in `dir`, ascending.
 fn segment_firsts(dir: &Path) -> io::Result<Vec<u64>> {
     let mut firsts: Vec<u64> = fs::read_dir(dir)?

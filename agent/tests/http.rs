@@ -522,13 +522,7 @@ async fn a_damaged_spool_is_recovered_reported_and_the_rest_delivered() {
                 .expect("append");
         }
     }
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(&spool_dir)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segments.sort();
+    let segments = driftwatch_agent::spool::segment_paths(&spool_dir).expect("segments");
     assert!(segments.len() >= 3, "{segments:?}");
     // Corrupt a byte in the middle of the first segment; tear the last one mid-record.
     let mut first = std::fs::read(&segments[0]).expect("read");

@@ -71,6 +71,31 @@ async fn post_all(addr: std::net::SocketAddr, ids: &[String], batch: usize) {
     }
 }
 
+/// Post up to `batches` batches of 20 events (ids `{prefix}{batch}-{i}`) until one is not
+/// acknowledged; returns the acknowledged ids and the first refusal.
+async fn post_until_refused(
+    addr: std::net::SocketAddr,
+    prefix: &str,
+    batches: usize,
+) -> (Vec<String>, Option<reqwest::Response>) {
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    for b in 0..batches {
+        let ids: Vec<String> = (0..20).map(|i| format!("{prefix}{b}-{i}")).collect();
+        let r = client
+            .post(format!("http://{addr}/v1/predictions"))
+            .body(ndjson(&ids))
+            .send()
+            .await
+            .expect("post");
+        if r.status() != 202 {
+            return (acked, Some(r));
+        }
+        acked.extend(ids);
+    }
+    (acked, None)
+}
+
 /// Wait until the agent's spool has no unconfirmed event.
 async fn wait_drained(agent: &AgentProc, within: Duration) {
     let deadline = Instant::now() + within;
@@ -237,23 +262,7 @@ async fn a_full_spool_answers_503_and_ingest_resumes_when_the_broker_returns() {
     agent.wait_ready().await;
     tansu.signal("STOP");
     let client = reqwest::Client::new();
-    let mut acked = Vec::new();
-    let mut full = None;
-    for b in 0..200 {
-        let ids: Vec<String> = (0..20).map(|i| format!("b{b}-{i}")).collect();
-        let r = client
-            .post(format!("http://{}/v1/predictions", agent.addr))
-            .body(ndjson(&ids))
-            .send()
-            .await
-            .expect("post");
-        if r.status() == 202 {
-            acked.extend(ids);
-        } else {
-            full = Some(r);
-            break;
-        }
-    }
+    let (mut acked, full) = post_until_refused(agent.addr, "b", 200).await;
     let r = full.expect("a 128 KiB budget fills up");
     assert_eq!(r.status(), 503);
     assert_eq!(
@@ -316,23 +325,7 @@ async fn a_disk_that_refuses_writes_gets_503_not_a_crash() {
     );
     agent.wait_ready().await;
     let client = reqwest::Client::new();
-    let mut acked = Vec::new();
-    let mut refused = None;
-    for b in 0..100 {
-        let ids: Vec<String> = (0..20).map(|i| format!("d{b}-{i}")).collect();
-        let r = client
-            .post(format!("http://{}/v1/predictions", agent.addr))
-            .body(ndjson(&ids))
-            .send()
-            .await
-            .expect("post");
-        if r.status() == 202 {
-            acked.extend(ids);
-        } else {
-            refused = Some(r);
-            break;
-        }
-    }
+    let (acked, refused) = post_until_refused(agent.addr, "d", 100).await;
     let r = refused.expect("the file size limit is reached");
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
@@ -487,13 +480,7 @@ async fn a_truncated_and_corrupted_spool_starts_serves_and_reports_the_loss() {
                 .expect("append");
         }
     }
-    let mut segments: Vec<_> = std::fs::read_dir(&spool_dir)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segments.sort();
+    let segments = driftwatch_agent::spool::segment_paths(&spool_dir).expect("segments");
     assert!(segments.len() >= 4, "{segments:?}");
     // A flipped byte in the second segment; the last one cut mid-record.
     let mut bytes = std::fs::read(&segments[1]).expect("read");
