@@ -176,6 +176,17 @@ fn drain(brokers: &str, expect: usize) -> Vec<(String, Value)> {
     out
 }
 
+/// [`drain`] off the async workers.
+async fn drain_async(
+    c: &MockCluster<'static, DefaultProducerContext>,
+    expect: usize,
+) -> Vec<(String, Value)> {
+    let brokers = c.bootstrap_servers();
+    tokio::task::spawn_blocking(move || drain(&brokers, expect))
+        .await
+        .expect("drain")
+}
+
 fn uuid_like() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -215,10 +226,7 @@ async fn accepted_events_are_in_kafka_keyed_by_system() {
         .expect("post");
     assert_eq!(r.status(), 202);
 
-    let brokers = c.bootstrap_servers();
-    let got = tokio::task::spawn_blocking(move || drain(&brokers, 4))
-        .await
-        .expect("drain");
+    let got = drain_async(&c, 4).await;
     assert_eq!(got.len(), 4, "exactly the acknowledged events: {got:?}");
     let mut keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort();
@@ -298,10 +306,7 @@ async fn a_bad_event_refuses_the_batch_and_names_the_field() {
         .expect("post");
     assert_eq!(r.status(), 413);
 
-    let brokers = c.bootstrap_servers();
-    let got = tokio::task::spawn_blocking(move || drain(&brokers, 0))
-        .await
-        .expect("drain");
+    let got = drain_async(&c, 0).await;
     assert!(
         got.is_empty(),
         "nothing of a refused batch reaches Kafka: {got:?}"
@@ -366,10 +371,7 @@ async fn kafka_down_still_acknowledges_from_the_spool_and_delivers_after() {
         200
     );
     c.broker_up(1).expect("broker up");
-    let brokers = c.bootstrap_servers();
-    let got = tokio::task::spawn_blocking(move || drain(&brokers, 5))
-        .await
-        .expect("drain");
+    let got = drain_async(&c, 5).await;
     let mut ids: Vec<String> = got
         .iter()
         .map(|(_, v)| v["prediction_id"].as_str().unwrap_or_default().to_owned())
@@ -454,11 +456,8 @@ async fn a_full_spool_answers_503_then_resumes_when_kafka_returns() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(resumed, "ingest resumes once Kafka confirmed the backlog");
-    let brokers = c.bootstrap_servers();
     let n = acked.len();
-    let got = tokio::task::spawn_blocking(move || drain(&brokers, n))
-        .await
-        .expect("drain");
+    let got = drain_async(&c, n).await;
     let seen: std::collections::HashSet<&str> = got
         .iter()
         .filter_map(|(_, v)| v["prediction_id"].as_str())
@@ -566,11 +565,8 @@ async fn a_damaged_spool_is_recovered_reported_and_the_rest_delivered() {
         .expect("segment name");
     let mut expected: Vec<String> = (second - 1..29).map(|i| format!("p{i}")).collect();
     expected.push("p99".into());
-    let brokers = c.bootstrap_servers();
     let n = expected.len();
-    let got = tokio::task::spawn_blocking(move || drain(&brokers, n))
-        .await
-        .expect("drain");
+    let got = drain_async(&c, n).await;
     let mut ids: Vec<String> = got
         .iter()
         .filter_map(|(_, v)| v["prediction_id"].as_str().map(str::to_owned))
@@ -666,10 +662,7 @@ suppress = ["postcode"]
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["errors"][0]["field"], "features.age");
 
-    let brokers = c.bootstrap_servers();
-    let got = tokio::task::spawn_blocking(move || drain(&brokers, 2))
-        .await
-        .expect("drain");
+    let got = drain_async(&c, 2).await;
     assert_eq!(got.len(), 2, "{got:?}");
     let raw = got.iter().map(|(_, v)| v.to_string()).collect::<String>();
     for secret in [
@@ -749,10 +742,7 @@ async fn an_event_kafka_refuses_for_good_goes_to_the_dead_letter_spool() {
         .await
         .expect("post");
     assert_eq!(r.status(), 202);
-    let brokers = c.bootstrap_servers();
-    let got = tokio::task::spawn_blocking(move || drain(&brokers, 2))
-        .await
-        .expect("drain");
+    let got = drain_async(&c, 2).await;
     let ids: Vec<&str> = got
         .iter()
         .filter_map(|(_, v)| v["prediction_id"].as_str())
@@ -818,10 +808,7 @@ async fn sigterm_during_an_outage_leaves_the_rest_in_the_spool_for_the_next_star
         ..AgentConfig::default()
     };
     let next = start_agent_with(&c.bootstrap_servers(), 10_000, config).await;
-    let brokers = c.bootstrap_servers();
-    let got = tokio::task::spawn_blocking(move || drain(&brokers, 5))
-        .await
-        .expect("drain");
+    let got = drain_async(&c, 5).await;
     let mut ids: Vec<&str> = got
         .iter()
         .filter_map(|(_, v)| v["prediction_id"].as_str())
