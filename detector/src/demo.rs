@@ -265,7 +265,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         sent += n;
     }
     println!(
-        "        ... all {total} predictions acknowledged (HTTP 202 after Kafka confirmed them)"
+        "        ... all {total} predictions acknowledged (HTTP 202 once in the agent's disk spool; its sender delivers them to Kafka)"
     );
 
     // Wait for every window to be evaluated.
@@ -282,6 +282,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     }
     // Give the last webhook deliveries a moment; they run before the next message.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let agent_page = driftwatch_agent::metrics::render(&agent_registry);
+    let agent_metric = |name: &str| {
+        agent_page
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (delivered, backlog) = (
+        agent_metric("driftwatch_agent_kafka_delivered_total"),
+        agent_metric("driftwatch_agent_spool_backlog_events"),
+    );
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
     let _ = tokio::time::timeout(Duration::from_secs(15), detector).await;
@@ -300,6 +311,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .map(|v| v.clone())
         .unwrap_or_default();
     println!("\n[5/5] summary");
+    println!("  agent: {delivered} events delivered to Kafka from its spool, {backlog} waiting");
     println!(
         "  windows evaluated: {} of {expected_windows}",
         reports.len()
