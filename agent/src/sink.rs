@@ -223,7 +223,11 @@ impl Sender {
     fn run(mut self) {
         loop {
             let written = self.setup.shared.written.load(Ordering::Acquire);
+            let read_from = self.reader.position();
             self.fill(written);
+            // Nothing new could be read (an I/O error, a segment not there yet): wait
+            // rather than spin.
+            let stalled = self.queue.is_empty() && self.reader.position() == read_from;
             self.send_queued();
             let busy = self.inflight > 0;
             self.producer.poll(if busy {
@@ -244,8 +248,9 @@ impl Sender {
                     break;
                 }
             }
-            let idle =
-                !busy && self.queue.is_empty() && (drained || self.rewind || self.window_full());
+            let idle = !busy
+                && self.queue.is_empty()
+                && (drained || stalled || self.rewind || self.window_full());
             if idle {
                 let wait = match self.retry_at {
                     Some(t) => t.saturating_duration_since(Instant::now()),
@@ -300,7 +305,6 @@ impl Sender {
             }
             Err(ReadError::Io(e)) => {
                 tracing::error!(error = %e, "cannot read the spool; retrying");
-                self.retry_at = Some(Instant::now() + MAX_BACKOFF);
             }
         }
         for (seq, record) in batch {
