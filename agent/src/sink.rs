@@ -47,6 +47,7 @@ pub const PERSIST_EVERY: Duration = Duration::from_millis(100);
 const READ_BATCH: usize = 1_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_IDLE_EVERY: Duration = Duration::from_secs(30);
 
 /// The producer settings every driftwatch producer uses; `properties` come last and win.
 pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
@@ -537,26 +538,25 @@ impl Sender {
             .set(written.saturating_sub(confirmed + 1) as i64);
     }
 
-    /// While Kafka is marked down and nothing confirms, ask it for metadata now and then,
-    /// so the gauge recovers while idle and a resend need not wait out its backoff.
+    /// When nothing is in flight, ask Kafka for metadata now and then: every
+    /// [`PROBE_EVERY`] while it is marked down (so the gauge recovers and a resend need
+    /// not wait out its backoff), every [`PROBE_IDLE_EVERY`] while it is up and idle (so
+    /// an outage with no traffic still shows).
     fn maybe_probe(&mut self) {
-        if self.setup.metrics.kafka_up.get() == 1 || self.inflight > 0 {
-            return;
-        }
-        if self.last_probe.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+        let up = self.setup.metrics.kafka_up.get() == 1;
+        let every = if up { PROBE_IDLE_EVERY } else { PROBE_EVERY };
+        if self.inflight > 0 || self.last_probe.is_some_and(|t| t.elapsed() < every) {
             return;
         }
         self.last_probe = Some(Instant::now());
-        if self
+        let answered = self
             .producer
             .client()
-            .fetch_metadata(None, Duration::from_secs(1))
-            .is_ok()
-        {
-            self.setup.metrics.kafka_up.set(1);
-            if self.rewind {
-                self.retry_at = Some(Instant::now());
-            }
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok();
+        self.setup.metrics.kafka_up.set(i64::from(answered));
+        if answered && self.rewind {
+            self.retry_at = Some(Instant::now());
         }
     }
 }
