@@ -206,17 +206,34 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Durably record in `dir` that Kafka confirmed every record up to `seq` (temporary file,
 /// fsync, rename, directory fsync).
+///
+/// On a full disk the temporary file cannot be created; then the existing file (created
+/// at [`Spool::open`], so its block is allocated) is overwritten in place. Deleting
+/// confirmed segments is what frees the disk, so this step must not need space. A crash
+/// during the in-place write leaves a `confirmed` whose check fails, read as "nothing
+/// confirmed": everything still on disk is sent again (duplicates, never a loss).
 pub fn persist_confirmed(dir: &Path, seq: u64) -> io::Result<()> {
     let mut buf = seq.to_le_bytes().to_vec();
     buf.extend_from_slice(&crc32c::crc32c(&seq.to_le_bytes()).to_le_bytes());
     let tmp = dir.join("confirmed.tmp");
-    {
+    let renamed = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(&buf)?;
         f.sync_all()?;
+        fs::rename(&tmp, dir.join("confirmed"))
+    })();
+    match renamed {
+        Ok(()) => sync_dir(dir),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .open(dir.join("confirmed"))
+                .map_err(|_| e)?;
+            f.write_all(&buf)?;
+            f.sync_data()
+        }
     }
-    fs::rename(&tmp, dir.join("confirmed"))?;
-    sync_dir(dir)
 }
 
 /// The segment files of a spool directory, in sequence order (for inspection and tests).
@@ -267,6 +284,11 @@ impl Spool {
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
         let confirmed = read_confirmed(dir);
+        if !dir.join("confirmed").exists() {
+            // Allocated now, while there is room: a full disk must not keep the sender
+            // from recording confirmations (see `persist_confirmed`).
+            persist_confirmed(dir, confirmed)?;
+        }
         let firsts = segment_firsts(dir)?;
         let mut recovery = Recovery::default();
         let mut segments = Vec::new();

@@ -529,3 +529,104 @@ async fn a_truncated_and_corrupted_spool_starts_serves_and_reports_the_loss() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tansu: run tests/real-broker.sh"]
+async fn a_full_disk_refuses_events_and_recovers_once_kafka_confirms() {
+    let dir = test_dir("enospc");
+    let data_dir = dir.join("agent");
+    std::fs::create_dir_all(&data_dir).expect("dir");
+    // A 1 MiB file system for the spool, so the disk fills long before the budget.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&data_dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "skipped: cannot mount a tmpfs here (needs CAP_SYS_ADMIN); \
+             a_disk_that_refuses_writes_gets_503_not_a_crash covers the failed write"
+        );
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(data_dir.clone());
+    let (tansu, brokers) = start_tansu(&dir);
+    let topic = topic(&brokers, "enospc").await;
+    let mut agent = AgentProc::start(
+        &dir,
+        &brokers,
+        &topic,
+        "[spool]\nsegment_bytes = 65536\nmax_spool_bytes = 67108864\n",
+        "message_timeout_ms = 2000",
+    );
+    agent.wait_ready().await;
+    tansu.signal("STOP");
+    let (mut acked, refused) = post_until_refused(agent.addr, "f", 2000).await;
+    let r = refused.expect("a 1 MiB disk fills up");
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.expect("json");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No space left"),
+        "{v}"
+    );
+    // Fill the last page too, one event at a time: now no new file fits at all.
+    let client = reqwest::Client::new();
+    for i in 0.. {
+        let id = format!("last-{i}");
+        let r = client
+            .post(format!("http://{}/v1/predictions", agent.addr))
+            .body(ndjson(std::slice::from_ref(&id)))
+            .send()
+            .await
+            .expect("post");
+        if r.status() != 202 {
+            break;
+        }
+        acked.push(id);
+    }
+    assert!(agent.proc.running());
+
+    // Once Kafka confirms, confirmed segments are deleted (recording the confirmation
+    // must itself need no space) and ingest resumes.
+    let full_at = acked.len();
+    tansu.signal("CONT");
+    let ids: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client
+            .post(format!("http://{}/v1/predictions", agent.addr))
+            .body(ndjson(&ids))
+            .send()
+            .await
+            .expect("post");
+        if r.status() == 202 {
+            acked.extend(ids);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ingest did not resume within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_drained(&agent, Duration::from_secs(60)).await;
+    assert_eq!(agent.proc.terminate(), Some(0));
+    let (distinct, duplicates) = assert_all_in_kafka(&brokers, &topic, &acked);
+    println!(
+        "disk full (1 MiB tmpfs) after {full_at} events: 503 \"No space left\", resumed after \
+         Kafka confirmed; {distinct} in Kafka, {duplicates} duplicates"
+    );
+    drop(tansu);
+}
