@@ -24,7 +24,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,8 +48,21 @@ pub struct Shared {
 impl Shared {
     /// When the sender must stop, once shutdown began.
     pub fn stop_deadline(&self) -> Option<Instant> {
-        *self.stop.lock().unwrap_or_else(PoisonError::into_inner)
+        *lock(&self.stop)
     }
+
+    /// Events acknowledged and not yet confirmed by Kafka.
+    pub fn backlog(&self) -> u64 {
+        self.written
+            .load(Ordering::Acquire)
+            .saturating_sub(self.confirmed.load(Ordering::Acquire) + 1)
+    }
+}
+
+/// Lock a mutex shared by the spool threads. A thread that panicked holding it left
+/// plain data (the spool's state is on disk), so the guard is taken over, not refused.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Why a batch was not acknowledged.
@@ -135,9 +148,7 @@ impl Pipeline {
         metrics
             .spool_budget
             .set(config.spool.max_spool_bytes as i64);
-        metrics
-            .spool_backlog
-            .set(spool.next_seq().saturating_sub(spool.confirmed() + 1) as i64);
+        metrics.spool_backlog.set(shared.backlog() as i64);
         let spool = Arc::new(Mutex::new(spool));
         let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
         let sender = sink::start(SenderSetup {
@@ -206,24 +217,16 @@ impl Pipeline {
 
     /// Events acknowledged and not yet confirmed by Kafka.
     pub fn backlog(&self) -> u64 {
-        self.shared
-            .written
-            .load(Ordering::Acquire)
-            .saturating_sub(self.shared.confirmed.load(Ordering::Acquire) + 1)
+        self.shared.backlog()
     }
 
     /// Stop: the writer finishes what is queued and syncs, the sender sends for up to
     /// `grace`. Blocking. Returns the events left in the spool.
     pub async fn shutdown(&self, grace: Duration) -> u64 {
         let _ = self.tx.send(Request::Close).await;
-        *self
-            .shared
-            .stop
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + grace);
+        *lock(&self.shared.stop) = Some(Instant::now() + grace);
         self.shared.ticker_stop.store(true, Ordering::Release);
-        let threads =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let threads = std::mem::take(&mut *lock(&self.threads));
         let joined = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
@@ -279,7 +282,7 @@ impl Writer {
                 let _ = reply.send(Err(AppendError::Stopping));
             }
         }
-        let mut spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut spool = lock(&self.spool);
         if let Err(e) = spool.sync() {
             tracing::warn!(error = %e, "final spool fsync failed");
         }
@@ -288,7 +291,7 @@ impl Writer {
     /// Check each request against the budget, write the accepted ones together, answer.
     #[allow(clippy::type_complexity)]
     fn commit(&self, group: Vec<(Vec<SpoolRecord>, oneshot::Sender<Result<(), AppendError>>)>) {
-        let mut spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut spool = lock(&self.spool);
         let mut accepted = Vec::new();
         let mut replies = Vec::new();
         let mut bytes = 0;
@@ -329,13 +332,7 @@ impl Writer {
             }
         }
         self.metrics.spool_bytes.set(on_disk as i64);
-        let confirmed = self.shared.confirmed.load(Ordering::Acquire);
-        self.metrics.spool_backlog.set(
-            self.shared
-                .written
-                .load(Ordering::Acquire)
-                .saturating_sub(confirmed + 1) as i64,
-        );
+        self.metrics.spool_backlog.set(self.shared.backlog() as i64);
     }
 }
 
@@ -349,10 +346,7 @@ fn ticker(spool: Arc<Mutex<Spool>>, shared: Arc<Shared>, every: Duration) {
         if written == synced {
             continue;
         }
-        let handle = spool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .sync_handle();
+        let handle = lock(&spool).sync_handle();
         match handle.and_then(|f| f.sync_data()) {
             Ok(()) => synced = written,
             Err(e) => tracing::warn!(error = %e, "spool fsync failed; retrying next tick"),

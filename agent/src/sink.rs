@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
@@ -36,7 +36,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 
 use crate::config::KafkaConfig;
 use crate::metrics::AgentMetrics;
-use crate::pipeline::Shared;
+use crate::pipeline::{lock, Shared};
 use crate::spool::{persist_confirmed, FsyncPolicy, ReadError, Spool, SpoolReader, SpoolRecord};
 
 /// Most sequences past the confirmed watermark the sender reads ahead (bounds memory
@@ -121,10 +121,7 @@ impl ProducerContext for SendContext {
                 None => Outcome::Retry(e.clone()),
             },
         };
-        self.reports
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((seq as u64, outcome));
+        lock(&self.reports).push((seq as u64, outcome));
     }
 }
 
@@ -176,10 +173,6 @@ struct Sender {
     persisted: u64,
     last_persist: Instant,
     last_probe: Option<Instant>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn create_producer(setup: &SenderSetup) -> Result<BaseProducer<SendContext>, KafkaError> {
@@ -531,11 +524,10 @@ impl Sender {
             .confirmed
             .store(confirmed, Ordering::Release);
         self.setup.metrics.spool_bytes.set(bytes as i64);
-        let written = self.setup.shared.written.load(Ordering::Acquire);
         self.setup
             .metrics
             .spool_backlog
-            .set(written.saturating_sub(confirmed + 1) as i64);
+            .set(self.setup.shared.backlog() as i64);
     }
 
     /// When nothing is in flight, ask Kafka for metadata now and then: every

@@ -86,9 +86,8 @@ pub struct Recovery {
 }
 
 struct Segment {
-    first: u64,
     path: PathBuf,
-    /// Last sequence in the segment (`first - 1` when empty).
+    /// Last sequence in the segment (its first minus one when empty).
     last: u64,
     bytes: u64,
 }
@@ -342,7 +341,6 @@ impl Spool {
             }
             expected = Some(last.wrapping_add(1));
             segments.push(Segment {
-                first,
                 path,
                 last,
                 bytes: at as u64,
@@ -360,7 +358,6 @@ impl Spool {
             File::create(&path)?;
             sync_dir(dir)?;
             segments.push(Segment {
-                first: next_seq,
                 path,
                 last: next_seq - 1,
                 bytes: 0,
@@ -488,7 +485,6 @@ impl Spool {
         self.writer = OpenOptions::new().create(true).append(true).open(&path)?;
         sync_dir(&self.dir)?;
         self.segments.push(Segment {
-            first: self.next_seq,
             path,
             last: self.next_seq - 1,
             bytes: 0,
@@ -499,32 +495,6 @@ impl Spool {
     /// Flush appended records to the disk (the `Interval` policy's tick).
     pub fn sync(&mut self) -> io::Result<()> {
         self.writer.sync_data()
-    }
-
-    /// Records from `from` on, at most `max`, in sequence order.
-    pub fn read(&self, from: u64, max: usize) -> io::Result<Vec<(u64, SpoolRecord)>> {
-        let mut out = Vec::new();
-        for s in self
-            .segments
-            .iter()
-            .filter(|s| s.last >= from && s.last >= s.first)
-        {
-            let buf = fs::read(&s.path)?;
-            let mut at = 0;
-            while at < buf.len() && out.len() < max {
-                let Some((seq, r, size)) = decode(&buf, at) else {
-                    break;
-                };
-                if seq >= from {
-                    out.push((seq, r));
-                }
-                at += size;
-            }
-            if out.len() >= max {
-                break;
-            }
-        }
-        Ok(out)
     }
 
     /// Kafka confirmed everything up to `seq`: persist that, then delete whole segments

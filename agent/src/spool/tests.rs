@@ -1,6 +1,17 @@
 use super::*;
 use proptest::prelude::*;
 
+impl Spool {
+    /// Records from `from` on, at most `max`, as the sender's reader sees them.
+    fn read(&self, from: u64, max: usize) -> io::Result<Vec<(u64, SpoolRecord)>> {
+        let mut out = Vec::new();
+        SpoolReader::new(&self.dir, from)
+            .read(self.next_seq, max, &mut out)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(out)
+    }
+}
+
 struct TempDir(PathBuf);
 
 impl TempDir {
