@@ -176,6 +176,13 @@ fn drain(brokers: &str, expect: usize) -> Vec<(String, Value)> {
     out
 }
 
+/// The `prediction_id`s of drained events, in arrival order.
+fn prediction_ids(got: &[(String, Value)]) -> Vec<&str> {
+    got.iter()
+        .filter_map(|(_, v)| v["prediction_id"].as_str())
+        .collect()
+}
+
 /// [`drain`] off the async workers.
 async fn drain_async(
     c: &MockCluster<'static, DefaultProducerContext>,
@@ -372,10 +379,7 @@ async fn kafka_down_still_acknowledges_from_the_spool_and_delivers_after() {
     );
     c.broker_up(1).expect("broker up");
     let got = drain_async(&c, 5).await;
-    let mut ids: Vec<String> = got
-        .iter()
-        .map(|(_, v)| v["prediction_id"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let mut ids = prediction_ids(&got);
     ids.sort();
     ids.dedup();
     assert_eq!(ids, ["p0", "p1", "p2", "p3", "p4"], "nothing lost: {got:?}");
@@ -458,10 +462,7 @@ async fn a_full_spool_answers_503_then_resumes_when_kafka_returns() {
     assert!(resumed, "ingest resumes once Kafka confirmed the backlog");
     let n = acked.len();
     let got = drain_async(&c, n).await;
-    let seen: std::collections::HashSet<&str> = got
-        .iter()
-        .filter_map(|(_, v)| v["prediction_id"].as_str())
-        .collect();
+    let seen: std::collections::HashSet<&str> = prediction_ids(&got).into_iter().collect();
     for id in &acked {
         assert!(
             seen.contains(id.as_str()),
@@ -567,10 +568,7 @@ async fn a_damaged_spool_is_recovered_reported_and_the_rest_delivered() {
     expected.push("p99".into());
     let n = expected.len();
     let got = drain_async(&c, n).await;
-    let mut ids: Vec<String> = got
-        .iter()
-        .filter_map(|(_, v)| v["prediction_id"].as_str().map(str::to_owned))
-        .collect();
+    let mut ids = prediction_ids(&got);
     ids.sort_by_key(|id| id[1..].parse::<u32>().unwrap_or(0));
     // Everything after the damaged segment is delivered, then the new event; not the
     // quarantined segment, and not the torn record (never acknowledged).
@@ -743,10 +741,7 @@ async fn an_event_kafka_refuses_for_good_goes_to_the_dead_letter_spool() {
         .expect("post");
     assert_eq!(r.status(), 202);
     let got = drain_async(&c, 2).await;
-    let ids: Vec<&str> = got
-        .iter()
-        .filter_map(|(_, v)| v["prediction_id"].as_str())
-        .collect();
+    let ids = prediction_ids(&got);
     assert_eq!(ids, ["p0", "p2"], "the rest is delivered, in order");
     let mut page = String::new();
     for _ in 0..50 {
@@ -809,10 +804,7 @@ async fn sigterm_during_an_outage_leaves_the_rest_in_the_spool_for_the_next_star
     };
     let next = start_agent_with(&c.bootstrap_servers(), 10_000, config).await;
     let got = drain_async(&c, 5).await;
-    let mut ids: Vec<&str> = got
-        .iter()
-        .filter_map(|(_, v)| v["prediction_id"].as_str())
-        .collect();
+    let mut ids = prediction_ids(&got);
     ids.sort();
     ids.dedup();
     assert_eq!(

@@ -96,6 +96,35 @@ async fn post_until_refused(
     (acked, None)
 }
 
+/// Post one batch again every `pause`, as a model server honouring `Retry-After` does,
+/// until it is acknowledged (at most 60 s); returns the statuses of the refusals.
+async fn retry_until_taken(
+    addr: std::net::SocketAddr,
+    ids: &[String],
+    pause: Duration,
+) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refusals = Vec::new();
+    loop {
+        let r = client
+            .post(format!("http://{addr}/v1/predictions"))
+            .body(ndjson(ids))
+            .send()
+            .await
+            .expect("post");
+        if r.status() == 202 {
+            return refusals;
+        }
+        refusals.push(r.status().as_u16());
+        assert!(
+            Instant::now() < deadline,
+            "ingest did not resume within 60 s"
+        );
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// Wait until the agent's spool has no unconfirmed event.
 async fn wait_drained(agent: &AgentProc, within: Duration) {
     let deadline = Instant::now() + within;
@@ -261,7 +290,6 @@ async fn a_full_spool_answers_503_and_ingest_resumes_when_the_broker_returns() {
     );
     agent.wait_ready().await;
     tansu.signal("STOP");
-    let client = reqwest::Client::new();
     let (mut acked, full) = post_until_refused(agent.addr, "b", 200).await;
     let r = full.expect("a 128 KiB budget fills up");
     assert_eq!(r.status(), 503);
@@ -275,25 +303,9 @@ async fn a_full_spool_answers_503_and_ingest_resumes_when_the_broker_returns() {
     tansu.signal("CONT");
     // The model server retries the refused batch after Retry-After until it is taken.
     let ids: Vec<String> = (0..20).map(|i| format!("retried-{i}")).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = client
-            .post(format!("http://{}/v1/predictions", agent.addr))
-            .body(ndjson(&ids))
-            .send()
-            .await
-            .expect("post");
-        if r.status() == 202 {
-            acked.extend(ids);
-            break;
-        }
-        assert_eq!(r.status(), 503);
-        assert!(
-            Instant::now() < deadline,
-            "ingest did not resume within 60 s"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let refusals = retry_until_taken(agent.addr, &ids, Duration::from_secs(1)).await;
+    assert!(refusals.iter().all(|&s| s == 503), "{refusals:?}");
+    acked.extend(ids);
     wait_drained(&agent, Duration::from_secs(60)).await;
     assert_eq!(agent.proc.terminate(), Some(0));
     let (distinct, duplicates) = assert_all_in_kafka(&brokers, &topic, &acked);
@@ -603,24 +615,8 @@ async fn a_full_disk_refuses_events_and_recovers_once_kafka_confirms() {
     let full_at = acked.len();
     tansu.signal("CONT");
     let ids: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = client
-            .post(format!("http://{}/v1/predictions", agent.addr))
-            .body(ndjson(&ids))
-            .send()
-            .await
-            .expect("post");
-        if r.status() == 202 {
-            acked.extend(ids);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ingest did not resume within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    retry_until_taken(agent.addr, &ids, Duration::from_millis(500)).await;
+    acked.extend(ids);
     wait_drained(&agent, Duration::from_secs(60)).await;
     assert_eq!(agent.proc.terminate(), Some(0));
     let (distinct, duplicates) = assert_all_in_kafka(&brokers, &topic, &acked);
