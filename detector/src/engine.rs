@@ -31,6 +31,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use driftwatch_schema::{Event, FeatureValue, Prediction};
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{quick_key, Column, ColumnBatch, MISSING};
 use crate::plan::{
     Check, Correction, FeatureType, Method, Plan, Severity, Signal, Source, WindowKind, Windowing,
 };
@@ -89,16 +90,6 @@ struct CatCounts {
     map: Option<FxMap>,
 }
 
-/// The first 8 bytes of a category and its length: equal keys of up to 8 bytes compare
-/// equal here without a call to memcmp.
-fn quick_key(c: &str) -> u128 {
-    let b = c.as_bytes();
-    let mut head = [0u8; 8];
-    let n = b.len().min(8);
-    head[..n].copy_from_slice(&b[..n]);
-    (u128::from(u64::from_le_bytes(head)) << 64) | b.len() as u128
-}
-
 impl CatCounts {
     const LIST_MAX: usize = 32;
 
@@ -111,21 +102,26 @@ impl CatCounts {
     }
 
     fn add(&mut self, c: &str) {
+        self.add_n(c, 1);
+    }
+
+    /// Count `n` more of category `c`.
+    fn add_n(&mut self, c: &str, n: u64) {
         if let Some(map) = &mut self.map {
-            if let Some(n) = map.get_mut(c) {
-                *n += 1;
+            if let Some(k) = map.get_mut(c) {
+                *k += n;
             } else {
-                map.insert(c.to_owned(), 1);
+                map.insert(c.to_owned(), n);
             }
             return;
         }
         if let Some(i) = self.find(c) {
-            self.list[i].2 += 1;
+            self.list[i].2 += n;
         } else if self.list.len() < Self::LIST_MAX {
-            self.list.push((quick_key(c), c.to_owned(), 1));
+            self.list.push((quick_key(c), c.to_owned(), n));
         } else {
-            let mut map: FxMap = self.list.drain(..).map(|(_, s, n)| (s, n)).collect();
-            map.insert(c.to_owned(), 1);
+            let mut map: FxMap = self.list.drain(..).map(|(_, s, k)| (s, k)).collect();
+            map.insert(c.to_owned(), n);
             self.map = Some(map);
         }
     }
@@ -704,6 +700,47 @@ impl Window {
             }
         }
     }
+
+    /// Add rows `rows` of `batch`, column by column: the same as [`Window::add`] on each
+    /// row in turn.
+    fn add_columns(&mut self, batch: &ColumnBatch, rows: std::ops::Range<usize>) {
+        if rows.is_empty() {
+            return;
+        }
+        self.events += rows.len();
+        self.first.get_or_insert(batch.timestamp(rows.start));
+        self.last = Some(batch.timestamp(rows.end - 1));
+        for (w, column) in self.signals.iter_mut().zip(&batch.columns) {
+            match column {
+                Column::Num(values) => {
+                    let values = &values[rows.clone()];
+                    let missing = values.iter().filter(|x| x.is_nan()).count();
+                    if missing == 0 {
+                        w.num.extend_from_slice(values);
+                    } else {
+                        w.num.extend(values.iter().filter(|x| !x.is_nan()));
+                        w.missing += missing;
+                    }
+                }
+                Column::Cat { ids, dict } => {
+                    let mut counts = vec![0u64; dict.len() + 1];
+                    for &id in &ids[rows.clone()] {
+                        counts[if id == MISSING {
+                            dict.len()
+                        } else {
+                            id as usize
+                        }] += 1;
+                    }
+                    w.missing += counts[dict.len()] as usize;
+                    for (id, &n) in counts[..dict.len()].iter().enumerate() {
+                        if n > 0 {
+                            w.cat.add_n(dict.name(id as u32), n);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Work shared by the checks of one signal in one window, computed once on demand.
@@ -893,41 +930,35 @@ fn severity(method: Method, warning: Option<f64>, critical: Option<f64>, value: 
     }
 }
 
-/// Evaluate every check of a closed window.
-fn evaluate(
-    signals: &[Signal],
+/// Evaluate every check of one signal in a closed window (sorting its values first).
+fn evaluate_signal(
+    signal: &Signal,
     reference: &ReferenceProfile,
-    window: &mut Window,
+    acc: &mut SignalAcc,
     min_samples: usize,
-    correction: Correction,
 ) -> Vec<CheckResult> {
-    let mut out = Vec::new();
-    for (signal, acc) in signals.iter().zip(window.signals.iter_mut()) {
-        sort_window(signal, acc);
-        let acc = &*acc;
-        let empty;
-        let r = match reference.signals.get(&signal.name) {
-            Some(r) => r,
-            None => {
-                // A reference frozen under an older plan lacks this signal.
-                empty = SignalReference::empty(signal.kind);
-                &empty
-            }
-        };
-        let mut prep = Prepared::default();
-        for check in &signal.checks {
-            out.push(evaluate_check(
-                signal,
-                check,
-                r,
-                acc,
-                &mut prep,
-                min_samples,
-                reference,
-            ));
+    let empty;
+    let r = match reference.signals.get(&signal.name) {
+        Some(r) => r,
+        None => {
+            // A reference frozen under an older plan lacks this signal.
+            empty = SignalReference::empty(signal.kind);
+            &empty
         }
-    }
-    // Benjamini-Hochberg across every evaluated p-value of the window; always reported.
+    };
+    sort_window(signal, acc);
+    let acc = &*acc;
+    let mut prep = Prepared::default();
+    signal
+        .checks
+        .iter()
+        .map(|check| evaluate_check(signal, check, r, acc, &mut prep, min_samples, reference))
+        .collect()
+}
+
+/// Benjamini-Hochberg across every evaluated p-value of a window's checks; always
+/// reported, and applied to plan thresholds when the plan asks for it.
+fn adjust(out: &mut [CheckResult], correction: Correction) {
     let idx: Vec<usize> = (0..out.len())
         .filter(|&i| out[i].status == CheckStatus::Evaluated && out[i].p_value.is_some())
         .collect();
@@ -942,6 +973,88 @@ fn evaluate(
             c.value = Some(adj);
             c.severity = severity(c.method, c.warning, c.critical, adj);
         }
+    }
+}
+
+/// From this many values in the windows evaluated together they are spread over threads
+/// (unit tests take the threaded path on small windows).
+const MIN_PARALLEL_SAMPLES: usize = if cfg!(test) { 1 } else { 200_000 };
+
+/// Evaluate every check of closed windows: signal by signal, so each signal's reference
+/// is read into the cache once for all the windows, with the signals spread over up to
+/// `threads` threads. The checks of each window, in signal order, adjusted.
+fn evaluate(
+    signals: &[Signal],
+    reference: &ReferenceProfile,
+    windows: &mut [Window],
+    min_samples: usize,
+    correction: Correction,
+    threads: usize,
+) -> Vec<Vec<CheckResult>> {
+    let samples: usize = windows.iter().map(|w| w.events).sum::<usize>() * signals.len();
+    // Per signal, its values in every window.
+    let mut by_signal: Vec<(usize, Vec<&mut SignalAcc>)> =
+        (0..signals.len()).map(|s| (s, Vec::new())).collect();
+    for w in windows.iter_mut() {
+        for (s, acc) in w.signals.iter_mut().enumerate() {
+            by_signal[s].1.push(acc);
+        }
+    }
+    let run = |part: Vec<(usize, Vec<&mut SignalAcc>)>| -> Vec<(usize, Vec<Vec<CheckResult>>)> {
+        part.into_iter()
+            .map(|(s, accs)| {
+                let results = accs
+                    .into_iter()
+                    .map(|acc| evaluate_signal(&signals[s], reference, acc, min_samples))
+                    .collect();
+                (s, results)
+            })
+            .collect()
+    };
+    // Numeric signals cost far more than categorical ones: deal them out in turn so each
+    // thread gets its share of both. Small work is not worth a thread.
+    let threads = if samples >= MIN_PARALLEL_SAMPLES {
+        threads.max(1)
+    } else {
+        1
+    };
+    let mut parts: Vec<Vec<(usize, Vec<&mut SignalAcc>)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    by_signal.sort_by_key(|(s, _)| signals[*s].kind != FeatureType::Numeric);
+    for (n, entry) in by_signal.into_iter().enumerate() {
+        parts[n % threads].push(entry);
+    }
+    let mut done: Vec<(usize, Vec<Vec<CheckResult>>)> = if threads == 1 {
+        parts.into_iter().flat_map(run).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let mut parts = parts.into_iter();
+            let here = parts.next().unwrap_or_default();
+            let spawned: Vec<_> = parts
+                .map(|part| {
+                    let run = &run;
+                    scope.spawn(move || run(part))
+                })
+                .collect();
+            let mut done = run(here);
+            for h in spawned {
+                done.extend(
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                );
+            }
+            done
+        })
+    };
+    done.sort_by_key(|(s, _)| *s);
+    let mut out: Vec<Vec<CheckResult>> = (0..windows.len()).map(|_| Vec::new()).collect();
+    for (_, results) in done {
+        for (w, checks) in results.into_iter().enumerate() {
+            out[w].extend(checks);
+        }
+    }
+    for checks in &mut out {
+        adjust(checks, correction);
     }
     out
 }
@@ -1083,6 +1196,60 @@ impl Windows {
         let still_open = self.open.split_off(&self.closed_before);
         let closed = std::mem::replace(&mut self.open, still_open);
         (closed.into_iter().collect(), !placed)
+    }
+
+    /// Add rows `rows` of `batch` to count windows, a run of rows at a time: the same
+    /// windows, contents and closes as [`Windows::add`] row by row followed by an
+    /// outcome (see [`Monitor::observe_outcome`]) for each row that carries one.
+    fn add_columns(
+        &mut self,
+        signals: &[Signal],
+        batch: &ColumnBatch,
+        rows: std::ops::Range<usize>,
+        mut closed: impl FnMut(i64, Window),
+    ) {
+        let Windowing { size, slide, .. } = self.spec;
+        debug_assert_eq!(self.spec.kind, WindowKind::Count);
+        let capacity = size.min(1 << 20) as usize;
+        let mut at = rows.start;
+        while at < rows.end {
+            let pos = self.seq;
+            // A run ends where a window starts or ends, so every row of it falls in the
+            // same windows and only its last row can close one.
+            let next_start = (pos.div_euclid(slide) + 1) * slide;
+            let next_end = ((pos - size).div_euclid(slide) + 1) * slide + size;
+            let n = (next_start.min(next_end) - pos).min((rows.end - at) as i64) as usize;
+            let run = at..at + n;
+            let first = ((pos - size).div_euclid(slide) + 1).max(0);
+            let last = pos.div_euclid(slide);
+            let end = pos + n as i64;
+            let outcomes = if batch.outcomes.is_empty() {
+                0
+            } else {
+                batch.outcomes[run.clone()].iter().filter(|o| **o).count()
+            };
+            let last_has_outcome = batch.has_outcome(run.end - 1);
+            for k in first.max(self.closed_before)..=last {
+                let w = self
+                    .open
+                    .entry(k)
+                    .or_insert_with(|| Window::new(signals, capacity));
+                w.add_columns(batch, run.clone());
+                // An outcome counts in the windows still open after its row.
+                let closes = k * slide + size == end;
+                w.outcomes += outcomes - usize::from(closes && last_has_outcome);
+            }
+            self.seq = end;
+            self.closed_before = self.closed_before.max((end - size).div_euclid(slide) + 1);
+            while let Some(entry) = self.open.first_entry() {
+                if *entry.key() >= self.closed_before {
+                    break;
+                }
+                let (k, w) = entry.remove_entry();
+                closed(k, w);
+            }
+            at += n;
+        }
     }
 
     fn bounds(&self, k: i64) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
@@ -1256,18 +1423,60 @@ impl Monitor {
         };
         let (closed, late) = windows.add(&self.signals, timestamp, row);
         step.late = late;
-        for (k, mut w) in closed {
-            step.reports.push(report(
+        let closed = closed
+            .into_iter()
+            .map(|(k, window)| Closed {
+                k,
+                window,
+                complete: true,
+            })
+            .collect();
+        step.reports = reports(&self.plan, &self.signals, reference, windows, closed, 1);
+        step
+    }
+
+    /// Whether [`Monitor::observe_columns`] takes the next rows: monitoring count
+    /// windows. Otherwise feed rows one at a time with [`Monitor::observe_row`].
+    pub fn takes_columns(&self) -> bool {
+        matches!(&self.phase, Phase::Monitoring { windows, .. } if windows.spec.kind == WindowKind::Count)
+    }
+
+    /// Feed rows `from..` of `batch` column by column, each row's outcome included (see
+    /// [`ColumnBatch::has_outcome`]): the windows that closed, to evaluate with
+    /// [`Monitor::evaluate`]. The same windows and reports as [`Monitor::observe_row`]
+    /// and [`Monitor::observe_outcome`] row by row, at a fraction of the cost. Call only
+    /// while [`Monitor::takes_columns`].
+    pub fn close_columns(&mut self, batch: &ColumnBatch, from: usize) -> Vec<Closed> {
+        let mut closed = Vec::new();
+        let Phase::Monitoring { windows, .. } = &mut self.phase else {
+            debug_assert!(false, "close_columns while collecting the reference");
+            return closed;
+        };
+        windows.add_columns(&self.signals, batch, from..batch.len(), |k, window| {
+            closed.push(Closed {
+                k,
+                window,
+                complete: true,
+            })
+        });
+        closed
+    }
+
+    /// Evaluate windows from [`Monitor::close_columns`], in order, on up to `threads`
+    /// threads. Evaluating several windows in one call reads each signal's reference once
+    /// for all of them.
+    pub fn evaluate(&self, closed: Vec<Closed>, threads: usize) -> Vec<WindowReport> {
+        match &self.phase {
+            Phase::Monitoring { reference, windows } => reports(
                 &self.plan,
                 &self.signals,
                 reference,
                 windows,
-                k,
-                &mut w,
-                true,
-            ));
+                closed,
+                threads,
+            ),
+            Phase::Collecting(..) => Vec::new(),
         }
-        step
     }
 
     /// The plan's signals, in row order.
@@ -1281,63 +1490,77 @@ impl Monitor {
             return Vec::new();
         };
         let open = std::mem::take(&mut windows.open);
-        open.into_iter()
+        let closed = open
+            .into_iter()
             .filter(|(_, w)| w.events > 0)
-            .map(|(k, mut w)| {
-                report(
-                    &self.plan,
-                    &self.signals,
-                    reference,
-                    windows,
-                    k,
-                    &mut w,
-                    false,
-                )
+            .map(|(k, window)| Closed {
+                k,
+                window,
+                complete: false,
             })
-            .collect()
+            .collect();
+        reports(&self.plan, &self.signals, reference, windows, closed, 1)
     }
 }
 
-fn report(
+/// A window that has closed, not yet evaluated (see [`Monitor::close_columns`]).
+pub struct Closed {
+    k: i64,
+    window: Window,
+    complete: bool,
+}
+
+/// Evaluate closed windows (in order) into their reports, on up to `threads` threads.
+fn reports(
     plan: &Plan,
     signals: &[Signal],
     reference: &ReferenceProfile,
     windows: &Windows,
-    k: i64,
-    w: &mut Window,
-    complete: bool,
-) -> WindowReport {
+    closed: Vec<Closed>,
+    threads: usize,
+) -> Vec<WindowReport> {
+    let (keys, mut ws): (Vec<(i64, bool)>, Vec<Window>) = closed
+        .into_iter()
+        .map(|c| ((c.k, c.complete), c.window))
+        .unzip();
     let checks = evaluate(
         signals,
         reference,
-        w,
+        &mut ws,
         plan.window.min_samples(),
         plan.multiple_testing.method,
+        threads,
     );
-    let severity = checks
-        .iter()
-        .map(|c| c.severity)
-        .max()
-        .unwrap_or(Severity::Ok);
-    let (start, end) = windows.bounds(k);
     let epoch = DateTime::<Utc>::UNIX_EPOCH;
-    WindowReport {
-        system_id: plan.system.id.clone(),
-        plan_version: plan.system.plan_version.clone(),
-        reference_version: reference.version.clone(),
-        window: WindowInfo {
-            index: k,
-            start,
-            end,
-            events: w.events,
-            outcomes: w.outcomes,
-            first_event_at: w.first.unwrap_or(epoch),
-            last_event_at: w.last.unwrap_or(epoch),
-            complete,
-        },
-        severity,
-        checks,
-    }
+    keys.into_iter()
+        .zip(ws)
+        .zip(checks)
+        .map(|(((k, complete), w), checks)| {
+            let severity = checks
+                .iter()
+                .map(|c| c.severity)
+                .max()
+                .unwrap_or(Severity::Ok);
+            let (start, end) = windows.bounds(k);
+            WindowReport {
+                system_id: plan.system.id.clone(),
+                plan_version: plan.system.plan_version.clone(),
+                reference_version: reference.version.clone(),
+                window: WindowInfo {
+                    index: k,
+                    start,
+                    end,
+                    events: w.events,
+                    outcomes: w.outcomes,
+                    first_event_at: w.first.unwrap_or(epoch),
+                    last_event_at: w.last.unwrap_or(epoch),
+                    complete,
+                },
+                severity,
+                checks,
+            }
+        })
+        .collect()
 }
 
 /// An event for a system no plan covers.

@@ -15,10 +15,12 @@
 //! together for `driftwatch demo`.
 
 pub mod alert;
+pub mod batch;
 pub mod dedup;
 pub mod demo;
 pub mod detect;
 pub mod engine;
+pub mod fastcsv;
 pub mod metrics;
 pub mod plan;
 pub mod replay;

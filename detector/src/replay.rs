@@ -7,11 +7,18 @@ use std::sync::Arc;
 
 use crate::alert::alerts_for;
 use crate::engine::{fnv1a64, plan_fingerprint, Monitor, ReferenceBuilder, ReferenceProfile, Step};
+use crate::fastcsv;
 use crate::plan::{Plan, Severity};
-use crate::source::{self, RowBatch, SourceError};
+use crate::source::{self, SourceError};
 
-/// Rows per batch handed from the CSV parser thread to the engine.
-const BATCH_ROWS: usize = 4096;
+/// CSV parsing threads, and window evaluation threads: one per core, up to four.
+fn parsers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// Closed windows evaluated in one go: each signal's reference is then read into the
+/// cache once for all of them (a 50,000-value reference is 400 KB).
+const EVALUATE_TOGETHER: usize = 8;
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -50,14 +57,14 @@ pub enum ReplayError {
 pub fn reference_from_file(plan: &Plan, path: &Path) -> Result<ReferenceProfile, ReplayError> {
     let mut builder = ReferenceBuilder::new(plan);
     if is_csv(path) {
-        let mut rows = source::CsvRows::open(path, plan)?;
-        loop {
+        fastcsv::read_batches(path, plan, parsers(), |batch| {
             let mut row = Vec::new();
-            match rows.next_row(&mut row)? {
-                Some(meta) => builder.add_row(meta.timestamp, &row),
-                None => break,
+            for i in 0..batch.len() {
+                batch.row(i, &mut row);
+                builder.add_row(batch.timestamp(i), &row);
             }
-        }
+            Ok::<_, ReplayError>(())
+        })?;
     } else {
         for event in source::open(path, plan)? {
             if let driftwatch_schema::Event::Prediction(p) = event? {
@@ -126,61 +133,57 @@ pub fn replay(
     let mut monitor = Monitor::new(plan.clone(), profile);
     let mut summary = ReplaySummary::default();
     if is_csv(events) {
-        // CSV rows go straight into engine rows (every row is the plan's system). One
-        // thread parses batches of rows while this one runs the engine on the previous
-        // batch; the batches come back to be reused.
-        let mut rows = source::CsvRows::open(events, &plan)?;
+        // CSV columns go straight into the engine (every row is the plan's system),
+        // parsed on other threads; row by row only until the engine takes columns.
         let width = monitor.signals().len();
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<RowBatch>(2);
-        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<RowBatch>();
-        for _ in 0..3 {
-            let _ = empty_tx.send(RowBatch::default());
-        }
-        let parsed = std::thread::scope(|scope| {
-            let parser = scope.spawn(move || -> Result<(), SourceError> {
-                while let Ok(mut batch) = empty_rx.recv() {
-                    batch.clear();
-                    let more = rows.next_batch(&mut batch, BATCH_ROWS);
-                    let last = !matches!(more, Ok(true));
-                    if full_tx.send(batch).is_err() {
-                        return Ok(());
-                    }
-                    more?;
-                    if last {
-                        return Ok(());
-                    }
+        let threads = parsers();
+        let mut closed = Vec::new();
+        let read = fastcsv::read_batches(events, &plan, threads, |batch| {
+            let mut i = 0;
+            let mut row = Vec::with_capacity(width);
+            while i < batch.len() && !monitor.takes_columns() {
+                batch.row(i, &mut row);
+                summary.predictions += 1;
+                let step = monitor.observe_row(batch.timestamp(i), &row);
+                if batch.has_outcome(i) {
+                    summary.outcomes += 1;
+                    monitor.observe_outcome();
                 }
-                Ok(())
-            });
-            let mut engine = Ok(());
-            'batches: for batch in full_rx.iter() {
-                let mut row = Vec::with_capacity(width);
-                for i in 0..batch.len() {
-                    let meta = batch.row(i, width, &mut row);
-                    summary.predictions += 1;
-                    let step = monitor.observe_row(meta.timestamp, &row);
-                    if meta.has_outcome {
-                        summary.outcomes += 1;
-                        monitor.observe_outcome();
-                    }
-                    if let Err(e) = record(step, min, out, &mut summary) {
-                        engine = Err(ReplayError::from(e));
-                        break 'batches;
-                    }
-                }
-                drop(row);
-                let _ = empty_tx.send(batch);
+                record(step, min, out, &mut summary)?;
+                i += 1;
             }
-            // After an output error, closing both channels stops the parser wherever
-            // it waits.
-            drop(full_rx);
-            drop(empty_tx);
-            let parser = parser
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            engine.and(parser.map_err(ReplayError::from))
+            if i < batch.len() {
+                summary.predictions += (batch.len() - i) as u64;
+                summary.outcomes +=
+                    (i..batch.len()).filter(|&r| batch.has_outcome(r)).count() as u64;
+                closed.extend(monitor.close_columns(batch, i));
+                if closed.len() >= EVALUATE_TOGETHER {
+                    let reports = monitor.evaluate(std::mem::take(&mut closed), threads);
+                    record(
+                        Step {
+                            reports,
+                            ..Step::default()
+                        },
+                        min,
+                        out,
+                        &mut summary,
+                    )?;
+                }
+            }
+            Ok::<_, ReplayError>(())
         });
-        parsed?;
+        // The rows before a bad record are reported before the error.
+        let reports = monitor.evaluate(closed, threads);
+        record(
+            Step {
+                reports,
+                ..Step::default()
+            },
+            min,
+            out,
+            &mut summary,
+        )?;
+        read?;
     } else {
         for event in source::open(events, &plan)? {
             let event = event?;

@@ -15,6 +15,7 @@ use driftwatch_schema::{
 };
 use uuid::Uuid;
 
+use crate::batch::{Column, ColumnBatch, MISSING};
 use crate::plan::{FeatureType, Plan};
 
 /// A file that cannot be read as events.
@@ -349,6 +350,45 @@ impl Iterator for CsvEvents {
     }
 }
 
+/// A record boundary in a CSV file, past the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// Byte offset in the file.
+    pub byte: u64,
+    /// 1-based physical line.
+    pub line: u64,
+    /// Data records before it.
+    pub records: u64,
+}
+
+/// What a fast reader needs to know of a CSV file's columns.
+#[derive(Debug, Clone)]
+pub(crate) struct CsvLayout {
+    /// Fields in every record (the header's count).
+    pub width: usize,
+    /// Per plan signal: its column and kind.
+    pub signals: Vec<(Option<usize>, FeatureType)>,
+    /// The timestamp column.
+    pub timestamp: Option<usize>,
+    /// The outcome column.
+    pub outcome: Option<usize>,
+}
+
+/// An RFC 3339 timestamp, in UTC.
+pub(crate) fn parse_timestamp(f: &[u8]) -> Option<DateTime<Utc>> {
+    std::str::from_utf8(f)
+        .ok()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Whether a trimmed CSV field is a missing value of a signal of `kind`.
+pub(crate) fn is_missing(f: &[u8], kind: FeatureType) -> bool {
+    f.is_empty()
+        || f.eq_ignore_ascii_case(b"null")
+        || (kind == FeatureType::Numeric && f.eq_ignore_ascii_case(b"nan"))
+}
+
 /// A CSV file decoded straight into engine rows (see [`crate::engine::decode`]): one
 /// value per plan signal, taken by column index, with no per-row maps or allocations
 /// beyond the row itself. The same checks and errors as the event reader.
@@ -379,63 +419,6 @@ enum Cell<'a> {
     Num(f64),
     Cat(&'a str),
     Missing,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum OwnedCell {
-    Num(f64),
-    /// A category: a range of [`RowBatch::text`].
-    Cat(u32, u32),
-    Missing,
-}
-
-/// Rows parsed on one thread for the engine on another: values in signal order, row
-/// after row, with category text in one buffer.
-#[derive(Debug, Default)]
-pub struct RowBatch {
-    cells: Vec<OwnedCell>,
-    text: String,
-    meta: Vec<RowMeta>,
-}
-
-impl RowBatch {
-    /// Rows held.
-    pub fn len(&self) -> usize {
-        self.meta.len()
-    }
-
-    /// Whether it holds no row.
-    pub fn is_empty(&self) -> bool {
-        self.meta.is_empty()
-    }
-
-    /// Empty it, keeping the allocations.
-    pub fn clear(&mut self) {
-        self.cells.clear();
-        self.text.clear();
-        self.meta.clear();
-    }
-
-    /// Row `i` as engine values (into `out`, cleared first), with its metadata.
-    pub fn row<'a>(
-        &'a self,
-        i: usize,
-        width: usize,
-        out: &mut Vec<crate::engine::Observed<'a>>,
-    ) -> RowMeta {
-        use crate::engine::Observed;
-        out.clear();
-        for c in &self.cells[i * width..(i + 1) * width] {
-            out.push(match *c {
-                OwnedCell::Num(x) => Observed::Num(x),
-                OwnedCell::Cat(a, b) => Observed::Cat(std::borrow::Cow::Borrowed(
-                    &self.text[a as usize..b as usize],
-                )),
-                OwnedCell::Missing => Observed::Missing,
-            });
-        }
-        self.meta[i]
-    }
 }
 
 /// Parse a decimal number as `str::parse::<f64>` does, exactly; plain decimals of at
@@ -483,6 +466,107 @@ pub fn parse_f64(f: &[u8]) -> Option<f64> {
         }
     }
     std::str::from_utf8(f).ok()?.parse::<f64>().ok()
+}
+
+/// The number of leading ASCII digits of `s`, up to 8, and their value.
+#[inline(always)]
+fn digits8(s: &[u8]) -> (usize, u64) {
+    if s.len() >= 8 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&s[..8]);
+        let x = u64::from_le_bytes(b);
+        // A byte is a digit iff its high nibble is 3 and stays 3 after adding 6.
+        const HI: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+        const THREES: u64 = 0x3030_3030_3030_3030;
+        let bad = ((x & HI) ^ THREES) | ((x.wrapping_add(0x0606_0606_0606_0606) & HI) ^ THREES);
+        let n = (bad.trailing_zeros() / 8) as usize;
+        if n == 0 {
+            return (0, 0);
+        }
+        // The n digits, as the low bytes, moved up so the rest reads as leading zeros.
+        let mut v = x.wrapping_sub(THREES) << (8 * (8 - n));
+        v = v.wrapping_mul(10).wrapping_add(v >> 8);
+        const MASK: u64 = 0x0000_00FF_0000_00FF;
+        const MUL1: u64 = 0x000F_4240_0000_0064;
+        const MUL2: u64 = 0x0000_2710_0000_0001;
+        v = ((v & MASK)
+            .wrapping_mul(MUL1)
+            .wrapping_add(((v >> 16) & MASK).wrapping_mul(MUL2)))
+            >> 32;
+        return (n, v);
+    }
+    let mut v = 0u64;
+    let mut n = 0;
+    while n < s.len() && n < 8 && s[n].is_ascii_digit() {
+        v = v * 10 + u64::from(s[n] - b'0');
+        n += 1;
+    }
+    (n, v)
+}
+
+/// A run of digits at the start of `s` (at most 15 in all): its length, value and count.
+#[inline(always)]
+fn digit_run(s: &[u8]) -> Option<(usize, u64)> {
+    let (mut n, mut v) = digits8(s);
+    if n == 8 {
+        let (m, w) = digits8(&s[8..]);
+        if m > 7 {
+            return None;
+        }
+        v = v * [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000][m] + w;
+        n += m;
+    }
+    Some((n, v))
+}
+
+/// A plain decimal `[+-]digits[.digits]` at the start of `s`, with at most 15 digits: its
+/// value, exactly as `str::parse::<f64>` reads those bytes, and its length. `None` when
+/// the number is longer or of another form (the caller falls back to [`parse_f64`]);
+/// the caller checks what follows the number.
+#[inline]
+pub(crate) fn parse_f64_prefix(s: &[u8]) -> Option<(f64, usize)> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (neg, sign) = match s.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        _ => (false, 0),
+    };
+    let (int_len, int) = digit_run(&s[sign..])?;
+    let mut len = sign + int_len;
+    let (mut frac_len, mut frac) = (0, 0);
+    if s.get(len) == Some(&b'.') {
+        (frac_len, frac) = digit_run(&s[len + 1..])?;
+        len += 1 + frac_len;
+    }
+    if int_len + frac_len == 0 || int_len + frac_len > 15 {
+        return None;
+    }
+    // Below 10^15 < 2^53 and divided by an exact power of ten: one correctly rounded
+    // IEEE division (Clinger's fast path).
+    const TEN_TO: [u64; 16] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+        1_000_000_000,
+        10_000_000_000,
+        100_000_000_000,
+        1_000_000_000_000,
+        10_000_000_000_000,
+        100_000_000_000_000,
+        1_000_000_000_000_000,
+    ];
+    let mantissa = int * TEN_TO[frac_len] + frac;
+    // Through i64: one conversion instruction (u64 needs several without AVX-512).
+    let x = mantissa as i64 as f64 / POW10[frac_len];
+    Some((if neg { -x } else { x }, len))
 }
 
 impl CsvRows {
@@ -567,16 +651,12 @@ impl CsvRows {
             .filter(|f| !f.is_empty())
         {
             None => DateTime::<Utc>::UNIX_EPOCH,
-            Some(f) => std::str::from_utf8(f)
-                .ok()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| t.with_timezone(&Utc))
-                .ok_or_else(|| {
-                    self.error(format!(
-                        "column timestamp: expected an RFC 3339 timestamp, found \"{}\"",
-                        String::from_utf8_lossy(f)
-                    ))
-                })?,
+            Some(f) => parse_timestamp(f).ok_or_else(|| {
+                self.error(format!(
+                    "column timestamp: expected an RFC 3339 timestamp, found \"{}\"",
+                    String::from_utf8_lossy(f)
+                ))
+            })?,
         };
         let has_outcome = self.outcome.is_some_and(|c| !self.field(c).is_empty());
         Ok(RowMeta {
@@ -592,10 +672,7 @@ impl CsvRows {
             Some(c) => self.field(c),
             None => &[][..],
         };
-        if f.is_empty()
-            || f.eq_ignore_ascii_case(b"null")
-            || (kind == FeatureType::Numeric && f.eq_ignore_ascii_case(b"nan"))
-        {
+        if is_missing(f, kind) {
             return Ok(Cell::Missing);
         }
         match kind {
@@ -635,36 +712,79 @@ impl CsvRows {
         Ok(Some(meta))
     }
 
-    /// Append up to `max` rows to `batch`; `false` once the file is exhausted. On a bad
-    /// record the rows before it are in `batch` and the error names the record.
-    pub fn next_batch(&mut self, batch: &mut RowBatch, max: usize) -> Result<bool, SourceError> {
+    /// Append up to `max` rows to `batch` (made for this plan's signals); `false` once
+    /// the file is exhausted. On a bad record the rows before it are in `batch` and the
+    /// error names the record.
+    pub fn next_batch(&mut self, batch: &mut ColumnBatch, max: usize) -> Result<bool, SourceError> {
         for _ in 0..max {
             if !self.advance()? {
                 return Ok(false);
             }
             let meta = self.meta()?;
-            let start = batch.cells.len();
+            let start = batch.len();
             for i in 0..self.columns.len() {
                 let cell = match self.cell(i) {
                     Ok(c) => c,
                     Err(e) => {
-                        batch.cells.truncate(start);
+                        batch.truncate(start);
                         return Err(e);
                     }
                 };
-                batch.cells.push(match cell {
-                    Cell::Num(x) => OwnedCell::Num(x),
-                    Cell::Cat(t) => {
-                        let from = batch.text.len();
-                        batch.text.push_str(t);
-                        OwnedCell::Cat(from as u32, batch.text.len() as u32)
-                    }
-                    Cell::Missing => OwnedCell::Missing,
-                });
+                match (&mut batch.columns[i], cell) {
+                    (Column::Num(v), Cell::Num(x)) => v.push(x),
+                    (Column::Num(v), _) => v.push(f64::NAN),
+                    (Column::Cat { ids, dict }, Cell::Cat(t)) => ids.push(dict.intern(t)),
+                    (Column::Cat { ids, .. }, _) => ids.push(MISSING),
+                }
             }
-            batch.meta.push(meta);
+            if self.timestamp.is_some() {
+                batch.timestamps.push(meta.timestamp);
+            }
+            if self.outcome.is_some() {
+                batch.outcomes.push(meta.has_outcome);
+            }
+            batch.push_row();
         }
         Ok(true)
+    }
+
+    /// Where the data rows start: the position after the header row.
+    pub fn data_start(&self) -> Resume {
+        let p = self.reader.position();
+        Resume {
+            byte: p.byte(),
+            line: p.line(),
+            records: 0,
+        }
+    }
+
+    /// Continue reading at `at` (a record boundary after the header, as counted by the
+    /// block reader of [`crate::fastcsv`]): errors name the same lines and records as a
+    /// read from the start would.
+    pub fn resume(&mut self, at: Resume) -> Result<(), SourceError> {
+        let mut pos = self.reader.position().clone();
+        pos.set_byte(at.byte);
+        pos.set_line(at.line);
+        pos.set_record(pos.record() + at.records);
+        if at.byte != self.reader.position().byte() {
+            self.reader.seek(pos).map_err(|e| SourceError::Io {
+                path: self.path.clone(),
+                source: e.into(),
+            })?;
+        }
+        self.line = 1 + at.records;
+        Ok(())
+    }
+
+    /// The file's column count (every record must have it), and per plan signal its
+    /// column; the timestamp and outcome columns.
+    pub(crate) fn layout(&mut self) -> CsvLayout {
+        CsvLayout {
+            width: self.reader.byte_headers().map_or(0, |h| h.len()),
+            signals: self.columns.clone(),
+            timestamp: self.timestamp,
+            outcome: self.outcome,
+        }
     }
 
     fn header_name(&self, signal: usize) -> &str {
@@ -674,7 +794,7 @@ impl CsvRows {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_f64;
+    use super::{parse_f64, parse_f64_prefix};
 
     /// The fast path must give exactly what the standard parser gives.
     #[test]
@@ -747,6 +867,43 @@ mod tests {
             let fast = parse_f64(s.as_bytes()).map(f64::to_bits);
             let std = s.parse::<f64>().ok().map(f64::to_bits);
             assert_eq!(fast, std, "{s:?}");
+            // The prefix parser, followed by what ends a CSV field, short and long.
+            for tail in [",", "\n", "", ",1.5,abc,2\n3,4"] {
+                let text = format!("{s}{tail}");
+                match parse_f64_prefix(text.as_bytes()) {
+                    Some((x, len)) if len == s.len() => {
+                        assert_eq!(Some(x.to_bits()), std, "{text:?}")
+                    }
+                    // Stopped inside the field: the caller sees no field end there and
+                    // falls back to `parse_f64`.
+                    Some((_, len)) => {
+                        assert!(!matches!(text.as_bytes()[len], b',' | b'\n'), "{text:?}")
+                    }
+                    None => {}
+                }
+            }
+        }
+        // It takes the common plain decimals itself.
+        for s in [
+            "0",
+            "-0",
+            "12.5",
+            "-000.000123",
+            "123456789012345",
+            "99999999.9999999",
+        ] {
+            assert!(parse_f64_prefix(s.as_bytes()).is_some(), "{s}");
+        }
+        for s in ["1234567890123456", "1e5", ".", "-", "inf", ""] {
+            let text = format!("{s},");
+            if let Some((x, len)) = parse_f64_prefix(text.as_bytes()) {
+                // Only a prefix that std reads the same way.
+                assert_eq!(
+                    Some(x.to_bits()),
+                    text[..len].parse::<f64>().ok().map(f64::to_bits)
+                );
+                assert_ne!(len, s.len(), "{s}");
+            }
         }
     }
 }

@@ -492,3 +492,117 @@ fn data_quality_checks() {
         Severity::Ok
     );
 }
+
+/// A test row: numbers, categories (`None`: missing), and whether an outcome came.
+type MixedRow = (Vec<Option<f64>>, Vec<Option<String>>, bool);
+
+/// Rows for the column path tests: numbers with gaps, a few categories with gaps, an
+/// outcome on some rows.
+fn mixed_rows(n: usize, seed: u64) -> Vec<MixedRow> {
+    let mut rng = crate::synth::Rng::new(seed);
+    (0..n)
+        .map(|i| {
+            let shift = if i > n / 2 { 0.8 } else { 0.0 };
+            let nums = (0..10)
+                .map(|k| {
+                    (!rng.next_u64().is_multiple_of(17))
+                        .then(|| (rng.normal() + shift + f64::from(k)).round() / 4.0)
+                })
+                .collect();
+            let cats = (0..5)
+                .map(|k| {
+                    (!rng.next_u64().is_multiple_of(13))
+                        .then(|| format!("v{}", rng.next_u64() % (2 + k as u64 * 3)))
+                })
+                .collect();
+            (nums, cats, rng.next_u64().is_multiple_of(3))
+        })
+        .collect()
+}
+
+fn batch_of(signals: &[Signal], rows: &[MixedRow]) -> ColumnBatch {
+    let mut b = ColumnBatch::new(signals);
+    for (nums, cats, outcome) in rows {
+        let (mut n, mut c) = (nums.iter(), cats.iter());
+        for column in &mut b.columns {
+            match column {
+                Column::Num(v) => v.push(n.next().copied().flatten().unwrap_or(f64::NAN)),
+                Column::Cat { ids, dict } => ids.push(
+                    c.next()
+                        .and_then(|x| x.as_deref())
+                        .map_or(MISSING, |x| dict.intern(x)),
+                ),
+            }
+        }
+        b.outcomes.push(*outcome);
+        b.push_row();
+    }
+    b
+}
+
+#[test]
+fn columns_give_the_reports_of_rows() {
+    use crate::synth::wide_plan_toml;
+    let rows = mixed_rows(2_300, 41);
+    for (window, threads) in [
+        ("size = 200", 1),
+        ("size = 200", 3),
+        ("size = 150\nslide = 40", 2),
+    ] {
+        let text = wide_plan_toml("first_events = 300", 200).replace("size = 200", window);
+        let plan = plan_text(&text);
+        let signals = plan.signals();
+        // Row by row, with each row's outcome after it.
+        let mut by_row = Monitor::new(plan.clone(), None);
+        let mut want = Vec::new();
+        for (nums, cats, outcome) in &rows {
+            let b = batch_of(&signals, &[(nums.clone(), cats.clone(), *outcome)]);
+            let mut row = Vec::new();
+            b.row(0, &mut row);
+            want.extend(by_row.observe_row(b.timestamp(0), &row).reports);
+            if *outcome {
+                by_row.observe_outcome();
+            }
+        }
+        want.extend(by_row.finish());
+        // In uneven batches: rows until the reference is frozen, then columns, closed
+        // windows evaluated a few at a time.
+        let mut by_column = Monitor::new(plan.clone(), None);
+        let mut got = Vec::new();
+        let mut closed = Vec::new();
+        let mut at = 0;
+        for size in [1, 7, 290, 3, 500, 999, 2_000].iter().cycle() {
+            if at == rows.len() {
+                break;
+            }
+            let end = (at + size).min(rows.len());
+            let b = batch_of(&signals, &rows[at..end]);
+            let mut i = 0;
+            while i < b.len() && !by_column.takes_columns() {
+                let mut row = Vec::new();
+                b.row(i, &mut row);
+                got.extend(by_column.observe_row(b.timestamp(i), &row).reports);
+                if b.has_outcome(i) {
+                    by_column.observe_outcome();
+                }
+                i += 1;
+            }
+            if i < b.len() {
+                closed.extend(by_column.close_columns(&b, i));
+                if closed.len() >= 3 {
+                    got.extend(by_column.evaluate(std::mem::take(&mut closed), threads));
+                }
+            }
+            at = end;
+        }
+        got.extend(by_column.evaluate(closed, threads));
+        got.extend(by_column.finish());
+        assert!(want.len() > 8, "{window}: {} reports", want.len());
+        assert!(want.iter().any(|r| r.window.outcomes > 0));
+        assert!(
+            want.iter().any(|r| r.severity == Severity::Critical),
+            "{window}"
+        );
+        assert_eq!(got, want, "{window}, {threads} threads");
+    }
+}

@@ -1,0 +1,272 @@
+//! Predictions decoded column by column: what the CSV reader hands the engine. A column
+//! of numbers appends to a window with one copy, a column of categories with one count
+//! per distinct category, instead of one enum per value per row.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::engine::{FxHasher, Observed};
+use crate::plan::{FeatureType, Signal};
+
+/// The id of a missing category.
+pub const MISSING: u32 = u32::MAX;
+
+/// The distinct categories of one column in one batch, in order of first appearance.
+#[derive(Debug, Default, Clone)]
+pub struct Dict {
+    names: Vec<String>,
+    /// Names of up to 8 bytes by [`quick_key`] (which tells them apart by itself), in an
+    /// open-addressing table at most half full: (key, id + 1), 0 for an empty slot.
+    short: Vec<(u128, u32)>,
+    /// Slots of `short` taken.
+    short_used: usize,
+    /// Longer names.
+    long: HashMap<String, u32, std::hash::BuildHasherDefault<FxHasher>>,
+}
+
+/// The first 8 bytes of a category and its length: equal names of up to 8 bytes compare
+/// equal here without a call to memcmp.
+pub(crate) fn quick_key(c: &str) -> u128 {
+    key_of(c.as_bytes())
+}
+
+fn key_of(b: &[u8]) -> u128 {
+    let mut head = [0u8; 8];
+    let n = b.len().min(8);
+    head[..n].copy_from_slice(&b[..n]);
+    (u128::from(u64::from_le_bytes(head)) << 64) | b.len() as u128
+}
+
+/// The first slot to probe for `key` in a table of `mask + 1` slots.
+fn slot_of(key: u128, mask: usize) -> usize {
+    (((key >> 64) as u64 ^ key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask
+}
+
+impl Dict {
+    /// The id of `name`, added if new.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        match self.intern_bytes(name.as_bytes()) {
+            Some(id) => id,
+            None => unreachable!("a str is UTF-8"),
+        }
+    }
+
+    /// The id of the category spelled by `name`, added if new; `None` if it is new and
+    /// not UTF-8 (a name already held was checked when it was added).
+    pub fn intern_bytes(&mut self, name: &[u8]) -> Option<u32> {
+        if name.len() > 8 {
+            let name = std::str::from_utf8(name).ok()?;
+            if let Some(&id) = self.long.get(name) {
+                return Some(id);
+            }
+            let id = self.push(name);
+            self.long.insert(name.to_owned(), id);
+            return Some(id);
+        }
+        if self.short.is_empty() {
+            self.short = vec![(0, 0); 64];
+        }
+        let key = key_of(name);
+        let mask = self.short.len() - 1;
+        let mut slot = slot_of(key, mask);
+        loop {
+            match self.short[slot] {
+                (k, id) if id != 0 && k == key => return Some(id - 1),
+                (_, 0) => break,
+                _ => slot = (slot + 1) & mask,
+            }
+        }
+        let id = self.push(std::str::from_utf8(name).ok()?);
+        self.short[slot] = (key, id + 1);
+        self.short_used += 1;
+        if 2 * self.short_used > self.short.len() {
+            self.grow_short();
+        }
+        Some(id)
+    }
+
+    fn push(&mut self, name: &str) -> u32 {
+        let id = self.names.len() as u32;
+        self.names.push(name.to_owned());
+        id
+    }
+
+    fn grow_short(&mut self) {
+        let old = std::mem::take(&mut self.short);
+        self.short = vec![(0, 0); old.len() * 2];
+        let mask = self.short.len() - 1;
+        for (key, id) in old.into_iter().filter(|(_, id)| *id != 0) {
+            let mut slot = slot_of(key, mask);
+            while self.short[slot].1 != 0 {
+                slot = (slot + 1) & mask;
+            }
+            self.short[slot] = (key, id);
+        }
+    }
+
+    /// The category of `id`.
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    /// Distinct categories held.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.names.clear();
+        if self.short.len() > 64 {
+            self.short = vec![(0, 0); 64];
+        } else {
+            self.short.iter_mut().for_each(|s| *s = (0, 0));
+        }
+        self.short_used = 0;
+        self.long.clear();
+    }
+}
+
+/// The values of one signal in a batch.
+#[derive(Debug, Clone)]
+pub enum Column {
+    /// Numbers; NaN marks a missing value (a present value is always finite).
+    Num(Vec<f64>),
+    /// Category ids into `dict`; [`MISSING`] marks a missing value.
+    Cat {
+        /// One id per row.
+        ids: Vec<u32>,
+        /// The names behind the ids.
+        dict: Dict,
+    },
+}
+
+/// Rows of predictions of one system, stored by signal (in `Plan::signals` order).
+#[derive(Debug, Default, Clone)]
+pub struct ColumnBatch {
+    /// One column per plan signal.
+    pub columns: Vec<Column>,
+    /// One per row; empty when the input has no timestamps (every row at the epoch).
+    pub timestamps: Vec<DateTime<Utc>>,
+    /// One per row; empty when no row carries an outcome.
+    pub outcomes: Vec<bool>,
+    rows: usize,
+}
+
+impl ColumnBatch {
+    /// An empty batch for `signals`.
+    pub fn new(signals: &[Signal]) -> Self {
+        ColumnBatch {
+            columns: signals
+                .iter()
+                .map(|s| match s.kind {
+                    FeatureType::Numeric => Column::Num(Vec::new()),
+                    FeatureType::Categorical => Column::Cat {
+                        ids: Vec::new(),
+                        dict: Dict::default(),
+                    },
+                })
+                .collect(),
+            ..ColumnBatch::default()
+        }
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether it holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Empty it, keeping the allocations.
+    pub fn clear(&mut self) {
+        for c in &mut self.columns {
+            match c {
+                Column::Num(v) => v.clear(),
+                Column::Cat { ids, dict } => {
+                    ids.clear();
+                    dict.clear();
+                }
+            }
+        }
+        self.timestamps.clear();
+        self.outcomes.clear();
+        self.rows = 0;
+    }
+
+    /// Count a row whose values were pushed to every column (and its timestamp and
+    /// outcome flag, if the batch carries them).
+    pub fn push_row(&mut self) {
+        self.rows += 1;
+    }
+
+    /// Drop rows from `len` on (the rows before a bad record are kept).
+    pub fn truncate(&mut self, len: usize) {
+        for c in &mut self.columns {
+            match c {
+                Column::Num(v) => v.truncate(len),
+                Column::Cat { ids, .. } => ids.truncate(len),
+            }
+        }
+        self.timestamps.truncate(len);
+        self.outcomes.truncate(len);
+        self.rows = self.rows.min(len);
+    }
+
+    /// The timestamp of row `i` (the epoch when the input has none).
+    pub fn timestamp(&self, i: usize) -> DateTime<Utc> {
+        self.timestamps
+            .get(i)
+            .copied()
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+    }
+
+    /// Whether row `i` also carries an outcome.
+    pub fn has_outcome(&self, i: usize) -> bool {
+        self.outcomes.get(i).copied().unwrap_or(false)
+    }
+
+    /// Row `i` as engine values (into `out`, cleared first).
+    pub fn row<'a>(&'a self, i: usize, out: &mut Vec<Observed<'a>>) {
+        out.clear();
+        for c in &self.columns {
+            out.push(match c {
+                Column::Num(v) if v[i].is_nan() => Observed::Missing,
+                Column::Num(v) => Observed::Num(v[i]),
+                Column::Cat { ids, .. } if ids[i] == MISSING => Observed::Missing,
+                Column::Cat { ids, dict } => {
+                    Observed::Cat(std::borrow::Cow::Borrowed(dict.name(ids[i])))
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dict_ids_are_stable_past_the_list() {
+        let mut d = Dict::default();
+        let names: Vec<String> = (0..100).map(|i| format!("category-{i}")).collect();
+        let ids: Vec<u32> = names.iter().map(|n| d.intern(n)).collect();
+        assert_eq!(ids, (0..100).collect::<Vec<u32>>());
+        for (i, n) in names.iter().enumerate().rev() {
+            assert_eq!(d.intern(n), i as u32);
+            assert_eq!(d.name(i as u32), n);
+        }
+        assert_eq!(d.intern("a"), 100);
+        assert_eq!(d.intern("a"), 100);
+        d.clear();
+        assert_eq!(d.intern("category-7"), 0);
+    }
+}
