@@ -1,12 +1,13 @@
 //! Engine throughput: 10 numeric + 5 categorical features, every default check, windows
-//! of 5,000, a 50,000-prediction reference. Parsing is excluded: events are built before
-//! timing. `cargo bench -p driftwatch-detector --bench engine`; figures in BENCHMARKS.md.
+//! of 5,000, a 50,000-prediction reference. Parsing is excluded: events, rows and column
+//! batches are built before timing, and everything runs on one core. `cargo bench -p driftwatch-detector --bench engine`; figures in BENCHMARKS.md.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use driftwatch_detector::engine::{decode, Monitor, ReferenceBuilder};
+use driftwatch_detector::batch::{Column, ColumnBatch, MISSING};
+use driftwatch_detector::engine::{decode, Monitor, Observed, ReferenceBuilder};
 use driftwatch_detector::plan::Plan;
 use driftwatch_detector::synth::{wide_plan_toml, WideModel};
 use driftwatch_schema::Event;
@@ -75,6 +76,44 @@ fn engine(c: &mut Criterion) {
                     let mut windows = 0;
                     for (ts, row) in &rows {
                         windows += monitor.observe_row(*ts, row).reports.len();
+                    }
+                    assert_eq!(windows, EVENTS / 5000);
+                    windows
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
+    // The same rows as column batches of 9,000 (what the CSV reader hands the replay),
+    // windows closed column by column and evaluated on this one core.
+    let batches: Vec<ColumnBatch> = rows
+        .chunks(9_000)
+        .map(|chunk| {
+            let mut b = ColumnBatch::new(&signals);
+            for (_, row) in chunk {
+                for (column, value) in b.columns.iter_mut().zip(row) {
+                    match (column, value) {
+                        (Column::Num(v), Observed::Num(x)) => v.push(*x),
+                        (Column::Num(v), _) => v.push(f64::NAN),
+                        (Column::Cat { ids, dict }, Observed::Cat(c)) => ids.push(dict.intern(c)),
+                        (Column::Cat { ids, .. }, _) => ids.push(MISSING),
+                    }
+                }
+                b.push_row();
+            }
+            b
+        })
+        .collect();
+    group.bench_function(
+        format!("close_columns/15 features/{checks} checks/window 5000"),
+        |b| {
+            b.iter_batched(
+                || Monitor::new(plan.clone(), Some(reference.clone())),
+                |mut monitor| {
+                    let mut windows = 0;
+                    for batch in &batches {
+                        let closed = monitor.close_columns(batch, 0);
+                        windows += monitor.evaluate(closed, 1).len();
                     }
                     assert_eq!(windows, EVENTS / 5000);
                     windows

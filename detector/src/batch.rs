@@ -64,10 +64,32 @@ impl Dict {
             self.long.insert(name.to_owned(), id);
             return Some(id);
         }
+        self.intern_short(name, key_of(name))
+    }
+
+    /// [`Dict::intern_bytes`] for the `len` bytes at `at` in `text`: a name of up to 8
+    /// bytes is keyed by one 8-byte read where `text` has 8 bytes from `at` (no copy).
+    #[inline]
+    pub fn intern_at(&mut self, text: &[u8], at: usize, len: usize) -> Option<u32> {
+        let name = &text[at..at + len];
+        match text.get(at..at + 8) {
+            Some(word) if len <= 8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(word);
+                // Keep the name's bytes: all 8, or the low `len` (none for len 0).
+                let keep = u64::MAX.checked_shr(64 - 8 * len as u32).unwrap_or(0);
+                let head = u64::from_le_bytes(b) & keep;
+                self.intern_short(name, (u128::from(head) << 64) | len as u128)
+            }
+            _ => self.intern_bytes(name),
+        }
+    }
+
+    /// A name of up to 8 bytes with its [`key_of`].
+    fn intern_short(&mut self, name: &[u8], key: u128) -> Option<u32> {
         if self.short.is_empty() {
             self.short = vec![(0, 0); 64];
         }
-        let key = key_of(name);
         let mask = self.short.len() - 1;
         let mut slot = slot_of(key, mask);
         loop {
@@ -266,6 +288,16 @@ mod tests {
         }
         assert_eq!(d.intern("a"), 100);
         assert_eq!(d.intern("a"), 100);
+        // Keyed from inside a longer text: the same ids as the names alone.
+        let text = b"a,category-7,ab,abcdefgh,abcdefghi,";
+        assert_eq!(d.intern_at(text, 0, 1), Some(100));
+        assert_eq!(d.intern_at(text, 2, 10), Some(7));
+        let ab = d.intern_at(text, 13, 2);
+        assert_eq!(ab, Some(d.intern("ab")));
+        assert_eq!(d.intern_at(text, 16, 8), Some(d.intern("abcdefgh")));
+        assert_eq!(d.intern_at(text, 25, 9), Some(d.intern("abcdefghi")));
+        assert_eq!(d.intern_at(text, 34, 0), Some(d.intern("")));
+        assert_eq!(d.intern_at(b"\xff\xfe", 0, 2), None);
         d.clear();
         assert_eq!(d.intern("category-7"), 0);
     }

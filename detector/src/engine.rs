@@ -302,6 +302,50 @@ fn learned_key(signal: &str, method: Method) -> String {
     format!("{signal}/{method}")
 }
 
+/// FNV-1a over a reference's content: each signal's name and values as their bytes
+/// (numbers as their IEEE bits, so every bit counts), then the learned levels as JSON.
+fn content_hash(
+    signals: &BTreeMap<String, SignalReference>,
+    learned: &BTreeMap<String, LearnedLevels>,
+) -> u64 {
+    let numbers = |h: u64, xs: &[f64]| {
+        let mut bytes = Vec::with_capacity(8 * xs.len() + 8);
+        bytes.extend_from_slice(&(xs.len() as u64).to_le_bytes());
+        for x in xs {
+            bytes.extend_from_slice(&x.to_bits().to_le_bytes());
+        }
+        fnv1a64(&bytes, h)
+    };
+    let mut h = fnv1a64(&[], 0);
+    for (name, r) in signals {
+        h = fnv1a64(name.as_bytes(), h);
+        h = fnv1a64(&[0], h);
+        match r {
+            SignalReference::Numeric {
+                sorted,
+                edges,
+                proportions,
+                std,
+            } => {
+                h = fnv1a64(b"numeric", h);
+                for xs in [sorted, edges, proportions] {
+                    h = numbers(h, xs);
+                }
+                h = numbers(h, &[*std]);
+            }
+            SignalReference::Categorical { counts } => {
+                h = fnv1a64(b"categorical", h);
+                for (category, n) in counts {
+                    h = fnv1a64(category.as_bytes(), h);
+                    h = fnv1a64(&[0], h);
+                    h = fnv1a64(&n.to_le_bytes(), h);
+                }
+            }
+        }
+    }
+    fnv1a64(&serde_json::to_vec(learned).unwrap_or_default(), h)
+}
+
 /// FNV-1a, 64 bit: a stable content hash for versions and fingerprints.
 pub fn fnv1a64(bytes: &[u8], seed: u64) -> u64 {
     let mut h: u64 = if seed == 0 {
@@ -404,6 +448,38 @@ impl ReferenceBuilder {
         }
     }
 
+    /// Add every row of `batch`: the same as [`ReferenceBuilder::add_row`] on each row,
+    /// column by column when no threshold is learned (no reference windows to keep).
+    pub fn add_columns(&mut self, batch: &ColumnBatch) {
+        if self.chunks.is_some() {
+            let mut row = Vec::with_capacity(self.signals.len());
+            for i in 0..batch.len() {
+                batch.row(i, &mut row);
+                self.add_row(batch.timestamp(i), &row);
+            }
+            return;
+        }
+        self.events += batch.len();
+        for (i, column) in batch.columns.iter().enumerate() {
+            match column {
+                Column::Num(values) => {
+                    self.numeric[i].extend(values.iter().filter(|x| !x.is_nan()))
+                }
+                Column::Cat { ids, dict } => {
+                    let mut counts = vec![0u64; dict.len()];
+                    for &id in ids.iter().filter(|&&id| id != MISSING) {
+                        counts[id as usize] += 1;
+                    }
+                    for (id, n) in counts.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                        *self.categorical[i]
+                            .entry(dict.name(id as u32).to_owned())
+                            .or_insert(0) += n;
+                    }
+                }
+            }
+        }
+    }
+
     /// Predictions added so far.
     pub fn len(&self) -> usize {
         self.events
@@ -416,33 +492,71 @@ impl ReferenceBuilder {
 
     /// Freeze: sort, bin, learn thresholds, hash.
     pub fn build(mut self, source: String, fingerprint: String) -> ReferenceProfile {
-        let mut signals = BTreeMap::new();
-        for (i, s) in self.signals.iter().enumerate() {
-            let r = match s.kind {
-                FeatureType::Numeric => {
-                    let mut sorted = std::mem::take(&mut self.numeric[i]);
-                    stats::sort_floats(&mut sorted);
-                    let edges = stats::quantile_edges(&sorted, self.bins);
-                    let proportions = stats::bin_proportions(&edges, &sorted);
-                    // 0 for an empty signal (never used: it is insufficient), not NaN,
-                    // which JSON cannot carry.
-                    let std = if sorted.is_empty() {
-                        0.0
-                    } else {
-                        stats::std_dev(&sorted)
-                    };
-                    SignalReference::Numeric {
-                        sorted,
-                        edges,
-                        proportions,
-                        std,
-                    }
-                }
-                FeatureType::Categorical => SignalReference::Categorical {
-                    counts: std::mem::take(&mut self.categorical[i]),
-                },
+        let bins = self.bins;
+        let numeric = |mut sorted: Vec<f64>| {
+            stats::sort_floats(&mut sorted);
+            let edges = stats::quantile_edges(&sorted, bins);
+            let proportions = stats::bin_proportions(&edges, &sorted);
+            // 0 for an empty signal (never used: it is insufficient), not NaN, which
+            // JSON cannot carry.
+            let std = if sorted.is_empty() {
+                0.0
+            } else {
+                stats::std_dev(&sorted)
             };
-            signals.insert(s.name.clone(), r);
+            SignalReference::Numeric {
+                sorted,
+                edges,
+                proportions,
+                std,
+            }
+        };
+        // Numeric signals are sorted and binned on as many threads as there are cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let mut work: Vec<(usize, Vec<f64>)> = (0..self.signals.len())
+            .filter(|&i| self.signals[i].kind == FeatureType::Numeric)
+            .map(|i| (i, std::mem::take(&mut self.numeric[i])))
+            .collect();
+        let values: usize = work.iter().map(|(_, v)| v.len()).sum();
+        let mut built: Vec<(usize, SignalReference)> = if threads > 1 && values >= 100_000 {
+            let per = work.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = std::iter::from_fn(|| {
+                    (!work.is_empty()).then(|| work.split_off(work.len().saturating_sub(per)))
+                })
+                .map(|part| {
+                    let numeric = &numeric;
+                    scope.spawn(move || {
+                        part.into_iter()
+                            .map(|(i, v)| (i, numeric(v)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            })
+        } else {
+            work.into_iter().map(|(i, v)| (i, numeric(v))).collect()
+        };
+        for (i, s) in self.signals.iter().enumerate() {
+            if s.kind == FeatureType::Categorical {
+                built.push((
+                    i,
+                    SignalReference::Categorical {
+                        counts: std::mem::take(&mut self.categorical[i]),
+                    },
+                ));
+            }
+        }
+        let mut signals = BTreeMap::new();
+        for (i, r) in built {
+            signals.insert(self.signals[i].name.clone(), r);
         }
         let learned = match self.chunks.take() {
             Some(mut chunks) => {
@@ -465,8 +579,10 @@ impl ReferenceBuilder {
             signals,
             learned,
         };
-        let content = serde_json::to_vec(&(&profile.signals, &profile.learned)).unwrap_or_default();
-        profile.version = format!("fnv1a64:{:016x}", fnv1a64(&content, 0));
+        profile.version = format!(
+            "fnv1a64:{:016x}",
+            content_hash(&profile.signals, &profile.learned)
+        );
         profile
     }
 }
@@ -1519,6 +1635,9 @@ fn reports(
     closed: Vec<Closed>,
     threads: usize,
 ) -> Vec<WindowReport> {
+    if closed.is_empty() {
+        return Vec::new();
+    }
     let (keys, mut ws): (Vec<(i64, bool)>, Vec<Window>) = closed
         .into_iter()
         .map(|c| ((c.k, c.complete), c.window))

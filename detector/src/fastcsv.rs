@@ -69,7 +69,7 @@ fn read_blocks_of<E: From<SourceError>>(
     let workers = workers.max(1);
     let stop = AtomicBool::new(false);
     let (free_tx, free_rx) = mpsc::channel::<Chunk>();
-    for _ in 0..workers + 2 {
+    for _ in 0..workers + 4 {
         let _ = free_tx.send(Chunk {
             batch: ColumnBatch::new(&signals),
             raw: Vec::new(),
@@ -341,7 +341,7 @@ fn parse_block(block: &[u8], t: &Targets, batch: &mut ColumnBatch) -> bool {
                         .iter()
                         .position(|&b| b == b',')
                         .map_or(end, |i| from + i);
-                    if !targets.is_empty() && !take(block[from..e].trim_ascii(), targets, batch) {
+                    if !targets.is_empty() && !take(block, from..e, targets, batch) {
                         return false;
                     }
                     e
@@ -369,7 +369,16 @@ fn parse_block(block: &[u8], t: &Targets, batch: &mut ColumnBatch) -> bool {
 }
 
 /// One field into its targets; `false` if it is not a valid value for one of them.
-fn take(f: &[u8], targets: &[Target], batch: &mut ColumnBatch) -> bool {
+fn take(
+    block: &[u8],
+    field: std::ops::Range<usize>,
+    targets: &[Target],
+    batch: &mut ColumnBatch,
+) -> bool {
+    let untrimmed = &block[field.clone()];
+    let f = untrimmed.trim_ascii();
+    // Where the trimmed field starts in the block.
+    let at = field.start + (untrimmed.len() - untrimmed.trim_ascii_start().len());
     for &target in targets {
         match target {
             Target::Num(i) => {
@@ -392,7 +401,7 @@ fn take(f: &[u8], targets: &[Target], batch: &mut ColumnBatch) -> bool {
                 if is_missing(f, FeatureType::Categorical) {
                     ids.push(MISSING);
                 } else {
-                    match dict.intern_bytes(f) {
+                    match dict.intern_at(block, at, f.len()) {
                         Some(id) => ids.push(id),
                         None => return false,
                     }

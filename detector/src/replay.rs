@@ -56,15 +56,20 @@ pub enum ReplayError {
 /// Build a frozen reference from a file of predictions of the plan's system.
 pub fn reference_from_file(plan: &Plan, path: &Path) -> Result<ReferenceProfile, ReplayError> {
     let mut builder = ReferenceBuilder::new(plan);
-    if is_csv(path) {
-        fastcsv::read_batches(path, plan, parsers(), |batch| {
-            let mut row = Vec::new();
-            for i in 0..batch.len() {
-                batch.row(i, &mut row);
-                builder.add_row(batch.timestamp(i), &row);
-            }
-            Ok::<_, ReplayError>(())
-        })?;
+    let fingerprint = if is_csv(path) {
+        // The file's fingerprint is hashed on another thread while it is parsed.
+        std::thread::scope(|scope| -> Result<String, ReplayError> {
+            let hashing = scope.spawn(|| reference_file_fingerprint(plan, path));
+            let read = fastcsv::read_batches(path, plan, parsers(), |batch| {
+                builder.add_columns(batch);
+                Ok::<_, ReplayError>(())
+            });
+            let hashed = hashing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            read?;
+            hashed
+        })?
     } else {
         for event in source::open(path, plan)? {
             if let driftwatch_schema::Event::Prediction(p) = event? {
@@ -73,14 +78,14 @@ pub fn reference_from_file(plan: &Plan, path: &Path) -> Result<ReferenceProfile,
                 }
             }
         }
-    }
+        reference_file_fingerprint(plan, path)?
+    };
     if builder.is_empty() {
         return Err(ReplayError::EmptyReference(
             path.display().to_string(),
             plan.system.id.clone(),
         ));
     }
-    let fingerprint = reference_file_fingerprint(plan, path)?;
     Ok(builder.build(path.display().to_string(), fingerprint))
 }
 
