@@ -210,22 +210,17 @@ impl Blocks {
         out.clear();
         out.append(&mut self.carry);
         while !self.done {
-            let len = out.len();
-            out.resize(len + self.block, 0);
-            let n = loop {
-                match self.file.read(&mut out[len..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        self.done = true;
-                        out.clear();
-                        let seq = self.seq;
-                        self.seq += 1;
-                        return Err((seq, e));
-                    }
+            // Read into spare capacity: no zero-filling of the buffer first.
+            let n = match (&mut self.file).take(self.block as u64).read_to_end(out) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.done = true;
+                    out.clear();
+                    let seq = self.seq;
+                    self.seq += 1;
+                    return Err((seq, e));
                 }
             };
-            out.truncate(len + n);
             if n == 0 {
                 self.done = true;
             } else if out.len() >= self.block {

@@ -92,32 +92,70 @@ pub fn ks_2samp_sorted(r: &[f64], w: &[f64]) -> KsResult {
     // and D is their largest magnitude divided out once: the exact D correctly rounded.
     // (scipy subtracts two rounded quotients, which may differ from it in the last bit.)
     let (k1, k2) = (n2 as i64, n1 as i64);
-    let (mut hi, mut lo) = (0i64, 0i64);
+    let diff = |j: usize, i: usize| j as i64 * k1 - i as i64 * k2;
+    // The window in runs of about RUN values (never splitting equal values), each with
+    // the reference rank below its first value: a difference D may reach. Inside a run
+    // the reference rank lies between its rank and the next run's, and the window count
+    // between the run's ends, which bounds every difference in it: a run whose bound is
+    // no more than a difference already found cannot hold D and is not walked. Runs are
+    // walked largest bound first; D is exact either way.
+    const RUN: usize = 8;
+    let mut starts: Vec<(usize, usize)> = Vec::with_capacity(n2 / RUN + 2);
+    let (mut a, mut j) = (0usize, 0usize);
+    while a < n2 {
+        let v = w[a];
+        j = gallop(r, j, |x| x < v);
+        starts.push((a, j));
+        let mut next = (a + RUN).min(n2);
+        while next < n2 && w[next] == w[next - 1] {
+            next += 1;
+        }
+        a = next;
+    }
+    starts.push((n2, n1));
+    let mut best = starts
+        .iter()
+        .map(|&(a, j)| diff(j, a).abs())
+        .max()
+        .unwrap_or(0);
+    let mut runs: Vec<(i64, usize)> = starts
+        .windows(2)
+        .enumerate()
+        .map(|(t, p)| {
+            let ((a, below), (end, above)) = (p[0], p[1]);
+            (diff(above, a).abs().max(diff(below, end).abs()), t)
+        })
+        .filter(|&(bound, _)| bound > best)
+        .collect();
+    runs.sort_unstable_by(|x, y| y.0.cmp(&x.0));
     // A reference up to 32 times the window is walked a block at a time; a larger one is
     // galloped through.
     let walk = n1 <= 32 * n2;
-    let (mut i, mut j) = (0usize, 0usize);
-    while i < n2 {
-        let v = w[i];
-        let mut after = i + 1;
-        while after < n2 && w[after] <= v {
-            after += 1;
+    for (bound, t) in runs {
+        if bound <= best {
+            break;
         }
-        j = if walk {
-            walk_below(r, j, v)
-        } else {
-            gallop(r, j, |x| x < v)
-        };
-        let before_v = j as i64 * k1 - i as i64 * k2;
-        while j < n1 && r[j] <= v {
-            j += 1;
+        let ((mut i, mut j), (end, _)) = (starts[t], starts[t + 1]);
+        while i < end {
+            let v = w[i];
+            let mut after = i + 1;
+            while after < end && w[after] <= v {
+                after += 1;
+            }
+            j = if walk {
+                walk_below(r, j, v)
+            } else {
+                gallop(r, j, |x| x < v)
+            };
+            let before_v = diff(j, i);
+            while j < n1 && r[j] <= v {
+                j += 1;
+            }
+            best = best.max(before_v.abs()).max(diff(j, after).abs());
+            i = after;
         }
-        let at_v = j as i64 * k1 - after as i64 * k2;
-        hi = hi.max(before_v).max(at_v);
-        lo = lo.min(before_v).min(at_v);
-        i = after;
     }
-    let d = hi.max(-lo) as f64 / (n1 as f64 * n2 as f64);
+    let d = best as f64 / (n1 as f64 * n2 as f64);
     KsResult {
         statistic: d,
         p_value: ks_p_value(n1, n2, d),
