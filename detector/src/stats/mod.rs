@@ -127,7 +127,7 @@ pub fn ks_2samp_sorted(r: &[f64], w: &[f64]) -> KsResult {
         })
         .filter(|&(bound, _)| bound > best)
         .collect();
-    runs.sort_unstable_by(|x, y| y.0.cmp(&x.0));
+    runs.sort_unstable_by_key(|&(bound, _)| std::cmp::Reverse(bound));
     // A reference up to 32 times the window is walked a block at a time; a larger one is
     // galloped through.
     let walk = n1 <= 32 * n2;
