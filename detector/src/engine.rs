@@ -231,6 +231,10 @@ pub enum SignalReference {
         proportions: Vec<f64>,
         /// Population standard deviation (ddof = 0).
         std: f64,
+        /// For KS without sorting the window: derived from `sorted` on first use,
+        /// neither stored nor compared.
+        #[serde(skip)]
+        ks: KsCache,
     },
     /// Categorical: count per category.
     Categorical {
@@ -239,7 +243,40 @@ pub enum SignalReference {
     },
 }
 
+/// A numeric reference's [`stats::KsIndex`], built on first use. Derived data: a clone
+/// starts empty and any two compare equal.
+#[derive(Default)]
+pub struct KsCache(std::sync::OnceLock<Option<stats::KsIndex>>);
+
+impl Clone for KsCache {
+    fn clone(&self) -> Self {
+        KsCache::default()
+    }
+}
+
+impl PartialEq for KsCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for KsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KsCache")
+    }
+}
+
 impl SignalReference {
+    /// The KS index of a numeric reference (`None` for an empty one).
+    fn ks_index(&self) -> Option<&stats::KsIndex> {
+        match self {
+            SignalReference::Numeric { sorted, ks, .. } => {
+                ks.0.get_or_init(|| stats::KsIndex::new(sorted)).as_ref()
+            }
+            SignalReference::Categorical { .. } => None,
+        }
+    }
+
     fn samples(&self) -> usize {
         match self {
             SignalReference::Numeric { sorted, .. } => sorted.len(),
@@ -254,6 +291,7 @@ impl SignalReference {
                 edges: vec![],
                 proportions: vec![1.0],
                 std: 0.0,
+                ks: KsCache::default(),
             },
             FeatureType::Categorical => SignalReference::Categorical {
                 counts: BTreeMap::new(),
@@ -326,6 +364,7 @@ fn content_hash(
                 edges,
                 proportions,
                 std,
+                ..
             } => {
                 h = fnv1a64(b"numeric", h);
                 for xs in [sorted, edges, proportions] {
@@ -509,6 +548,7 @@ impl ReferenceBuilder {
                 edges,
                 proportions,
                 std,
+                ks: KsCache::default(),
             }
         };
         // Numeric signals are sorted and binned on as many threads as there are cores.
@@ -600,7 +640,7 @@ fn learn(
             let Some(r) = reference.get(&s.name) else {
                 continue;
             };
-            sort_window(s, acc);
+            sort_window(s, r, acc);
             let mut prep = Prepared::default();
             for check in s.checks.iter().filter(|c| c.thresholds.learned) {
                 if let Some(v) = check_value(check.method, r, acc, &mut prep, min_samples) {
@@ -891,10 +931,18 @@ fn proportions(counts: &[f64]) -> Vec<f64> {
     counts.iter().map(|&c| c / total).collect()
 }
 
-/// Sort a closed window's numeric values in place: every numeric check reads them
-/// sorted, and the window is never appended to again.
-fn sort_window(signal: &Signal, acc: &mut SignalAcc) {
-    if signal.kind == FeatureType::Numeric {
+/// Sort a closed window's numeric values in place (it is never appended to again) if a
+/// check of the signal reads them sorted. KS does not, through the reference's index:
+/// a KS-only signal skips the sort.
+fn sort_window(signal: &Signal, reference: &SignalReference, acc: &mut SignalAcc) {
+    let reads_sorted = |method: Method| match method {
+        Method::Ks => reference.ks_index().is_none(),
+        Method::Wasserstein | Method::OutOfRange | Method::Psi | Method::Js | Method::Hellinger => {
+            true
+        }
+        _ => false,
+    };
+    if signal.kind == FeatureType::Numeric && signal.checks.iter().any(|c| reads_sorted(c.method)) {
         stats::sort_floats(&mut acc.num);
     }
 }
@@ -938,9 +986,15 @@ fn check_value(
             edges,
             proportions: r_props,
             std,
+            ..
         } => match method {
             Method::Ks => {
-                let r = stats::ks_2samp_sorted(r_sorted, &acc.num);
+                // Through the reference's index the window needs no sorting (see
+                // `sort_window`).
+                let r = match reference.ks_index() {
+                    Some(index) => stats::ks_2samp(r_sorted, index, &acc.num),
+                    None => stats::ks_2samp_sorted(r_sorted, &acc.num),
+                };
                 Value {
                     statistic: r.statistic,
                     p_value: Some(r.p_value),
@@ -1062,7 +1116,7 @@ fn evaluate_signal(
             &empty
         }
     };
-    sort_window(signal, acc);
+    sort_window(signal, r, acc);
     let acc = &*acc;
     let mut prep = Prepared::default();
     signal

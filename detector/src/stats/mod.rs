@@ -135,31 +135,203 @@ pub fn ks_2samp_sorted(r: &[f64], w: &[f64]) -> KsResult {
         if bound <= best {
             break;
         }
-        let ((mut i, mut j), (end, _)) = (starts[t], starts[t + 1]);
-        while i < end {
-            let v = w[i];
-            let mut after = i + 1;
-            while after < end && w[after] <= v {
-                after += 1;
-            }
-            j = if walk {
-                walk_below(r, j, v)
-            } else {
-                gallop(r, j, |x| x < v)
-            };
-            let before_v = diff(j, i);
-            while j < n1 && r[j] <= v {
-                j += 1;
-            }
-            best = best.max(before_v.abs()).max(diff(j, after).abs());
-            i = after;
-        }
+        let ((a, j), (end, _)) = (starts[t], starts[t + 1]);
+        best = best.max(walk_run(r, &w[a..end], a, j, walk, diff));
     }
     let d = best as f64 / (n1 as f64 * n2 as f64);
     KsResult {
         statistic: d,
         p_value: ks_p_value(n1, n2, d),
     }
+}
+
+/// The largest |difference| over the sorted window values `run`, which start at window
+/// index `first` with `below` reference values under the first of them; equal values
+/// never continue past the run.
+#[inline]
+fn walk_run(
+    r: &[f64],
+    run: &[f64],
+    first: usize,
+    below: usize,
+    walk: bool,
+    diff: impl Fn(usize, usize) -> i64,
+) -> i64 {
+    let mut best = 0;
+    let (mut i, mut j) = (0, below);
+    while i < run.len() {
+        let v = run[i];
+        let mut after = i + 1;
+        while after < run.len() && run[after] <= v {
+            after += 1;
+        }
+        j = if walk {
+            walk_below(r, j, v)
+        } else {
+            gallop(r, j, |x| x < v)
+        };
+        let before_v = diff(j, first + i);
+        while j < r.len() && r[j] <= v {
+            j += 1;
+        }
+        best = best.max(before_v.abs()).max(diff(j, first + after).abs());
+        i = after;
+    }
+    best
+}
+
+/// A sorted reference cut into parts by value, for [`ks_2samp`]: about one part per 16
+/// reference values, spread over the reference's range of order keys, with the number
+/// of reference values below each part's lower edge: a quarter of a byte per reference value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KsIndex {
+    lo: u64,
+    shift: u32,
+    /// `below[p]`: reference values under part p's lower edge; then the reference size.
+    below: Vec<u32>,
+}
+
+impl KsIndex {
+    /// The index of a sorted, NaN-free reference (`None` when empty or too long for
+    /// 32-bit counts).
+    pub fn new(sorted: &[f64]) -> Option<Self> {
+        let m = sorted.len();
+        if m == 0 || m >= u32::MAX as usize {
+            return None;
+        }
+        let (lo, hi) = (order_key(sorted[0]), order_key(sorted[m - 1]));
+        let bits = (m / 16).max(1).next_power_of_two().trailing_zeros();
+        let shift = (64 - (hi - lo).leading_zeros())
+            .saturating_sub(bits)
+            .min(63);
+        let parts = ((hi - lo) >> shift) as usize + 1;
+        let mut below = Vec::with_capacity(parts + 1);
+        let mut j = 0;
+        for p in 0..parts {
+            let edge = from_order_key(lo + ((p as u64) << shift));
+            j = gallop(sorted, j, |x| x < edge);
+            below.push(j as u32);
+        }
+        below.push(m as u32);
+        Some(KsIndex { lo, shift, below })
+    }
+
+    fn parts(&self) -> usize {
+        self.below.len() - 1
+    }
+
+    /// The part of a window value's order key (values beyond the reference's range in
+    /// the first or last part).
+    #[inline(always)]
+    fn part(&self, key: u64) -> usize {
+        ((key.saturating_sub(self.lo) >> self.shift) as usize).min(self.parts() - 1)
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.below.len() * std::mem::size_of::<u32>()
+    }
+}
+
+/// [`ks_2samp_sorted`] for a window in any order, through the reference's [`KsIndex`]:
+/// the same D and p-value, bit for bit, without sorting the window.
+///
+/// The window is counted into the reference's parts (one pass). At each part's lower
+/// edge the difference is exact (reference values below the edge against window values
+/// below it), and inside a part every difference lies within the box of its two edges'
+/// counts, as in the runs of [`ks_2samp_sorted`]. With parts this fine most hold one
+/// window value or none, so only the few parts whose box reaches past the largest edge
+/// difference are sorted and walked.
+pub fn ks_2samp(r: &[f64], index: &KsIndex, w: &[f64]) -> KsResult {
+    let (n1, n2) = (r.len(), w.len());
+    if n1 == 0 || n2 == 0 {
+        return KsResult {
+            statistic: f64::NAN,
+            p_value: f64::NAN,
+        };
+    }
+    let parts = index.parts();
+    // Order keys; -0.0 is 0.0 here, as the comparisons with the reference have it.
+    let keys: Vec<u64> = w
+        .iter()
+        .map(|&x| order_key(if x == 0.0 { 0.0 } else { x }))
+        .collect();
+    // Window values per part, then (in place) window values below each part.
+    let mut ends = vec![0u32; parts + 1];
+    for &k in &keys {
+        ends[index.part(k) + 1] += 1;
+    }
+    let (k1, k2) = (n2 as i64, n1 as i64);
+    let diff = |j: u32, i: u32| i64::from(j) * k1 - i64::from(i) * k2;
+    let below = &index.below;
+    let mut best = 0;
+    let mut sum = 0;
+    for (e, &b) in ends.iter_mut().zip(below) {
+        sum += *e;
+        *e = sum;
+        best = best.max(diff(b, sum).abs());
+    }
+    let mut open: Vec<(i64, usize)> = Vec::new();
+    for p in 0..parts {
+        let (a, e) = (ends[p], ends[p + 1]);
+        if e > a {
+            let bound = diff(below[p + 1], a).abs().max(diff(below[p], e).abs());
+            if bound > best {
+                open.push((bound, p));
+            }
+        }
+    }
+    if open.is_empty() {
+        return ks_result(n1, n2, best);
+    }
+    open.sort_unstable_by_key(|&(bound, _)| std::cmp::Reverse(bound));
+    // The window values of the open parts, by part.
+    let mut at: Vec<u32> = ends.clone();
+    let mut in_part = vec![0u64; n2];
+    for &k in &keys {
+        let p = index.part(k);
+        in_part[at[p] as usize] = k;
+        at[p] += 1;
+    }
+    let diff = |j: usize, i: usize| j as i64 * k1 - i as i64 * k2;
+    let mut values = Vec::new();
+    for (bound, p) in open {
+        if bound <= best {
+            break;
+        }
+        let (a, e) = (ends[p] as usize, ends[p + 1] as usize);
+        let part = &mut in_part[a..e];
+        part.sort_unstable();
+        values.clear();
+        values.extend(part.iter().map(|&k| from_order_key(k)));
+        best = best.max(walk_run(r, &values, a, below[p] as usize, true, diff));
+    }
+    ks_result(n1, n2, best)
+}
+
+fn ks_result(n1: usize, n2: usize, best: i64) -> KsResult {
+    let d = best as f64 / (n1 as f64 * n2 as f64);
+    KsResult {
+        statistic: d,
+        p_value: ks_p_value(n1, n2, d),
+    }
+}
+
+/// A float's bits as an integer in its total order (the order of `f64::total_cmp`).
+#[inline(always)]
+fn order_key(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
+
+/// The float of an [`order_key`].
+#[inline(always)]
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }
 
 /// scipy's asymptotic two-sample p-value: the finite-n Kolmogorov survival function at
@@ -317,19 +489,10 @@ pub fn wasserstein_sorted(r: &[f64], w: &[f64]) -> f64 {
 /// Sort finite floats ascending, fast: as order-preserving integer keys (sign flipped for
 /// positives, all bits for negatives), which sort with plain integer compares.
 pub fn sort_floats(v: &mut [f64]) {
-    let key = |x: &f64| {
-        let b = x.to_bits();
-        if b >> 63 == 1 {
-            !b
-        } else {
-            b | (1 << 63)
-        }
-    };
-    let mut keys: Vec<u64> = v.iter().map(key).collect();
+    let mut keys: Vec<u64> = v.iter().map(|&x| order_key(x)).collect();
     bucket_sort(&mut keys);
     for (x, k) in v.iter_mut().zip(keys) {
-        let b = if k >> 63 == 1 { k & !(1 << 63) } else { !k };
-        *x = f64::from_bits(b);
+        *x = from_order_key(k);
     }
 }
 
@@ -609,8 +772,15 @@ mod tests {
                 .collect();
             a.sort_by(f64::total_cmp);
             b.sort_by(f64::total_cmp);
-            let d = ks_2samp_sorted(&a, &b).statistic;
-            assert_eq!(d, ks_d_reference(&a, &b), "case {case}");
+            let ks = ks_2samp_sorted(&a, &b);
+            assert_eq!(ks.statistic, ks_d_reference(&a, &b), "case {case}");
+            // The same test of the window in any order, bit for bit.
+            let mut shuffled = b.clone();
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+            }
+            let index = KsIndex::new(&a).expect("an index");
+            assert_eq!(ks_2samp(&a, &index, &shuffled), ks, "case {case}");
             let w = wasserstein_sorted(&a, &b);
             let e = wasserstein_reference(&a, &b);
             assert!(
