@@ -36,9 +36,19 @@ TOML
 for i in $(seq 0 9); do printf '[features.x%s]\ntype = "numeric"\nchecks = ["ks"]\n' "$i" >> "$work/plan.toml"; done
 for i in $(seq 0 4); do printf '[features.c%s]\ntype = "categorical"\nchecks = ["chi2"]\n' "$i" >> "$work/plan.toml"; done
 
-start=$(date +%s.%N)
-"$root/target/release/driftwatch" replay --plan "$work/plan.toml" --events "$work/analysis.csv" > "$work/driftwatch.ndjson"
-t_dw=$(echo "$(date +%s.%N) - $start" | bc)
-t_nml=$("$venvs/nannyml/bin/python" "$here/run_nannyml.py" "$work" 5000 2>/dev/null | tail -1)
+# driftwatch and NannyML run three times each, alternating, and each is given its
+# median: one run of either varies by 10-20% on a shared 2-core machine. Evidently
+# (minutes per run) runs once.
+median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+dw_times=(); nml_times=()
+for _ in 1 2 3; do
+  start=$(date +%s.%N)
+  "$root/target/release/driftwatch" replay --plan "$work/plan.toml" --events "$work/analysis.csv" > "$work/driftwatch.ndjson"
+  dw_times+=("$(echo "$(date +%s.%N) - $start" | bc)")
+  nml_times+=("$("$venvs/nannyml/bin/python" "$here/run_nannyml.py" "$work" 5000 2>/dev/null | tail -1)")
+done
+echo "driftwatch runs: ${dw_times[*]} s; NannyML runs: ${nml_times[*]} s"
+t_dw=$(median "${dw_times[@]}")
+t_nml=$(median "${nml_times[@]}")
 t_ev=$("$venvs/evidently/bin/python" "$here/run_evidently.py" "$work" 5000 2>/dev/null | tail -1)
 python3 "$here/compare.py" "$work" "$rows" "$t_dw" "$t_nml" "$t_ev"
