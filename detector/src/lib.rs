@@ -4,7 +4,8 @@
 //!
 //! 1. A driver reads events: [`detect`] from the Kafka events topic (consumer group,
 //!    at-least-once offsets, repeated predictions dropped by [`dedup`]), or [`replay`]
-//!    from files via [`source`] (NDJSON or CSV).
+//!    from files via [`source`] (NDJSON, or CSV parsed in parallel by [`fastcsv`] into
+//!    [`batch::ColumnBatch`]es).
 //! 2. [`engine`] routes each event to its system's [`engine::Monitor`], which holds the
 //!    frozen reference (built per [`plan`]) and the open window, and on window close runs
 //!    the plan's checks from [`stats`] and returns a [`engine::WindowReport`].
