@@ -389,9 +389,10 @@ pub(crate) fn is_missing(f: &[u8], kind: FeatureType) -> bool {
         || (kind == FeatureType::Numeric && f.eq_ignore_ascii_case(b"nan"))
 }
 
-/// A CSV file decoded straight into engine rows (see [`crate::engine::decode`]): one
-/// value per plan signal, taken by column index, with no per-row maps or allocations
-/// beyond the row itself. The same checks and errors as the event reader.
+/// A CSV file read by the `csv` crate into column batches, one column per plan signal
+/// taken by column index: the exact path behind [`crate::fastcsv`], which hands it any
+/// file from the first block it does not take. The same checks and errors as the event
+/// reader.
 pub struct CsvRows {
     path: PathBuf,
     reader: csv::Reader<File>,
@@ -688,28 +689,6 @@ impl CsvRows {
                 .map(Cell::Cat)
                 .map_err(|_| self.error(format!("column {}: not UTF-8", self.header_name(i)))),
         }
-    }
-
-    /// Read the next row into `out` (cleared first); `None` at the end of the file.
-    pub fn next_row<'a>(
-        &'a mut self,
-        out: &mut Vec<crate::engine::Observed<'a>>,
-    ) -> Result<Option<RowMeta>, SourceError> {
-        use crate::engine::Observed;
-        out.clear();
-        if !self.advance()? {
-            return Ok(None);
-        }
-        let meta = self.meta()?;
-        let this: &'a CsvRows = self;
-        for i in 0..this.columns.len() {
-            out.push(match this.cell(i)? {
-                Cell::Num(x) => Observed::Num(x),
-                Cell::Cat(t) => Observed::Cat(std::borrow::Cow::Borrowed(t)),
-                Cell::Missing => Observed::Missing,
-            });
-        }
-        Ok(Some(meta))
     }
 
     /// Append up to `max` rows to `batch` (made for this plan's signals); `false` once
