@@ -1460,6 +1460,16 @@ pub struct Step {
     pub late: bool,
 }
 
+impl Step {
+    /// A step that only reports these windows.
+    pub fn of(reports: Vec<WindowReport>) -> Self {
+        Step {
+            reports,
+            ..Step::default()
+        }
+    }
+}
+
 /// The engine state of one AI system.
 pub struct Monitor {
     plan: Arc<Plan>,

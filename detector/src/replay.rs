@@ -164,30 +164,14 @@ pub fn replay(
                 closed.extend(monitor.close_columns(batch, i));
                 if closed.len() >= EVALUATE_TOGETHER {
                     let reports = monitor.evaluate(std::mem::take(&mut closed), threads);
-                    record(
-                        Step {
-                            reports,
-                            ..Step::default()
-                        },
-                        min,
-                        out,
-                        &mut summary,
-                    )?;
+                    record(Step::of(reports), min, out, &mut summary)?;
                 }
             }
             Ok::<_, ReplayError>(())
         });
         // The rows before a bad record are reported before the error.
         let reports = monitor.evaluate(closed, threads);
-        record(
-            Step {
-                reports,
-                ..Step::default()
-            },
-            min,
-            out,
-            &mut summary,
-        )?;
+        record(Step::of(reports), min, out, &mut summary)?;
         read?;
     } else {
         for event in source::open(events, &plan)? {
@@ -203,11 +187,7 @@ pub fn replay(
             record(monitor.observe(&event), min, out, &mut summary)?;
         }
     }
-    let rest = Step {
-        reports: monitor.finish(),
-        ..Step::default()
-    };
-    record(rest, min, out, &mut summary)?;
+    record(Step::of(monitor.finish()), min, out, &mut summary)?;
     out.flush()?;
     Ok(summary)
 }
