@@ -154,6 +154,21 @@ impl Dict {
     }
 }
 
+/// How many of `ids` name each category of `dict` (indexed by id), and how many are
+/// [`MISSING`].
+pub fn count_ids(ids: &[u32], dict: &Dict) -> (Vec<u64>, usize) {
+    let mut counts = vec![0u64; dict.len() + 1];
+    for &id in ids {
+        counts[if id == MISSING {
+            dict.len()
+        } else {
+            id as usize
+        }] += 1;
+    }
+    let missing = counts.pop().unwrap_or(0) as usize;
+    (counts, missing)
+}
+
 /// The values of one signal in a batch.
 #[derive(Debug, Clone)]
 pub enum Column {

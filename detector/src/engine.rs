@@ -31,7 +31,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use driftwatch_schema::{Event, FeatureValue, Prediction};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{quick_key, Column, ColumnBatch, MISSING};
+use crate::batch::{count_ids, quick_key, Column, ColumnBatch};
 use crate::plan::{
     Check, Correction, FeatureType, Method, Plan, Severity, Signal, Source, WindowKind, Windowing,
 };
@@ -48,6 +48,16 @@ pub enum Observed<'a> {
     Missing,
     /// A value of the wrong type for the signal.
     TypeError,
+}
+
+/// Add `n` to a reference category's count (the name is copied only when new).
+fn count_category(counts: &mut BTreeMap<String, u64>, name: &str, n: u64) {
+    match counts.get_mut(name) {
+        Some(k) => *k += n,
+        None => {
+            counts.insert(name.to_owned(), n);
+        }
+    }
 }
 
 /// Hasher for category counts: FxHash's multiply-rotate, several times faster than
@@ -473,13 +483,7 @@ impl ReferenceBuilder {
         for (i, obs) in row.iter().enumerate() {
             match obs {
                 Observed::Num(x) => self.numeric[i].push(*x),
-                Observed::Cat(c) => {
-                    if let Some(n) = self.categorical[i].get_mut(c.as_ref()) {
-                        *n += 1;
-                    } else {
-                        self.categorical[i].insert(c.as_ref().to_owned(), 1);
-                    }
-                }
+                Observed::Cat(c) => count_category(&mut self.categorical[i], c, 1),
                 Observed::Missing | Observed::TypeError => {}
             }
         }
@@ -503,14 +507,9 @@ impl ReferenceBuilder {
                     self.numeric[i].extend(values.iter().filter(|x| !x.is_nan()))
                 }
                 Column::Cat { ids, dict } => {
-                    let mut counts = vec![0u64; dict.len()];
-                    for &id in ids.iter().filter(|&&id| id != MISSING) {
-                        counts[id as usize] += 1;
-                    }
+                    let (counts, _) = count_ids(ids, dict);
                     for (id, n) in counts.into_iter().enumerate().filter(|(_, n)| *n > 0) {
-                        *self.categorical[i]
-                            .entry(dict.name(id as u32).to_owned())
-                            .or_insert(0) += n;
+                        count_category(&mut self.categorical[i], dict.name(id as u32), n);
                     }
                 }
             }
@@ -877,19 +876,10 @@ impl Window {
                     }
                 }
                 Column::Cat { ids, dict } => {
-                    let mut counts = vec![0u64; dict.len() + 1];
-                    for &id in &ids[rows.clone()] {
-                        counts[if id == MISSING {
-                            dict.len()
-                        } else {
-                            id as usize
-                        }] += 1;
-                    }
-                    w.missing += counts[dict.len()] as usize;
-                    for (id, &n) in counts[..dict.len()].iter().enumerate() {
-                        if n > 0 {
-                            w.cat.add_n(dict.name(id as u32), n);
-                        }
+                    let (counts, missing) = count_ids(&ids[rows.clone()], dict);
+                    w.missing += missing;
+                    for (id, n) in counts.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                        w.cat.add_n(dict.name(id as u32), n);
                     }
                 }
             }

@@ -127,8 +127,8 @@ fn read_blocks_of<E: From<SourceError>>(
         let mut next = 0u64;
         'receive: for (seq, chunk) in done_rx.iter() {
             pending.insert(seq, chunk);
-            while let Some(chunk) = pending.remove(&next) {
-                match &chunk.status {
+            while let Some(mut chunk) = pending.remove(&next) {
+                match std::mem::replace(&mut chunk.status, Status::Clean) {
                     Status::Clean => {
                         if let Err(e) = consume(&chunk.batch) {
                             result = Err(e);
@@ -145,7 +145,7 @@ fn read_blocks_of<E: From<SourceError>>(
                         break 'receive;
                     }
                     Status::Failed(e) => {
-                        result = Err(io(std::io::Error::new(e.kind(), e.to_string())).into());
+                        result = Err(io(e).into());
                         break 'receive;
                     }
                 }

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
+use crate::batch::MISSING;
 use crate::synth::{demo_plan_toml, CreditModel, Drift};
 
 fn plan(first: usize, window: usize) -> Arc<Plan> {

@@ -15,6 +15,14 @@ pub struct KsResult {
     pub p_value: f64,
 }
 
+impl KsResult {
+    /// The answer for an empty sample.
+    const UNDEFINED: KsResult = KsResult {
+        statistic: f64::NAN,
+        p_value: f64::NAN,
+    };
+}
+
 /// First index at or after `from` where `pred` turns false (`pred` is true, then false,
 /// along the sorted slice). Galloping: cost grows with the log of the distance moved,
 /// so walking a long reference in the order of a short window is cheap.
@@ -83,10 +91,7 @@ fn walk_below(r: &[f64], from: usize, v: f64) -> usize {
 pub fn ks_2samp_sorted(r: &[f64], w: &[f64]) -> KsResult {
     let (n1, n2) = (r.len(), w.len());
     if n1 == 0 || n2 == 0 {
-        return KsResult {
-            statistic: f64::NAN,
-            p_value: f64::NAN,
-        };
+        return KsResult::UNDEFINED;
     }
     // The differences F_ref - F_win are kept exactly, as integers scaled by n1 * n2,
     // and D is their largest magnitude divided out once: the exact D correctly rounded.
@@ -138,11 +143,7 @@ pub fn ks_2samp_sorted(r: &[f64], w: &[f64]) -> KsResult {
         let ((a, j), (end, _)) = (starts[t], starts[t + 1]);
         best = best.max(walk_run(r, &w[a..end], a, j, walk, diff));
     }
-    let d = best as f64 / (n1 as f64 * n2 as f64);
-    KsResult {
-        statistic: d,
-        p_value: ks_p_value(n1, n2, d),
-    }
+    ks_result(n1, n2, best)
 }
 
 /// The largest |difference| over the sorted window values `run`, which start at window
@@ -245,10 +246,7 @@ impl KsIndex {
 pub fn ks_2samp(r: &[f64], index: &KsIndex, w: &[f64]) -> KsResult {
     let (n1, n2) = (r.len(), w.len());
     if n1 == 0 || n2 == 0 {
-        return KsResult {
-            statistic: f64::NAN,
-            p_value: f64::NAN,
-        };
+        return KsResult::UNDEFINED;
     }
     let parts = index.parts();
     // Order keys; -0.0 is 0.0 here, as the comparisons with the reference have it.
@@ -309,6 +307,7 @@ pub fn ks_2samp(r: &[f64], index: &KsIndex, w: &[f64]) -> KsResult {
     ks_result(n1, n2, best)
 }
 
+/// The result from the largest |n2*j - n1*i| found: D divided out once, and its p-value.
 fn ks_result(n1: usize, n2: usize, best: i64) -> KsResult {
     let d = best as f64 / (n1 as f64 * n2 as f64);
     KsResult {
