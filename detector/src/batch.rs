@@ -85,6 +85,23 @@ impl Dict {
         }
     }
 
+    /// The id of a name of up to 8 bytes held, by its [`key_of`]; `None` if not held.
+    #[inline(always)]
+    pub(crate) fn find_short(&self, key: u128) -> Option<u32> {
+        if self.short.is_empty() {
+            return None;
+        }
+        let mask = self.short.len() - 1;
+        let mut slot = slot_of(key, mask);
+        loop {
+            match self.short[slot] {
+                (_, 0) => return None,
+                (k, id) if k == key => return Some(id - 1),
+                _ => slot = (slot + 1) & mask,
+            }
+        }
+    }
+
     /// A name of up to 8 bytes with its [`key_of`].
     fn intern_short(&mut self, name: &[u8], key: u128) -> Option<u32> {
         if self.short.is_empty() {
@@ -243,6 +260,11 @@ impl ColumnBatch {
     /// outcome flag, if the batch carries them).
     pub fn push_row(&mut self) {
         self.rows += 1;
+    }
+
+    /// Count `n` rows whose values were pushed to every column.
+    pub(crate) fn add_rows(&mut self, n: usize) {
+        self.rows += n;
     }
 
     /// Drop rows from `len` on (the rows before a bad record are kept).

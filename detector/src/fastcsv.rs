@@ -18,7 +18,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex, PoisonError};
 
-use crate::batch::{Column, ColumnBatch, MISSING};
+use chrono::{DateTime, Utc};
+
+use crate::batch::{Column, ColumnBatch, Dict, MISSING};
 use crate::plan::{FeatureType, Plan};
 use crate::source::{
     is_missing, parse_f64, parse_f64_prefix, parse_timestamp, CsvLayout, CsvRows, SourceError,
@@ -282,104 +284,201 @@ impl Targets {
     }
 }
 
+/// Where a field's value goes: one sink per target of its file column.
+enum Sink<'a> {
+    Num(&'a mut Vec<f64>),
+    Cat(&'a mut Vec<u32>, &'a mut Dict),
+    Time(&'a mut Vec<DateTime<Utc>>),
+    Outcome(&'a mut Vec<bool>),
+}
+
 /// Parse a block of whole lines into `batch` (cleared); `false` if it holds anything
-/// but plain records with valid values (then `batch` holds some prefix of the rows).
+/// but plain records with valid values (then `batch` holds some prefix of the values).
 fn parse_block(block: &[u8], t: &Targets, batch: &mut ColumnBatch) -> bool {
     if memchr::memchr(b'"', block).is_some() {
         return false;
     }
-    // `\r` only as part of `\r\n`; the csv crate ends a record at a lone `\r`.
-    let mut crlf = false;
-    for i in memchr::memchr_iter(b'\r', block) {
-        if block.get(i + 1) != Some(&b'\n') {
-            return false;
-        }
-        crlf = true;
+    // `\r` only as part of `\r\n` (so a `\r` ends a line); the csv crate ends a record
+    // at a lone `\r`.
+    if memchr::memchr_iter(b'\r', block).any(|i| block.get(i + 1) != Some(&b'\n')) {
+        return false;
     }
     let width = t.columns.len();
-    let mut start = 0;
-    while start < block.len() {
-        let mut end = memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i);
-        let next = end + 1;
-        if crlf && end > start && block[end - 1] == b'\r' {
-            end -= 1;
-        }
-        if end == start {
-            return false;
-        }
-        // Fields of this line: `from..` up to the next comma before `end`.
-        let mut col = 0;
-        let mut from = start;
-        loop {
-            let Some(targets) = t.columns.get(col) else {
-                return false;
-            };
-            // A lone numeric column: the number's own end is the field's end, so the
-            // bytes are read once (the rest of the block backs 8-byte reads).
-            let mut field_end = None;
-            if let [Target::Num(i)] = targets[..] {
-                if let Some((x, len)) = parse_f64_prefix(&block[from..]) {
-                    let e = from + len;
-                    if e == end || (e < end && block[e] == b',') {
-                        if let Column::Num(v) = &mut batch.columns[i] {
-                            v.push(x);
-                        }
-                        field_end = Some(e);
-                    }
-                }
+    let rows = {
+        let mut slots: Vec<Option<&mut Column>> = batch.columns.iter_mut().map(Some).collect();
+        let (mut times, mut outcomes) = (Some(&mut batch.timestamps), Some(&mut batch.outcomes));
+        let mut sinks: Vec<Vec<Sink>> = Vec::with_capacity(width);
+        for targets in &t.columns {
+            let mut column = Vec::with_capacity(targets.len());
+            for &target in targets {
+                column.push(match target {
+                    Target::Num(i) | Target::Cat(i) => match slots[i].take() {
+                        Some(Column::Num(v)) => Sink::Num(v),
+                        Some(Column::Cat { ids, dict }) => Sink::Cat(ids, dict),
+                        None => return false,
+                    },
+                    Target::Timestamp => match times.take() {
+                        Some(v) => Sink::Time(v),
+                        None => return false,
+                    },
+                    Target::Outcome => match outcomes.take() {
+                        Some(v) => Sink::Outcome(v),
+                        None => return false,
+                    },
+                });
             }
-            let field_end = match field_end {
-                Some(e) => e,
-                None => {
-                    // Fields are short: a plain scan beats a memchr call.
-                    let e = block[from..end]
-                        .iter()
-                        .position(|&b| b == b',')
-                        .map_or(end, |i| from + i);
-                    if !targets.is_empty() && !take(block, from..e, targets, batch) {
-                        return false;
-                    }
-                    e
-                }
-            };
-            col += 1;
-            if field_end == end {
-                break;
-            }
-            from = field_end + 1;
+            sinks.push(column);
         }
-        if col != width {
-            return false;
+        match parse_records(block, &mut sinks) {
+            Some(rows) => rows,
+            None => return false,
         }
-        for &i in &t.absent {
-            match &mut batch.columns[i] {
-                Column::Num(v) => v.push(f64::NAN),
-                Column::Cat { ids, .. } => ids.push(MISSING),
-            }
+    };
+    for &i in &t.absent {
+        match &mut batch.columns[i] {
+            Column::Num(v) => v.resize(rows, f64::NAN),
+            Column::Cat { ids, .. } => ids.resize(rows, MISSING),
         }
-        batch.push_row();
-        start = next;
     }
+    batch.add_rows(rows);
     true
 }
 
-/// One field into its targets; `false` if it is not a valid value for one of them.
-fn take(
-    block: &[u8],
-    field: std::ops::Range<usize>,
-    targets: &[Target],
-    batch: &mut ColumnBatch,
-) -> bool {
+/// The records of a block into the sinks of their columns: how many, or `None` at
+/// anything [`parse_block`] does not take.
+///
+/// The separators (commas and line ends) of each 64 bytes are found first, as one
+/// 64-bit mask, and the fields between them parsed in turn: no field's parse waits for
+/// the one before it to find its end, so the processor works on several at once.
+fn parse_records(block: &[u8], sinks: &mut [Vec<Sink>]) -> Option<usize> {
+    let width = sinks.len();
+    let n = block.len();
+    let mut rows = 0;
+    let mut col = 0;
+    // Where the current field starts.
+    let mut from = 0;
+    let mut chunk = 0;
+    while chunk < n {
+        let mut seps = separators(block, chunk);
+        while seps != 0 {
+            let p = chunk + seps.trailing_zeros() as usize;
+            seps &= seps - 1;
+            let line_end = block[p] == b'\n';
+            if line_end != (col + 1 == width) {
+                return None; // a record too short or too long
+            }
+            let mut e = p;
+            if line_end && e > from && block[e - 1] == b'\r' {
+                e -= 1; // every `\r` here comes before `\n`
+            }
+            if line_end && col == 0 && e == from {
+                return None; // an empty line: the csv crate skips it
+            }
+            field(block, from, e, &mut sinks[col])?;
+            if line_end {
+                rows += 1;
+                col = 0;
+            } else {
+                col += 1;
+            }
+            from = p + 1;
+        }
+        chunk += 64;
+    }
+    // A last line without a line end.
+    if col > 0 || from < n {
+        if col + 1 != width {
+            return None;
+        }
+        field(block, from, n, &mut sinks[col])?;
+        rows += 1;
+    }
+    Some(rows)
+}
+
+/// The field `from..e` into the sinks of its column.
+#[inline(always)]
+fn field(block: &[u8], from: usize, e: usize, column: &mut [Sink]) -> Option<()> {
+    let taken = match column {
+        [Sink::Num(v)] => match parse_f64_prefix(&block[from..]) {
+            Some((x, len)) if from + len == e => {
+                v.push(x);
+                true
+            }
+            _ => false,
+        },
+        [Sink::Cat(ids, dict)] => {
+            match short_key(block, from, e).and_then(|k| dict.find_short(k)) {
+                Some(id) => {
+                    ids.push(id);
+                    true
+                }
+                None => false,
+            }
+        }
+        _ => false,
+    };
+    (taken || take(block, from..e, column)).then_some(())
+}
+
+/// The commas and line ends among the 64 bytes of `block` from `at` (fewer at its end):
+/// bit i set when byte `at + i` is one.
+#[inline(always)]
+fn separators(block: &[u8], at: usize) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // One bit per byte of `x` equal to `,` or `\n`: the high bits, exact (no carries
+    // between bytes), then gathered into the low 8 bits by one multiplication.
+    let word = |x: u64| {
+        let comma = x ^ (0x0101_0101_0101_0101 * u64::from(b','));
+        let newline = x ^ (0x0101_0101_0101_0101 * u64::from(b'\n'));
+        let hit =
+            (!(((comma & LOW7) + LOW7) | comma) | !(((newline & LOW7) + LOW7) | newline)) & HIGHS;
+        (hit >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+    };
+    let mut tail = [0u8; 64];
+    let bytes = match block.get(at..at + 64) {
+        Some(b) => b,
+        None => {
+            tail[..block.len() - at].copy_from_slice(&block[at..]);
+            &tail
+        }
+    };
+    let mut mask = 0;
+    for (i, w) in bytes.chunks_exact(8).enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        mask |= word(u64::from_le_bytes(b)) << (8 * i);
+    }
+    mask
+}
+
+/// The [`Dict`] key of the field `from..e` when it is a plain category of 1 to 8 bytes
+/// with 8 bytes of the block from `from` (one load); `None` otherwise (empty, longer,
+/// or padded with white space, which the slow path trims).
+#[inline(always)]
+fn short_key(block: &[u8], from: usize, e: usize) -> Option<u128> {
+    let len = e - from;
+    let word = block.get(from..from + 8)?;
+    if len == 0 || len > 8 || word[0].is_ascii_whitespace() || word[len - 1].is_ascii_whitespace() {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(word);
+    let head = u64::from_le_bytes(b) & (u64::MAX >> (64 - 8 * len));
+    Some((u128::from(head) << 64) | len as u128)
+}
+
+/// One field into the sinks of its column; `false` if it is not a valid value for one
+/// of them.
+fn take(block: &[u8], field: std::ops::Range<usize>, sinks: &mut [Sink]) -> bool {
     let untrimmed = &block[field.clone()];
     let f = untrimmed.trim_ascii();
     // Where the trimmed field starts in the block.
     let at = field.start + (untrimmed.len() - untrimmed.trim_ascii_start().len());
-    for &target in targets {
-        match target {
-            Target::Num(i) => {
-                let Column::Num(v) = &mut batch.columns[i] else {
-                    return false;
-                };
+    for sink in sinks {
+        match sink {
+            Sink::Num(v) => {
                 if is_missing(f, FeatureType::Numeric) {
                     v.push(f64::NAN);
                 } else {
@@ -389,10 +488,7 @@ fn take(
                     }
                 }
             }
-            Target::Cat(i) => {
-                let Column::Cat { ids, dict } = &mut batch.columns[i] else {
-                    return false;
-                };
+            Sink::Cat(ids, dict) => {
                 if is_missing(f, FeatureType::Categorical) {
                     ids.push(MISSING);
                 } else {
@@ -402,17 +498,17 @@ fn take(
                     }
                 }
             }
-            Target::Timestamp => {
+            Sink::Time(v) => {
                 if f.is_empty() {
-                    batch.timestamps.push(chrono::DateTime::UNIX_EPOCH);
+                    v.push(DateTime::UNIX_EPOCH);
                 } else {
                     match parse_timestamp(f) {
-                        Some(ts) => batch.timestamps.push(ts),
+                        Some(ts) => v.push(ts),
                         None => return false,
                     }
                 }
             }
-            Target::Outcome => batch.outcomes.push(!f.is_empty()),
+            Sink::Outcome(v) => v.push(!f.is_empty()),
         }
     }
     true
@@ -525,6 +621,18 @@ type = "categorical"
                 format!("{plain}2024-01-01T00:00:09Z,4,zz,a,,extra\n"),
             ),
             ("bad timestamp", format!("{plain}yesterday,4,zz,a,\n")),
+            (
+                "empty last field, no final line end",
+                format!("{plain}2024-01-01T00:00:09Z,4,zz,a,"),
+            ),
+            (
+                "fields across many words",
+                format!(
+                    "{plain}2024-01-01T00:00:09Z,4,{},{},\n{plain}",
+                    "z".repeat(150),
+                    "c".repeat(70)
+                ),
+            ),
             (
                 "not utf-8",
                 format!("{plain}2024-01-01T00:00:09Z,4,zz,\u{1}X,\n").replace('\u{1}', "\u{fffd}"),

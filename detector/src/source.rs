@@ -524,7 +524,7 @@ fn digit_run(s: &[u8]) -> Option<(usize, u64)> {
 /// value, exactly as `str::parse::<f64>` reads those bytes, and its length. `None` when
 /// the number is longer or of another form (the caller falls back to [`parse_f64`]);
 /// the caller checks what follows the number.
-#[inline]
+#[inline(always)]
 pub(crate) fn parse_f64_prefix(s: &[u8]) -> Option<(f64, usize)> {
     const POW10: [f64; 16] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
