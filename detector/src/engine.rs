@@ -532,7 +532,7 @@ impl ReferenceBuilder {
         let numeric = |mut sorted: Vec<f64>| {
             stats::sort_floats(&mut sorted);
             let edges = stats::quantile_edges(&sorted, bins);
-            let proportions = stats::bin_proportions(&edges, &sorted);
+            let proportions = stats::bin_proportions_sorted(&edges, &sorted);
             // 0 for an empty signal (never used: it is insufficient), not NaN, which
             // JSON cannot carry.
             let std = if sorted.is_empty() {

@@ -210,6 +210,9 @@ impl Blocks {
     /// read error (returned with the number it takes), no more blocks.
     fn next(&mut self, out: &mut Vec<u8>) -> Result<Option<u64>, (u64, std::io::Error)> {
         out.clear();
+        // Room for a block past the carried bytes: read_to_end would otherwise grow a
+        // new buffer by doubling, copying it each time.
+        out.reserve(self.carry.len() + self.block + 1);
         out.append(&mut self.carry);
         while !self.done {
             // Read into spare capacity: no zero-filling of the buffer first.
