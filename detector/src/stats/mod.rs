@@ -283,13 +283,23 @@ pub fn ks_2samp(r: &[f64], index: &KsIndex, w: &[f64]) -> KsResult {
         return ks_result(n1, n2, best);
     }
     open.sort_unstable_by_key(|&(bound, _)| std::cmp::Reverse(bound));
-    // The window values of the open parts, by part.
-    let mut at: Vec<u32> = ends.clone();
-    let mut in_part = vec![0u64; n2];
+    // The window values of the open parts only, each part's together: where each open
+    // part's values go in `picked` (NONE for the others), filled in one pass.
+    const NONE: u32 = u32::MAX;
+    let mut slot = vec![NONE; parts];
+    let mut total = 0;
+    for &(_, p) in &open {
+        slot[p] = total;
+        total += ends[p + 1] - ends[p];
+    }
+    let mut picked = vec![0u64; total as usize];
     for &k in &keys {
         let p = index.part(k);
-        in_part[at[p] as usize] = k;
-        at[p] += 1;
+        let s = slot[p];
+        if s != NONE {
+            picked[s as usize] = k;
+            slot[p] = s + 1;
+        }
     }
     let diff = |j: usize, i: usize| j as i64 * k1 - i as i64 * k2;
     let mut values = Vec::new();
@@ -298,7 +308,8 @@ pub fn ks_2samp(r: &[f64], index: &KsIndex, w: &[f64]) -> KsResult {
             break;
         }
         let (a, e) = (ends[p] as usize, ends[p + 1] as usize);
-        let part = &mut in_part[a..e];
+        // The part's values end where its slot stopped.
+        let part = &mut picked[slot[p] as usize - (e - a)..slot[p] as usize];
         part.sort_unstable();
         values.clear();
         values.extend(part.iter().map(|&k| from_order_key(k)));
