@@ -182,13 +182,19 @@ fn walk_run(
 }
 
 /// A sorted reference cut into parts by value, for [`ks_2samp`]: about one part per 16
-/// reference values, spread over the reference's range of order keys, with the number
-/// of reference values below each part's lower edge: a quarter of a byte per reference value.
+/// reference values, of equal width over the reference's range, with the number of
+/// reference values below each part: a quarter of a byte per reference value.
+///
+/// A value's part is `(x - lo) * scale`, rounded. Rounding keeps that monotone, so
+/// every value of a lower part is below every value of a higher one, which is all the
+/// KS walk needs; and equal widths in value (not in the floats' bit patterns) keep the
+/// parts even when the data straddle zero, where the bit patterns of tiny magnitudes
+/// would take most of the parts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KsIndex {
-    lo: u64,
-    shift: u32,
-    /// `below[p]`: reference values under part p's lower edge; then the reference size.
+    lo: f64,
+    scale: f64,
+    /// `below[p]`: reference values in parts before p; then the reference size.
     below: Vec<u32>,
 }
 
@@ -200,32 +206,40 @@ impl KsIndex {
         if m == 0 || m >= u32::MAX as usize {
             return None;
         }
-        let (lo, hi) = (order_key(sorted[0]), order_key(sorted[m - 1]));
-        let bits = (m / 16).max(1).next_power_of_two().trailing_zeros();
-        let shift = (64 - (hi - lo).leading_zeros())
-            .saturating_sub(bits)
-            .min(63);
-        let parts = ((hi - lo) >> shift) as usize + 1;
-        let mut below = Vec::with_capacity(parts + 1);
-        let mut j = 0;
-        for p in 0..parts {
-            let edge = from_order_key(lo + ((p as u64) << shift));
-            j = gallop(sorted, j, |x| x < edge);
-            below.push(j as u32);
+        let (lo, hi) = (sorted[0], sorted[m - 1]);
+        let mut parts = (m / 16).max(1);
+        let mut scale = parts as f64 / (hi - lo);
+        if !scale.is_finite() || scale <= 0.0 {
+            // A constant reference, or a range too wide for a double: one part.
+            (parts, scale) = (1, 0.0);
         }
-        below.push(m as u32);
-        Some(KsIndex { lo, shift, below })
+        let mut index = KsIndex {
+            lo,
+            scale,
+            below: vec![0; parts + 1],
+        };
+        for &x in sorted {
+            let p = index.part(x);
+            index.below[p + 1] += 1;
+        }
+        for p in 0..parts {
+            index.below[p + 1] += index.below[p];
+        }
+        Some(index)
     }
 
     fn parts(&self) -> usize {
         self.below.len() - 1
     }
 
-    /// The part of a window value's order key (values beyond the reference's range in
-    /// the first or last part).
+    /// The part of a value: `(x - lo) * scale` rounded to an integer by adding 2^52 (a
+    /// few instructions where a saturating cast takes a dozen); values beyond the
+    /// reference's range in the first or last part.
     #[inline(always)]
-    fn part(&self, key: u64) -> usize {
-        ((key.saturating_sub(self.lo) >> self.shift) as usize).min(self.parts() - 1)
+    fn part(&self, x: f64) -> usize {
+        const TWO_52: f64 = 4_503_599_627_370_496.0;
+        let y = ((x - self.lo) * self.scale).max(0.0) + TWO_52;
+        ((y.to_bits() - TWO_52.to_bits()) as usize).min(self.parts() - 1)
     }
 
     /// Bytes held.
@@ -256,8 +270,8 @@ pub fn ks_2samp(r: &[f64], index: &KsIndex, w: &[f64]) -> KsResult {
         .collect();
     // Window values per part, then (in place) window values below each part.
     let mut ends = vec![0u32; parts + 1];
-    for &k in &keys {
-        ends[index.part(k) + 1] += 1;
+    for &x in w {
+        ends[index.part(x) + 1] += 1;
     }
     let (k1, k2) = (n2 as i64, n1 as i64);
     let diff = |j: u32, i: u32| i64::from(j) * k1 - i64::from(i) * k2;
@@ -293,8 +307,8 @@ pub fn ks_2samp(r: &[f64], index: &KsIndex, w: &[f64]) -> KsResult {
         total += ends[p + 1] - ends[p];
     }
     let mut picked = vec![0u64; total as usize];
-    for &k in &keys {
-        let p = index.part(k);
+    for (&x, &k) in w.iter().zip(&keys) {
+        let p = index.part(x);
         let s = slot[p];
         if s != NONE {
             picked[s as usize] = k;
@@ -796,6 +810,47 @@ mod tests {
             assert!(
                 (w - e).abs() <= 1e-12 * e.abs().max(1.0),
                 "case {case}: {w} vs {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn ks_index_takes_any_range() {
+        let mut rng = crate::synth::Rng::new(11);
+        let mut cases: Vec<(Vec<f64>, Vec<f64>)> = vec![
+            // A constant reference; a window beyond it on both sides.
+            (vec![2.5; 3000], vec![2.5, 1.0, 9.0, 2.5, -0.0]),
+            // A range wider than a double can hold (`hi - lo` overflows): one part.
+            (
+                vec![-1e308, -1.0, 0.0, 1.0, 1e308],
+                vec![f64::MAX, -f64::MAX, 0.5],
+            ),
+            // Tiny magnitudes around zero, signed zeros.
+            (
+                (0..5000).map(|i| f64::from(i - 2500) * 1e-300).collect(),
+                vec![0.0, -0.0, 1e-300, -1e-300, 5e-298, 1.0],
+            ),
+        ];
+        for shift in [0.0, 0.3, 3.0] {
+            // Standardized data straddling zero, as most scaled features are.
+            let r: Vec<f64> = (0..20_000).map(|_| rng.normal()).collect();
+            let w: Vec<f64> = (0..2_000).map(|_| rng.normal() + shift).collect();
+            cases.push((r, w));
+        }
+        for (k, (mut r, w)) in cases.into_iter().enumerate() {
+            r.sort_by(f64::total_cmp);
+            let mut sorted = w.clone();
+            sorted.sort_by(f64::total_cmp);
+            let index = KsIndex::new(&r).expect("an index");
+            assert_eq!(
+                ks_2samp(&r, &index, &w),
+                ks_2samp_sorted(&r, &sorted),
+                "case {k}"
+            );
+            assert_eq!(
+                ks_2samp_sorted(&r, &sorted).statistic,
+                ks_d_reference(&r, &sorted),
+                "case {k}"
             );
         }
     }
