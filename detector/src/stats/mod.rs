@@ -263,11 +263,6 @@ pub fn ks_2samp(r: &[f64], index: &KsIndex, w: &[f64]) -> KsResult {
         return KsResult::UNDEFINED;
     }
     let parts = index.parts();
-    // Order keys; -0.0 is 0.0 here, as the comparisons with the reference have it.
-    let keys: Vec<u64> = w
-        .iter()
-        .map(|&x| order_key(if x == 0.0 { 0.0 } else { x }))
-        .collect();
     // Window values per part, then (in place) window values below each part.
     let mut ends = vec![0u32; parts + 1];
     for &x in w {
@@ -307,11 +302,13 @@ pub fn ks_2samp(r: &[f64], index: &KsIndex, w: &[f64]) -> KsResult {
         total += ends[p + 1] - ends[p];
     }
     let mut picked = vec![0u64; total as usize];
-    for (&x, &k) in w.iter().zip(&keys) {
+    for &x in w {
         let p = index.part(x);
         let s = slot[p];
         if s != NONE {
-            picked[s as usize] = k;
+            // Order keys sort as the values do; -0.0 is 0.0 here, as the comparisons
+            // with the reference have it.
+            picked[s as usize] = order_key(if x == 0.0 { 0.0 } else { x });
             slot[p] = s + 1;
         }
     }
