@@ -36,12 +36,12 @@ TOML
 for i in $(seq 0 9); do printf '[features.x%s]\ntype = "numeric"\nchecks = ["ks"]\n' "$i" >> "$work/plan.toml"; done
 for i in $(seq 0 4); do printf '[features.c%s]\ntype = "categorical"\nchecks = ["chi2"]\n' "$i" >> "$work/plan.toml"; done
 
-# driftwatch and NannyML run three times each, alternating, and each is given its
-# median: one run of either varies by 10-20% on a shared 2-core machine. Evidently
+# driftwatch and NannyML run five times each, alternating, and each is given its
+# median: one run of either varies by 10-30% on a shared 2-core machine. Evidently
 # (minutes per run) runs once.
-median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+median() { printf '%s\n' "$@" | sort -n | sed -n 3p; }
 dw_times=(); nml_times=()
-for _ in 1 2 3; do
+for _ in 1 2 3 4 5; do
   start=$(date +%s.%N)
   "$root/target/release/driftwatch" replay --plan "$work/plan.toml" --events "$work/analysis.csv" > "$work/driftwatch.ndjson"
   dw_times+=("$(echo "$(date +%s.%N) - $start" | bc)")
