@@ -38,9 +38,39 @@ fn key_of(b: &[u8]) -> u128 {
     (u128::from(u64::from_le_bytes(head)) << 64) | b.len() as u128
 }
 
+/// The [`key_of`] of the `len` bytes at `at` in `text` by one 8-byte read, without a
+/// copy: `None` when the name is longer than 8 bytes or `text` ends before 8 bytes.
+#[inline(always)]
+pub(crate) fn key_at(text: &[u8], at: usize, len: usize) -> Option<u128> {
+    let word = text.get(at..at + 8)?;
+    if len > 8 {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(word);
+    // Keep the name's bytes: all 8, or the low `len` (none for len 0).
+    let keep = u64::MAX.checked_shr(64 - 8 * len as u32).unwrap_or(0);
+    Some((u128::from(u64::from_le_bytes(b) & keep) << 64) | len as u128)
+}
+
 /// The first slot to probe for `key` in a table of `mask + 1` slots.
 fn slot_of(key: u128, mask: usize) -> usize {
     (((key >> 64) as u64 ^ key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask
+}
+
+/// Linear probing for `key` in an open-addressing table of (key, id + 1) slots, 0 for an
+/// empty slot, never full: the id held, or the empty slot where the key would go.
+#[inline(always)]
+fn probe(table: &[(u128, u32)], key: u128) -> Result<u32, usize> {
+    let mask = table.len() - 1;
+    let mut slot = slot_of(key, mask);
+    loop {
+        match table[slot] {
+            (_, 0) => return Err(slot),
+            (k, id) if k == key => return Ok(id - 1),
+            _ => slot = (slot + 1) & mask,
+        }
+    }
 }
 
 impl Dict {
@@ -72,16 +102,9 @@ impl Dict {
     #[inline]
     pub fn intern_at(&mut self, text: &[u8], at: usize, len: usize) -> Option<u32> {
         let name = &text[at..at + len];
-        match text.get(at..at + 8) {
-            Some(word) if len <= 8 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(word);
-                // Keep the name's bytes: all 8, or the low `len` (none for len 0).
-                let keep = u64::MAX.checked_shr(64 - 8 * len as u32).unwrap_or(0);
-                let head = u64::from_le_bytes(b) & keep;
-                self.intern_short(name, (u128::from(head) << 64) | len as u128)
-            }
-            _ => self.intern_bytes(name),
+        match key_at(text, at, len) {
+            Some(key) => self.intern_short(name, key),
+            None => self.intern_bytes(name),
         }
     }
 
@@ -91,15 +114,7 @@ impl Dict {
         if self.short.is_empty() {
             return None;
         }
-        let mask = self.short.len() - 1;
-        let mut slot = slot_of(key, mask);
-        loop {
-            match self.short[slot] {
-                (_, 0) => return None,
-                (k, id) if k == key => return Some(id - 1),
-                _ => slot = (slot + 1) & mask,
-            }
-        }
+        probe(&self.short, key).ok()
     }
 
     /// A name of up to 8 bytes with its [`key_of`].
@@ -107,15 +122,10 @@ impl Dict {
         if self.short.is_empty() {
             self.short = vec![(0, 0); 64];
         }
-        let mask = self.short.len() - 1;
-        let mut slot = slot_of(key, mask);
-        loop {
-            match self.short[slot] {
-                (k, id) if id != 0 && k == key => return Some(id - 1),
-                (_, 0) => break,
-                _ => slot = (slot + 1) & mask,
-            }
-        }
+        let slot = match probe(&self.short, key) {
+            Ok(id) => return Some(id),
+            Err(slot) => slot,
+        };
         let id = self.push(std::str::from_utf8(name).ok()?);
         self.short[slot] = (key, id + 1);
         self.short_used += 1;
@@ -134,13 +144,11 @@ impl Dict {
     fn grow_short(&mut self) {
         let old = std::mem::take(&mut self.short);
         self.short = vec![(0, 0); old.len() * 2];
-        let mask = self.short.len() - 1;
         for (key, id) in old.into_iter().filter(|(_, id)| *id != 0) {
-            let mut slot = slot_of(key, mask);
-            while self.short[slot].1 != 0 {
-                slot = (slot + 1) & mask;
+            // Keys are distinct: each finds an empty slot.
+            if let Err(slot) = probe(&self.short, key) {
+                self.short[slot] = (key, id);
             }
-            self.short[slot] = (key, id);
         }
     }
 

@@ -20,7 +20,7 @@ use std::sync::{mpsc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 
-use crate::batch::{Column, ColumnBatch, Dict, MISSING};
+use crate::batch::{key_at, Column, ColumnBatch, Dict, MISSING};
 use crate::plan::{FeatureType, Plan};
 use crate::source::{
     is_missing, parse_f64, parse_f64_prefix, parse_timestamp, CsvLayout, CsvRows, SourceError,
@@ -462,14 +462,10 @@ fn separators(block: &[u8], at: usize) -> u64 {
 #[inline(always)]
 fn short_key(block: &[u8], from: usize, e: usize) -> Option<u128> {
     let len = e - from;
-    let word = block.get(from..from + 8)?;
-    if len == 0 || len > 8 || word[0].is_ascii_whitespace() || word[len - 1].is_ascii_whitespace() {
+    if len == 0 || block[from].is_ascii_whitespace() || block[e - 1].is_ascii_whitespace() {
         return None;
     }
-    let mut b = [0u8; 8];
-    b.copy_from_slice(word);
-    let head = u64::from_le_bytes(b) & (u64::MAX >> (64 - 8 * len));
-    Some((u128::from(head) << 64) | len as u128)
+    key_at(block, from, len)
 }
 
 /// One field into the sinks of its column; `false` if it is not a valid value for one

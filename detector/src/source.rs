@@ -422,51 +422,14 @@ enum Cell<'a> {
     Missing,
 }
 
-/// Parse a decimal number as `str::parse::<f64>` does, exactly; plain decimals of at
-/// most 15 significant digits (what CSV exports mostly hold) take Clinger's fast path:
-/// an exact integer divided by an exact power of ten rounds correctly in one IEEE
-/// division. Anything else goes to the standard parser.
+/// Parse a decimal number as `str::parse::<f64>` does, exactly: a plain decimal of at
+/// most 15 digits (what CSV exports mostly hold) by [`parse_f64_prefix`], anything else
+/// by the standard parser.
 pub fn parse_f64(f: &[u8]) -> Option<f64> {
-    const POW10: [f64; 16] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    ];
-    let (neg, digits) = match f.first() {
-        Some(b'-') => (true, &f[1..]),
-        Some(b'+') => (false, &f[1..]),
-        _ => (false, f),
-    };
-    let mut mantissa: u64 = 0;
-    let mut count = 0usize;
-    let mut frac: Option<usize> = None;
-    let mut fast = !digits.is_empty();
-    for (i, &b) in digits.iter().enumerate() {
-        match b {
-            b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(b - b'0');
-                if mantissa != 0 {
-                    count += 1;
-                }
-                if count > 15 {
-                    fast = false;
-                    break;
-                }
-            }
-            b'.' if frac.is_none() => frac = Some(i),
-            _ => {
-                fast = false;
-                break;
-            }
-        }
+    match parse_f64_prefix(f) {
+        Some((x, len)) if len == f.len() => Some(x),
+        _ => std::str::from_utf8(f).ok()?.parse::<f64>().ok(),
     }
-    if fast {
-        let scale = frac.map_or(0, |p| digits.len() - p - 1);
-        let int_digits = frac.unwrap_or(digits.len());
-        if scale < POW10.len() && int_digits + scale > 0 {
-            let x = mantissa as f64 / POW10[scale];
-            return Some(if neg { -x } else { x });
-        }
-    }
-    std::str::from_utf8(f).ok()?.parse::<f64>().ok()
 }
 
 /// The number of leading ASCII digits of `s`, up to 8, and their value.
