@@ -5,23 +5,29 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use driftwatch_detector::stats;
 use driftwatch_detector::synth::Rng;
 
+/// `n` normal values of mean `mean` and standard deviation `sd` to six decimals (as the
+/// replay's CSV holds them), sorted if asked.
+fn sample(rng: &mut Rng, n: usize, mean: f64, sd: f64, sorted: bool) -> Vec<f64> {
+    let mut v: Vec<f64> = (0..n).map(|_| round(rng.normal() * sd + mean)).collect();
+    if sorted {
+        stats::sort_floats(&mut v);
+    }
+    v
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
 fn per_window(c: &mut Criterion) {
     let mut rng = Rng::new(7);
-    let round = |x: f64| (x * 1e6).round() / 1e6;
-    let mut reference: Vec<f64> = (0..50_000)
-        .map(|_| round(rng.normal() * 2.0 + 10.0))
-        .collect();
-    stats::sort_floats(&mut reference);
+    let reference = sample(&mut rng, 50_000, 10.0, 2.0, true);
     let index = stats::KsIndex::new(&reference).expect("an index");
     let mut group = c.benchmark_group("window 5000 vs reference 50000");
     // Eight different windows in turn: one window repeated lets the branch predictor
     // learn its pattern, which real data never allows.
     let unsorted: Vec<Vec<f64>> = (0..8)
-        .map(|_| {
-            (0..5_000)
-                .map(|_| round(rng.normal() * 2.0 + 10.0))
-                .collect()
-        })
+        .map(|_| sample(&mut rng, 5_000, 10.0, 2.0, false))
         .collect();
     group.throughput(Throughput::Elements(40_000));
     group.bench_function("sort_floats/8 windows", |b| {
@@ -75,11 +81,10 @@ fn per_window(c: &mut Criterion) {
     }
     // Data straddling zero, as any standardized feature does: the KS index must not
     // spend its parts on the tiny magnitudes between -1e-6 and 1e-6.
-    let mut centred: Vec<f64> = (0..50_000).map(|_| round(rng.normal())).collect();
-    stats::sort_floats(&mut centred);
+    let centred = sample(&mut rng, 50_000, 0.0, 1.0, true);
     let centred_index = stats::KsIndex::new(&centred).expect("an index");
     let windows: Vec<Vec<f64>> = (0..8)
-        .map(|_| (0..5_000).map(|_| round(rng.normal())).collect())
+        .map(|_| sample(&mut rng, 5_000, 0.0, 1.0, false))
         .collect();
     group.bench_function("ks_2samp/8 unsorted windows/same, around zero", |b| {
         b.iter(|| {
@@ -92,22 +97,10 @@ fn per_window(c: &mut Criterion) {
     // Ten references in turn, as a replay of ten numeric features reads them one window
     // at a time: each comes from the last-level cache, not L2.
     let references: Vec<Vec<f64>> = (0..10)
-        .map(|k| {
-            let mut r: Vec<f64> = (0..50_000)
-                .map(|_| round(rng.normal() * 2.0 + 10.0 * f64::from(k)))
-                .collect();
-            stats::sort_floats(&mut r);
-            r
-        })
+        .map(|k| sample(&mut rng, 50_000, 10.0 * f64::from(k), 2.0, true))
         .collect();
     let sorted: Vec<Vec<f64>> = (0..10)
-        .map(|k| {
-            let mut w: Vec<f64> = (0..5_000)
-                .map(|_| round(rng.normal() * 2.0 + 10.0 * f64::from(k)))
-                .collect();
-            stats::sort_floats(&mut w);
-            w
-        })
+        .map(|k| sample(&mut rng, 5_000, 10.0 * f64::from(k), 2.0, true))
         .collect();
     group.throughput(Throughput::Elements(50_000));
     group.bench_function("ks_2samp_sorted/10 features in turn", |b| {
