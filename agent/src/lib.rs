@@ -14,8 +14,9 @@
 //!    topic (key = `system_id`) with an idempotent producer; Kafka's confirmations move
 //!    the spool's confirmed position, and confirmed segments are deleted.
 //!
-//! [`config`] holds the typed configuration, [`metrics`] the metric catalogue and
-//! [`telemetry`] the logging set-up shared with the detector binary.
+//! [`config`] holds the typed configuration and [`metrics`] the metric catalogue; logging
+//! set-up, the shutdown signal and the health routes come from `driftwatch-common`,
+//! shared with the detector.
 
 pub mod config;
 pub mod ingest;
@@ -25,32 +26,8 @@ pub mod privacy;
 pub mod server;
 pub mod sink;
 pub mod spool;
-pub mod telemetry;
 
 pub use config::AgentConfig;
 pub use server::{run, AgentError};
 
-/// Resolves on SIGTERM or Ctrl-C: the signal a Kubernetes pod or a terminal sends.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received");
-}
+pub use driftwatch_common::{shutdown_signal, telemetry};

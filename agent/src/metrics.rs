@@ -2,8 +2,7 @@
 //! a fixed set of reasons; never a system id, prediction id or peer address.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
 /// Handles to every agent metric, registered in an injected registry.
@@ -199,8 +198,5 @@ impl AgentMetrics {
 
 /// Render a registry in the Prometheus text format.
 pub fn render(registry: &Registry) -> String {
-    let mut buf = Vec::new();
-    // Encoding into a Vec cannot fail for well-formed metric families.
-    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
-    String::from_utf8(buf).unwrap_or_default()
+    driftwatch_common::health::render(registry)
 }

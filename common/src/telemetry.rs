@@ -1,4 +1,4 @@
-//! Logging set-up shared by both binaries: `DRIFTWATCH_LOG` is the filter (default
+//! Logging set-up for both binaries: `DRIFTWATCH_LOG` is the filter (default
 //! `info`), `DRIFTWATCH_LOG_FORMAT=json` selects JSON lines. Logs go to stderr.
 
 use tracing_subscriber::EnvFilter;
