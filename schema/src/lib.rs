@@ -1,6 +1,6 @@
 //! The driftwatch wire contract, version 1.
 //!
-//! Data passes through this crate twice:
+//! Data passes through this crate three times:
 //!
 //! 1. **Input validation** ([`parse_prediction`], [`parse_outcome`], [`parse_event`]): the
 //!    agent turns whatever JSON a model server posted into a typed [`Prediction`] or
@@ -29,6 +29,10 @@
 //!
 //! The JSON Schema of both is published as `schema/driftwatch-event-v1.schema.json`.
 //!
+//! 3. **What flows back out**: the detector's [`Alert`] on the alerts topic
+//!    (`driftwatch-alert-v1.schema.json`), and the [`Control`] message by which a decision
+//!    to restrict or disable a system reaches its agents (`driftwatch-control-v1.schema.json`).
+//!
 //! Input is more lenient than the wire: `event_id` is assigned (UUID v4) and `timestamp`
 //! stamped with the arrival time when absent; a label may be given as a string, integer or
 //! boolean and is carried as a string; an outcome may be given as a bare scalar
@@ -50,8 +54,20 @@ pub const DEFAULT_EVENTS_TOPIC: &str = "driftwatch.events";
 pub const DEFAULT_ALERTS_TOPIC: &str = "driftwatch.alerts";
 /// Longest accepted identifier (system id, model version, prediction id, feature name).
 pub const MAX_ID_LEN: usize = 256;
+/// Default topic for control messages (kill switch), compacted, key = `system_id`.
+pub const DEFAULT_CONTROL_TOPIC: &str = "driftwatch.control";
 /// The JSON Schema of the wire format, as published in the repository.
 pub const JSON_SCHEMA: &str = include_str!("../driftwatch-event-v1.schema.json");
+/// The JSON Schema of the alert payload.
+pub const ALERT_JSON_SCHEMA: &str = include_str!("../driftwatch-alert-v1.schema.json");
+/// The JSON Schema of the control message.
+pub const CONTROL_JSON_SCHEMA: &str = include_str!("../driftwatch-control-v1.schema.json");
+
+mod alert;
+mod control;
+
+pub use alert::{Alert, AlertWireError, Severity, WindowInfo};
+pub use control::{Control, ControlAction, ControlError};
 
 /// One feature value as posted by the model server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,19 +332,21 @@ fn id_string(obj: &mut Object, field: &str) -> Result<String, FieldError> {
     }
 }
 
+/// 1 to 128 characters of `[A-Za-z0-9._-]`: usable as a Kafka key, a metric label and a
+/// file name.
+pub fn valid_system_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// `system_id` must be usable as a Kafka key, a metric label and a file name.
 fn system_id(obj: &mut Object) -> Result<String, FieldError> {
     let expected = "1 to 128 characters of [A-Za-z0-9._-]";
     match obj.remove("system_id") {
         None => Err(FieldError::missing("system_id", expected)),
-        Some(Value::String(s))
-            if !s.is_empty()
-                && s.len() <= 128
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) =>
-        {
-            Ok(s)
-        }
+        Some(Value::String(s)) if valid_system_id(&s) => Ok(s),
         Some(other) => Err(FieldError::new("system_id", expected, &other)),
     }
 }

@@ -181,3 +181,103 @@ fn json_schema_matches_the_types() {
         assert!(props.contains_key(key), "schema lacks outcome field {key}");
     }
 }
+
+fn sample_alert() -> Alert {
+    Alert {
+        alert_id: "s/fnv1a64:00/3/age/ks".into(),
+        system_id: "s".into(),
+        severity: Severity::Critical,
+        signal: "age".into(),
+        method: "ks".into(),
+        statistic: Some(0.2),
+        p_value: None,
+        value: 1e-9,
+        threshold: 0.01,
+        samples: 1000,
+        window: WindowInfo {
+            index: 3,
+            start: None,
+            end: None,
+            events: 1000,
+            outcomes: 2,
+            first_event_at: now(),
+            last_event_at: now(),
+            complete: true,
+        },
+        reference_version: "fnv1a64:00".into(),
+        plan_version: None,
+        summary: "critical drift".into(),
+    }
+}
+
+/// Every field an alert puts on the wire is in the published schema, every required one
+/// is on the wire, and a payload goes through the wire and back unchanged.
+#[test]
+fn alert_schema_matches_the_type() {
+    let schema: Value = serde_json::from_str(ALERT_JSON_SCHEMA).expect("schema is JSON");
+    let alert = sample_alert();
+    let wire: Value = serde_json::from_slice(&alert.to_wire()).expect("json");
+    let props = schema["properties"].as_object().expect("properties");
+    for key in wire.as_object().expect("object").keys() {
+        assert!(props.contains_key(key), "schema lacks alert field {key}");
+    }
+    for req in schema["required"].as_array().expect("required") {
+        let req = req.as_str().expect("string");
+        assert!(wire.get(req).is_some(), "wire lacks required field {req}");
+    }
+    let window = schema["properties"]["window"]["properties"]
+        .as_object()
+        .expect("window properties");
+    for key in wire["window"].as_object().expect("window").keys() {
+        assert!(window.contains_key(key), "schema lacks window field {key}");
+    }
+    assert_eq!(Alert::from_wire(&alert.to_wire()).expect("parse"), alert);
+    assert!(Alert::from_wire(b"{\"alert_id\":1}").is_err());
+}
+
+fn control(action: ControlAction, restriction: Option<&str>) -> Control {
+    Control {
+        v: 1,
+        command_id: uuid::Uuid::from_u64_pair(1, 2),
+        system_id: "credit-scoring".into(),
+        action,
+        restriction: restriction.map(str::to_owned),
+        reason: "critical drift".into(),
+        decided_by: "j.devries".into(),
+        incident_id: Some("INC-1".into()),
+        issued_at: now(),
+    }
+}
+
+#[test]
+fn control_messages_round_trip_and_refuse_what_cannot_be_enforced() {
+    let schema: Value = serde_json::from_str(CONTROL_JSON_SCHEMA).expect("schema is JSON");
+    let c = control(
+        ControlAction::Restrict,
+        Some("human review of every decision"),
+    );
+    let wire: Value = serde_json::from_slice(&c.to_wire()).expect("json");
+    let props = schema["properties"].as_object().expect("properties");
+    for key in wire.as_object().expect("object").keys() {
+        assert!(props.contains_key(key), "schema lacks control field {key}");
+    }
+    for req in schema["required"].as_array().expect("required") {
+        assert!(wire.get(req.as_str().expect("string")).is_some());
+    }
+    assert_eq!(Control::from_wire(&c.to_wire()).expect("parse"), c);
+
+    let err = |bytes: &[u8]| Control::from_wire(bytes).expect_err("refused").to_string();
+    let e = err(&control(ControlAction::Restrict, None).to_wire());
+    assert!(e.contains("restriction: required"), "{e}");
+    let e = err(&control(ControlAction::Disable, Some("x")).to_wire());
+    assert!(e.contains("restriction: only with"), "{e}");
+    let mut bad = control(ControlAction::Disable, None);
+    bad.system_id = "no spaces".into();
+    assert!(err(&bad.to_wire()).contains("system_id"));
+    let mut v2 = serde_json::to_value(control(ControlAction::Allow, None)).expect("value");
+    v2["v"] = json!(2);
+    assert!(err(v2.to_string().as_bytes()).contains("unsupported wire version 2"));
+    v2["v"] = json!(1);
+    v2["shutdown_everything"] = json!(true);
+    assert!(err(v2.to_string().as_bytes()).contains("unknown field"));
+}

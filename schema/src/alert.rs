@@ -1,0 +1,117 @@
+//! The alert payload: what the detector publishes on the alerts topic (key = `system_id`)
+//! and posts to webhooks, for consumers such as an incident service.
+//!
+//! ```json
+//! {"alert_id":"credit-scoring/fnv1a64:…/7/age/ks","system_id":"credit-scoring",
+//!  "severity":"critical","signal":"age","method":"ks","statistic":0.21,"p_value":1.2e-9,
+//!  "value":1.2e-9,"threshold":0.01,"samples":1000,
+//!  "window":{"index":7,"events":1000,"outcomes":0,"first_event_at":"…","last_event_at":"…","complete":true},
+//!  "reference_version":"fnv1a64:…","plan_version":"7","summary":"critical drift on age …"}
+//! ```
+//!
+//! `alert_id` is derived from what the alert is about (system, reference version, window,
+//! signal, method): a redelivery carries the same id, so a receiver deduplicates by it.
+//! The JSON Schema is published as `schema/driftwatch-alert-v1.schema.json`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How far a check is past its levels.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Within thresholds.
+    Ok,
+    /// Past the warning level.
+    Warning,
+    /// Past the critical level.
+    Critical,
+}
+
+impl Severity {
+    /// Name in results and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Where a window sits in a system's stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WindowInfo {
+    /// Window number `k`: it covers positions `[k*slide, k*slide+size)`. Count windows
+    /// number from 0 after the reference; time windows from the Unix epoch.
+    pub index: i64,
+    /// Start of a time window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<DateTime<Utc>>,
+    /// End (exclusive) of a time window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<DateTime<Utc>>,
+    /// Predictions in the window.
+    pub events: usize,
+    /// Outcomes seen while the window was open.
+    pub outcomes: usize,
+    /// Timestamp of the first prediction (arrival order).
+    pub first_event_at: DateTime<Utc>,
+    /// Timestamp of the last prediction (arrival order).
+    pub last_event_at: DateTime<Utc>,
+    /// False for a window evaluated before its end, at the end of input.
+    pub complete: bool,
+}
+
+/// A drift alert: one check of one window past the plan's minimum severity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alert {
+    /// Stable id: `system/reference/window/signal/method`.
+    pub alert_id: String,
+    /// The AI system.
+    pub system_id: String,
+    /// Warning or critical.
+    pub severity: Severity,
+    /// The drifting signal (a feature name, `prediction.score`, ...).
+    pub signal: String,
+    /// The test that flagged it (`ks`, `chi2`, `psi`, ...; the plan's method names).
+    pub method: String,
+    /// The test statistic.
+    pub statistic: Option<f64>,
+    /// The p-value, where the test has one.
+    pub p_value: Option<f64>,
+    /// The value compared with the threshold.
+    pub value: f64,
+    /// The level it crossed.
+    pub threshold: f64,
+    /// Usable values in the window.
+    pub samples: usize,
+    /// The window.
+    pub window: WindowInfo,
+    /// Reference version compared against.
+    pub reference_version: String,
+    /// Plan version, if the plan names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_version: Option<String>,
+    /// One line for humans.
+    pub summary: String,
+}
+
+/// A payload on the alerts topic that is not an alert.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed alert payload: {0}")]
+pub struct AlertWireError(#[from] serde_json::Error);
+
+impl Alert {
+    /// Serialise to the Kafka payload (the webhook body too).
+    pub fn to_wire(&self) -> Vec<u8> {
+        // Every field is a string, a number or a nested struct with string keys:
+        // serialising cannot fail, so the fallback is unreachable.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parse an alerts-topic payload.
+    pub fn from_wire(bytes: &[u8]) -> Result<Alert, AlertWireError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
