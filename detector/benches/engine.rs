@@ -75,7 +75,7 @@ fn engine(c: &mut Criterion) {
                 |mut monitor| {
                     let mut windows = 0;
                     for (ts, row) in &rows {
-                        windows += monitor.observe_row(*ts, row).reports.len();
+                        windows += monitor.observe_row(*ts, row, false).reports.len();
                     }
                     assert_eq!(windows, EVENTS / 5000);
                     windows

@@ -477,7 +477,7 @@ impl ReferenceBuilder {
             chunks
                 .entry(k)
                 .or_insert_with(|| Window::new(&self.signals, 0))
-                .add(timestamp, row);
+                .add(timestamp, row, false);
         }
         self.events += 1;
         for (i, obs) in row.iter().enumerate() {
@@ -840,8 +840,9 @@ impl Window {
         }
     }
 
-    fn add(&mut self, timestamp: DateTime<Utc>, row: &[Observed<'_>]) {
+    fn add(&mut self, timestamp: DateTime<Utc>, row: &[Observed<'_>], outcome: bool) {
         self.events += 1;
+        self.outcomes += usize::from(outcome);
         self.first.get_or_insert(timestamp);
         self.last = Some(timestamp);
         for (w, obs) in self.signals.iter_mut().zip(row) {
@@ -1294,12 +1295,14 @@ impl Windows {
         }
     }
 
-    /// Add a prediction; returns the windows it closed (in order) and whether it was late.
+    /// Add a prediction (`outcome`: it carries its outcome, counted in the windows it
+    /// falls in); returns the windows it closed (in order) and whether it was late.
     fn add(
         &mut self,
         signals: &[Signal],
         timestamp: DateTime<Utc>,
         row: &[Observed<'_>],
+        outcome: bool,
     ) -> (Vec<(i64, Window)>, bool) {
         let Windowing {
             kind,
@@ -1327,7 +1330,7 @@ impl Windows {
             self.open
                 .entry(k)
                 .or_insert_with(|| Window::new(signals, capacity))
-                .add(timestamp, row);
+                .add(timestamp, row, outcome);
             placed = true;
         }
         let mark = match kind {
@@ -1357,8 +1360,8 @@ impl Windows {
     }
 
     /// Add rows `rows` of `batch` to count windows, a run of rows at a time: the same
-    /// windows, contents and closes as [`Windows::add`] row by row followed by an
-    /// outcome (see [`Monitor::observe_outcome`]) for each row that carries one.
+    /// windows, contents and closes as [`Windows::add`] row by row, each row's outcome
+    /// counted in the windows the row falls in.
     fn add_columns(
         &mut self,
         signals: &[Signal],
@@ -1386,16 +1389,13 @@ impl Windows {
             } else {
                 batch.outcomes[run.clone()].iter().filter(|o| **o).count()
             };
-            let last_has_outcome = batch.has_outcome(run.end - 1);
             for k in first.max(self.closed_before)..=last {
                 let w = self
                     .open
                     .entry(k)
                     .or_insert_with(|| Window::new(signals, capacity));
                 w.add_columns(batch, run.clone());
-                // An outcome counts in the windows still open after its row.
-                let closes = k * slide + size == end;
-                w.outcomes += outcomes - usize::from(closes && last_has_outcome);
+                w.outcomes += outcomes;
             }
             self.seq = end;
             self.closed_before = self.closed_before.max((end - size).div_euclid(slide) + 1);
@@ -1542,7 +1542,7 @@ impl Monitor {
             Event::Prediction(p) => {
                 let mut row = Vec::with_capacity(self.signals.len());
                 decode(&self.signals, p, &mut row);
-                self.observe_row(p.timestamp, &row)
+                self.observe_row(p.timestamp, &row, false)
             }
             Event::Outcome(_) => {
                 self.observe_outcome();
@@ -1551,7 +1551,8 @@ impl Monitor {
         }
     }
 
-    /// Count an outcome in every open window.
+    /// Count an outcome event in every open window (an outcome that arrives on its own,
+    /// after its prediction).
     pub fn observe_outcome(&mut self) {
         if let Phase::Monitoring { windows, .. } = &mut self.phase {
             for w in windows.open.values_mut() {
@@ -1562,7 +1563,14 @@ impl Monitor {
 
     /// Feed one decoded prediction (see [`decode`]): the engine's core, for drivers that
     /// decode rows themselves (the CSV reader decodes columns straight into rows).
-    pub fn observe_row(&mut self, timestamp: DateTime<Utc>, row: &[Observed<'_>]) -> Step {
+    /// `outcome`: the row carries its outcome (a CSV export's outcome column), counted
+    /// in the windows the row falls in.
+    pub fn observe_row(
+        &mut self,
+        timestamp: DateTime<Utc>,
+        row: &[Observed<'_>],
+        outcome: bool,
+    ) -> Step {
         let mut step = Step::default();
         if let Phase::Collecting(builder, how) = &mut self.phase {
             match *how {
@@ -1589,7 +1597,7 @@ impl Monitor {
         let Phase::Monitoring { reference, windows } = &mut self.phase else {
             return step;
         };
-        let (closed, late) = windows.add(&self.signals, timestamp, row);
+        let (closed, late) = windows.add(&self.signals, timestamp, row, outcome);
         step.late = late;
         let closed = closed
             .into_iter()
@@ -1612,7 +1620,7 @@ impl Monitor {
     /// Feed rows `from..` of `batch` column by column, each row's outcome included (see
     /// [`ColumnBatch::has_outcome`]): the windows that closed, to evaluate with
     /// [`Monitor::evaluate`]. The same windows and reports as [`Monitor::observe_row`]
-    /// and [`Monitor::observe_outcome`] row by row, at a fraction of the cost. Call only
+    /// row by row, at a fraction of the cost. Call only
     /// while [`Monitor::takes_columns`].
     pub fn close_columns(&mut self, batch: &ColumnBatch, from: usize) -> Vec<Closed> {
         let mut closed = Vec::new();

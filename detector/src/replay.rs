@@ -191,11 +191,9 @@ pub fn replay(
             while i < batch.len() && !monitor.takes_columns() {
                 batch.row(i, &mut row);
                 summary.predictions += 1;
-                let step = monitor.observe_row(batch.timestamp(i), &row);
-                if batch.has_outcome(i) {
-                    summary.outcomes += 1;
-                    monitor.observe_outcome();
-                }
+                let outcome = batch.has_outcome(i);
+                summary.outcomes += u64::from(outcome);
+                let step = monitor.observe_row(batch.timestamp(i), &row, outcome);
                 record(step, min, out, &mut summary)?;
                 i += 1;
             }

@@ -281,3 +281,83 @@ fn a_bad_record_after_many_batches_reports_its_line_after_the_windows_before_it(
         "the 8 whole windows before it"
     );
 }
+
+/// Every row of a CSV export carries its outcome: each window of 500 rows counts 500
+/// outcomes, the row that closes a window included (it used to count 499).
+#[test]
+fn an_outcome_on_the_row_that_closes_a_window_counts_in_that_window() {
+    let dir = TempDir::new("outcomes");
+    write(
+        &dir.path("plan.toml"),
+        PLAN_WITH_FILE.replace("size = 1000", "size = 500").as_str(),
+    );
+    write_csv(&dir.path("reference.csv"), 1, 1000, usize::MAX);
+    write_csv(&dir.path("events.csv"), 2, 2000, usize::MAX);
+    let text = std::fs::read_to_string(dir.path("events.csv")).expect("read");
+    let with_outcomes: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                format!("{l},outcome\n")
+            } else {
+                format!("{l},repaid\n")
+            }
+        })
+        .collect();
+    write(&dir.path("events.csv"), &with_outcomes);
+    let o = replay(&dir, "events.csv");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let outcomes: Vec<u64> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .map(|r| r["window"]["outcomes"].as_u64().expect("outcomes"))
+        .collect();
+    assert_eq!(outcomes, vec![500; 4]);
+    assert!(stderr(&o).contains("2000 predictions, 2000 outcomes, 4 windows"));
+}
+
+/// Learned levels on a p-value check: a window of N(3, 1) against a reference of
+/// N(0, 1) (D near 0.87, p = 0) must be critical. Levels learned on the p-value itself
+/// came out as 0 (`mean - 3 sd` of p-values spread over [0, 1], floored), and `p < 0`
+/// never holds.
+#[test]
+fn learned_levels_on_ks_flag_a_large_shift() {
+    let dir = TempDir::new("learnedks");
+    write(
+        &dir.path("plan.toml"),
+        "[system]\nid = \"s\"\n[reference]\nfile = \"reference.csv\"\n[window]\nsize = 1000\n[features.x]\ntype = \"numeric\"\nchecks = [\"ks\"]\nthresholds.ks = { learned = true, warning_k = 3, critical_k = 3 }\n",
+    );
+    let mut rng = driftwatch_detector::synth::Rng::new(5);
+    let mut column = |n: usize, mean: f64| {
+        let mut s = String::from("prediction_id,x\n");
+        for i in 0..n {
+            s.push_str(&format!("p{i},{:.6}\n", mean + rng.normal()));
+        }
+        s
+    };
+    write(&dir.path("reference.csv"), &column(10_000, 0.0));
+    let mut events = column(1000, 0.0);
+    events.push_str(
+        &column(1000, 3.0)
+            .replace("prediction_id,x\n", "")
+            .replace('p', "q"),
+    );
+    write(&dir.path("events.csv"), &events);
+    let o = replay(&dir, "events.csv");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reports: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .collect();
+    assert_eq!(reports.len(), 2);
+    let ks = |r: &Value| r["checks"][0].clone();
+    assert_eq!(ks(&reports[0])["severity"], "ok", "{}", ks(&reports[0]));
+    assert_eq!(
+        ks(&reports[1])["severity"],
+        "critical",
+        "{}",
+        ks(&reports[1])
+    );
+    assert!(ks(&reports[1])["statistic"].as_f64().expect("D") > 0.8);
+}

@@ -553,17 +553,14 @@ fn columns_give_the_reports_of_rows() {
         let text = wide_plan_toml("first_events = 300", 200).replace("size = 200", window);
         let plan = plan_text(&text);
         let signals = plan.signals();
-        // Row by row, with each row's outcome after it.
+        // Row by row, each with its outcome.
         let mut by_row = Monitor::new(plan.clone(), None);
         let mut want = Vec::new();
         for (nums, cats, outcome) in &rows {
             let b = batch_of(&signals, &[(nums.clone(), cats.clone(), *outcome)]);
             let mut row = Vec::new();
             b.row(0, &mut row);
-            want.extend(by_row.observe_row(b.timestamp(0), &row).reports);
-            if *outcome {
-                by_row.observe_outcome();
-            }
+            want.extend(by_row.observe_row(b.timestamp(0), &row, *outcome).reports);
         }
         want.extend(by_row.finish());
         // In uneven batches: rows until the reference is frozen, then columns, closed
@@ -582,10 +579,11 @@ fn columns_give_the_reports_of_rows() {
             while i < b.len() && !by_column.takes_columns() {
                 let mut row = Vec::new();
                 b.row(i, &mut row);
-                got.extend(by_column.observe_row(b.timestamp(i), &row).reports);
-                if b.has_outcome(i) {
-                    by_column.observe_outcome();
-                }
+                got.extend(
+                    by_column
+                        .observe_row(b.timestamp(i), &row, b.has_outcome(i))
+                        .reports,
+                );
                 i += 1;
             }
             if i < b.len() {
