@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{CheckStatus, WindowInfo, WindowReport};
+use crate::engine::{CheckStatus, ThresholdOrigin, WindowInfo, WindowReport};
 use crate::metrics::DetectorMetrics;
 use crate::plan::{Method, Severity};
 
@@ -69,8 +69,16 @@ pub fn alerts_for(report: &WindowReport, min: Severity) -> Vec<Alert> {
                 Severity::Critical => c.critical?,
                 _ => c.warning?,
             };
-            let cmp = if c.method.lower_is_worse() { "<" } else { ">" };
+            // Learned levels on a test with a p-value compare its statistic.
+            let on_statistic = c.thresholds == ThresholdOrigin::Learned && c.method.has_p_value();
+            let cmp = if c.method.lower_is_worse() && !on_statistic {
+                "<"
+            } else {
+                ">"
+            };
             let name = match c.method {
+                Method::Ks if on_statistic => "KS statistic D",
+                Method::Chi2 if on_statistic => "chi2 statistic",
                 Method::Ks => "KS p-value",
                 Method::Chi2 => "chi2 p-value",
                 Method::Psi => "PSI",
@@ -94,6 +102,7 @@ pub fn alerts_for(report: &WindowReport, min: Severity) -> Vec<Alert> {
                 short(threshold)
             );
             let stat = match (c.method, c.statistic) {
+                _ if on_statistic => String::new(),
                 (Method::Ks, Some(d)) => format!(", D = {}", short(d)),
                 (Method::Chi2, Some(s)) => format!(", chi2 = {}", short(s)),
                 _ => String::new(),

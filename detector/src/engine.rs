@@ -644,7 +644,7 @@ fn learn(
                     values
                         .entry(learned_key(&s.name, check.method))
                         .or_default()
-                        .push(v.value);
+                        .push(learned_value(check.method, &v));
                 }
             }
         }
@@ -662,15 +662,8 @@ fn learn(
             };
             let std = stats::std_dev(&v);
             let (wk, ck) = check.thresholds.ks();
-            let level = |k: f64| {
-                (n >= 2).then(|| {
-                    if check.method.lower_is_worse() {
-                        (mean - k * std).max(0.0)
-                    } else {
-                        mean + k * std
-                    }
-                })
-            };
+            // Every learned value is one where larger means drift (see `learned_value`).
+            let level = |k: f64| (n >= 2).then(|| mean + k * std);
             out.insert(
                 key,
                 LearnedLevels {
@@ -684,6 +677,17 @@ fn learn(
         }
     }
     out
+}
+
+/// What a check with learned levels compares: the test statistic for tests with a
+/// p-value (KS D, chi-squared: larger is drift; a p-value's learned band would sit below
+/// 0), else the check's value.
+fn learned_value(method: Method, v: &Value) -> f64 {
+    if method.has_p_value() {
+        v.statistic
+    } else {
+        v.value
+    }
 }
 
 /// Whether a check could be run.
@@ -725,8 +729,9 @@ pub struct CheckResult {
     /// The Benjamini-Hochberg adjusted p-value across the window's p-value checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p_value_adjusted: Option<f64>,
-    /// The value compared with the thresholds (the p-value, raw or adjusted per the
-    /// plan's `multiple_testing`, or the distance or share).
+    /// The value compared with the thresholds: the p-value, raw or adjusted per the
+    /// plan's `multiple_testing`, or the distance or share; with learned levels on a
+    /// test with a p-value, the test statistic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
     /// Warning level.
@@ -1070,15 +1075,14 @@ fn distance(method: Method, r: &[f64], w: &[f64]) -> Value {
     }
 }
 
-fn severity(method: Method, warning: Option<f64>, critical: Option<f64>, value: f64) -> Severity {
+fn severity(
+    lower_is_worse: bool,
+    warning: Option<f64>,
+    critical: Option<f64>,
+    value: f64,
+) -> Severity {
     let past = |level: Option<f64>| {
-        level.is_some_and(|l| {
-            if method.lower_is_worse() {
-                value < l
-            } else {
-                value > l
-            }
-        })
+        level.is_some_and(|l| if lower_is_worse { value < l } else { value > l })
     };
     if past(critical) {
         Severity::Critical
@@ -1130,7 +1134,7 @@ fn adjust(out: &mut [CheckResult], correction: Correction) {
         c.p_value_adjusted = Some(adj);
         if correction == Correction::BenjaminiHochberg && c.thresholds == ThresholdOrigin::Plan {
             c.value = Some(adj);
-            c.severity = severity(c.method, c.warning, c.critical, adj);
+            c.severity = severity(c.method.lower_is_worse(), c.warning, c.critical, adj);
         }
     }
 }
@@ -1261,12 +1265,17 @@ fn evaluate_check(
     };
     let learnable = !check.thresholds.learned || warning.is_some() || critical.is_some();
     if let Some(v) = check_value(check.method, r, acc, prep, min_samples) {
+        let (value, lower_is_worse) = if check.thresholds.learned {
+            (learned_value(check.method, &v), false)
+        } else {
+            (v.value, check.method.lower_is_worse())
+        };
         result.statistic = Some(v.statistic);
         result.p_value = v.p_value;
-        result.value = Some(v.value);
+        result.value = Some(value);
         if learnable {
             result.status = CheckStatus::Evaluated;
-            result.severity = severity(check.method, warning, critical, v.value);
+            result.severity = severity(lower_is_worse, warning, critical, value);
         }
     }
     result

@@ -426,8 +426,14 @@ impl fmt::Display for Method {
 ///
 /// Learned (`learned = true`): the reference is cut into windows of the monitored size,
 /// each is compared with the whole reference, and a level sits at the mean of those
-/// values plus (minus, for p-values) `k` standard deviations: `warning_k` (default 2)
-/// and `critical_k` (default 3). The levels are frozen with the reference.
+/// values plus `k` standard deviations: `warning_k` (default 2) and `critical_k`
+/// (default 3). The levels are frozen with the reference.
+///
+/// For the tests with a p-value (`ks`, `chi2`) the levels are learned on the test
+/// statistic (KS D, chi-squared), where larger means drift, as NannyML does: p-values
+/// of reference windows spread over [0, 1], so a level at their mean minus `k` standard
+/// deviations is below 0 and could never be crossed. Such a check then compares the
+/// statistic (its `value` is the statistic); the p-value is still reported.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
