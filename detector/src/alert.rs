@@ -8,45 +8,12 @@
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::{Deserialize, Serialize};
 
-use crate::engine::{CheckStatus, ThresholdOrigin, WindowInfo, WindowReport};
+pub use driftwatch_schema::Alert;
+
+use crate::engine::{CheckStatus, ThresholdOrigin, WindowReport};
 use crate::metrics::DetectorMetrics;
 use crate::plan::{Method, Severity};
-
-/// A drift alert.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Alert {
-    /// Stable id: `system/reference/window/signal/method`.
-    pub alert_id: String,
-    /// The AI system.
-    pub system_id: String,
-    /// Warning or critical.
-    pub severity: Severity,
-    /// The drifting signal.
-    pub signal: String,
-    /// The test that flagged it.
-    pub method: Method,
-    /// The test statistic.
-    pub statistic: Option<f64>,
-    /// The p-value, where the test has one.
-    pub p_value: Option<f64>,
-    /// The value compared with the threshold.
-    pub value: f64,
-    /// The level it crossed.
-    pub threshold: f64,
-    /// Usable values in the window.
-    pub samples: usize,
-    /// The window.
-    pub window: WindowInfo,
-    /// Reference version compared against.
-    pub reference_version: String,
-    /// Plan version, if named.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub plan_version: Option<String>,
-    /// One line for humans.
-    pub summary: String,
-}
 
 /// A number for humans: fixed for ordinary magnitudes, scientific for tiny p-values.
 pub fn short(x: f64) -> String {
@@ -119,7 +86,7 @@ pub fn alerts_for(report: &WindowReport, min: Severity) -> Vec<Alert> {
                 system_id: report.system_id.clone(),
                 severity: c.severity,
                 signal: c.signal.clone(),
-                method: c.method,
+                method: c.method.as_str().to_owned(),
                 statistic: c.statistic,
                 p_value: c.p_value,
                 value,
@@ -177,7 +144,7 @@ impl AlertSender {
                 "alertname": "DriftwatchDrift",
                 "system": alert.system_id,
                 "signal": alert.signal,
-                "method": alert.method.as_str(),
+                "method": alert.method,
                 "severity": alert.severity.as_str(),
             },
             "annotations": {
@@ -215,7 +182,7 @@ impl AlertSender {
             system = %alert.system_id,
             severity = alert.severity.as_str(),
             signal = %alert.signal,
-            method = alert.method.as_str(),
+            method = %alert.method,
             value = alert.value,
             threshold = alert.threshold,
             "{}",

@@ -79,9 +79,9 @@ async fn receive_alert(State(rx): State<Received>, body: axum::body::Bytes) -> &
                 a.method.as_str(),
                 crate::alert::short(a.value),
                 a.threshold,
-                match (a.method, a.statistic) {
-                    (crate::plan::Method::Ks, Some(d)) => format!("(D = {d:.3})"),
-                    (crate::plan::Method::Chi2, Some(s)) => format!("(chi2 = {s:.1})"),
+                match (a.method.as_str(), a.statistic) {
+                    ("ks", Some(d)) => format!("(D = {d:.3})"),
+                    ("chi2", Some(s)) => format!("(chi2 = {s:.1})"),
                     _ => String::new(),
                 }
             );

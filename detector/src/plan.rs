@@ -569,28 +569,7 @@ impl Default for CsvColumns {
     }
 }
 
-/// Alert severity.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Within thresholds.
-    Ok,
-    /// Past the warning level.
-    Warning,
-    /// Past the critical level.
-    Critical,
-}
-
-impl Severity {
-    /// Name in results and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Ok => "ok",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
+pub use driftwatch_schema::Severity;
 
 /// Alert routing.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -2,8 +2,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
-use crate::batch::MISSING;
+use crate::batch::{Column, ColumnBatch, MISSING};
+use crate::plan::{Method, Plan, Severity, Signal};
 use crate::synth::{demo_plan_toml, CreditModel, Drift};
+use chrono::{DateTime, Utc};
+use driftwatch_schema::{Event, FeatureValue};
 
 fn plan(first: usize, window: usize) -> Arc<Plan> {
     Arc::new(

@@ -1,0 +1,464 @@
+//! Evaluating closed windows: every check of the plan against the reference, on several
+//! threads signal by signal, with Benjamini-Hochberg across the p-values.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::plan::{Check, Correction, FeatureType, Method, Plan, Severity, Signal};
+use crate::stats;
+
+/// Work shared by the checks of one signal in one window, computed once on demand.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    pub(crate) binned: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+/// Aligned (reference, window) counts over the union of categories, reference order first,
+/// then unseen categories in sorted order (deterministic).
+pub(crate) fn aligned_counts(
+    reference: &BTreeMap<String, u64>,
+    window: &CatCounts,
+) -> (Vec<u64>, Vec<u64>) {
+    let mut r: Vec<u64> = Vec::with_capacity(reference.len() + 4);
+    let mut w: Vec<u64> = Vec::with_capacity(reference.len() + 4);
+    for (cat, &n) in reference {
+        r.push(n);
+        w.push(window.get(cat).unwrap_or(0));
+    }
+    let mut unseen: Vec<(&String, &u64)> = window
+        .iter()
+        .filter(|(c, _)| !reference.contains_key(*c))
+        .collect();
+    unseen.sort();
+    for (_, &n) in unseen {
+        r.push(0);
+        w.push(n);
+    }
+    (r, w)
+}
+
+pub(crate) fn proportions(counts: &[f64]) -> Vec<f64> {
+    let total = counts.iter().sum::<f64>().max(1.0);
+    counts.iter().map(|&c| c / total).collect()
+}
+
+/// Sort a closed window's numeric values in place (it is never appended to again) if a
+/// check of the signal reads them sorted. KS does not, through the reference's index:
+/// a KS-only signal skips the sort.
+pub(crate) fn sort_window(signal: &Signal, reference: &SignalReference, acc: &mut SignalAcc) {
+    let reads_sorted = |method: Method| match method {
+        Method::Ks => reference.ks_index().is_none(),
+        Method::Wasserstein | Method::OutOfRange | Method::Psi | Method::Js | Method::Hellinger => {
+            true
+        }
+        _ => false,
+    };
+    if signal.kind == FeatureType::Numeric && signal.checks.iter().any(|c| reads_sorted(c.method)) {
+        stats::sort_floats(&mut acc.num);
+    }
+}
+
+/// The outcome of one check before thresholds.
+pub(crate) struct Value {
+    pub(crate) statistic: f64,
+    pub(crate) p_value: Option<f64>,
+    pub(crate) value: f64,
+}
+
+/// Run one method on one signal's window. `None`: not enough data for a verdict.
+pub(crate) fn check_value(
+    method: Method,
+    reference: &SignalReference,
+    acc: &SignalAcc,
+    prep: &mut Prepared,
+    min_samples: usize,
+) -> Option<Value> {
+    let share = |count: usize, of: usize| Value {
+        statistic: count as f64,
+        p_value: None,
+        value: count as f64 / of as f64,
+    };
+    // Data-quality shares need enough predictions, not enough usable values.
+    match method {
+        Method::Missing => {
+            return (acc.events() >= min_samples).then(|| share(acc.missing, acc.events()))
+        }
+        Method::TypeErrors => {
+            return (acc.events() >= min_samples).then(|| share(acc.type_errors, acc.events()))
+        }
+        _ => {}
+    }
+    if acc.samples() < min_samples || reference.samples() == 0 {
+        return None;
+    }
+    let v = match reference {
+        SignalReference::Numeric {
+            sorted: r_sorted,
+            edges,
+            proportions: r_props,
+            std,
+            ..
+        } => match method {
+            Method::Ks => {
+                // Through the reference's index the window needs no sorting (see
+                // `sort_window`).
+                let r = match reference.ks_index() {
+                    Some(index) => stats::ks_2samp(r_sorted, index, &acc.num),
+                    None => stats::ks_2samp_sorted(r_sorted, &acc.num),
+                };
+                Value {
+                    statistic: r.statistic,
+                    p_value: Some(r.p_value),
+                    value: r.p_value,
+                }
+            }
+            Method::Wasserstein => {
+                let raw = stats::wasserstein_sorted(r_sorted, &acc.num);
+                Value {
+                    statistic: raw,
+                    p_value: None,
+                    value: raw / std.max(stats::WASSERSTEIN_MIN_STD),
+                }
+            }
+            Method::OutOfRange => {
+                let (lo, hi) = (r_sorted[0], r_sorted[r_sorted.len() - 1]);
+                let sorted = &acc.num;
+                let below = sorted.partition_point(|&x| x < lo);
+                let above = sorted.len() - sorted.partition_point(|&x| x <= hi);
+                share(below + above, sorted.len())
+            }
+            Method::Psi | Method::Js | Method::Hellinger => {
+                let (r, w) = prep.binned.get_or_insert_with(|| {
+                    (
+                        r_props.clone(),
+                        stats::bin_proportions_sorted(edges, &acc.num),
+                    )
+                });
+                distance(method, r, w)
+            }
+            _ => return None,
+        },
+        SignalReference::Categorical { counts } => {
+            // Categorical: aligned counts (as f64) over the union of categories.
+            let (r, w) = prep.binned.get_or_insert_with(|| {
+                let (rc, wc) = aligned_counts(counts, &acc.cat);
+                (
+                    rc.iter().map(|&x| x as f64).collect(),
+                    wc.iter().map(|&x| x as f64).collect(),
+                )
+            });
+            let (r, w) = (&*r, &*w);
+            match method {
+                Method::Chi2 => {
+                    let rc: Vec<u64> = r.iter().map(|&x| x as u64).collect();
+                    let wc: Vec<u64> = w.iter().map(|&x| x as u64).collect();
+                    let c = stats::chi2_contingency(&rc, &wc);
+                    Value {
+                        statistic: c.statistic,
+                        p_value: Some(c.p_value),
+                        value: c.p_value,
+                    }
+                }
+                Method::Unseen => {
+                    let unseen: f64 = r
+                        .iter()
+                        .zip(w)
+                        .filter(|(r, _)| **r == 0.0)
+                        .map(|(_, w)| w)
+                        .sum();
+                    share(unseen as usize, acc.samples())
+                }
+                Method::Psi | Method::Js | Method::Hellinger | Method::Linf => {
+                    distance(method, &proportions(r), &proportions(w))
+                }
+                _ => return None,
+            }
+        }
+    };
+    v.value.is_finite().then_some(v)
+}
+
+pub(crate) fn distance(method: Method, r: &[f64], w: &[f64]) -> Value {
+    let d = match method {
+        Method::Psi => stats::psi(r, w),
+        Method::Js => stats::jensen_shannon(r, w),
+        Method::Hellinger => stats::hellinger(r, w),
+        _ => stats::l_infinity(r, w),
+    };
+    Value {
+        statistic: d,
+        p_value: None,
+        value: d,
+    }
+}
+
+pub(crate) fn severity(
+    lower_is_worse: bool,
+    warning: Option<f64>,
+    critical: Option<f64>,
+    value: f64,
+) -> Severity {
+    let past = |level: Option<f64>| {
+        level.is_some_and(|l| if lower_is_worse { value < l } else { value > l })
+    };
+    if past(critical) {
+        Severity::Critical
+    } else if past(warning) {
+        Severity::Warning
+    } else {
+        Severity::Ok
+    }
+}
+
+/// Evaluate every check of one signal in a closed window (sorting its values first).
+pub(crate) fn evaluate_signal(
+    signal: &Signal,
+    reference: &ReferenceProfile,
+    acc: &mut SignalAcc,
+    min_samples: usize,
+) -> Vec<CheckResult> {
+    let empty;
+    let r = match reference.signals.get(&signal.name) {
+        Some(r) => r,
+        None => {
+            // A reference frozen under an older plan lacks this signal.
+            empty = SignalReference::empty(signal.kind);
+            &empty
+        }
+    };
+    sort_window(signal, r, acc);
+    let acc = &*acc;
+    let mut prep = Prepared::default();
+    signal
+        .checks
+        .iter()
+        .map(|check| evaluate_check(signal, check, r, acc, &mut prep, min_samples, reference))
+        .collect()
+}
+
+/// Benjamini-Hochberg across every evaluated p-value of a window's checks; always
+/// reported, and applied to plan thresholds when the plan asks for it.
+pub(crate) fn adjust(out: &mut [CheckResult], correction: Correction) {
+    let idx: Vec<usize> = (0..out.len())
+        .filter(|&i| out[i].status == CheckStatus::Evaluated && out[i].p_value.is_some())
+        .collect();
+    let raw: Vec<f64> = idx
+        .iter()
+        .map(|&i| out[i].p_value.unwrap_or(f64::NAN))
+        .collect();
+    for (&i, adj) in idx.iter().zip(stats::benjamini_hochberg(&raw)) {
+        let c = &mut out[i];
+        c.p_value_adjusted = Some(adj);
+        if correction == Correction::BenjaminiHochberg && c.thresholds == ThresholdOrigin::Plan {
+            c.value = Some(adj);
+            c.severity = severity(c.method.lower_is_worse(), c.warning, c.critical, adj);
+        }
+    }
+}
+
+/// From this many values in the windows evaluated together they are spread over threads
+/// (unit tests take the threaded path on small windows).
+pub(crate) const MIN_PARALLEL_SAMPLES: usize = if cfg!(test) { 1 } else { 200_000 };
+
+/// Evaluate every check of closed windows: signal by signal, so each signal's reference
+/// is read into the cache once for all the windows, with the signals spread over up to
+/// `threads` threads. The checks of each window, in signal order, adjusted.
+pub(crate) fn evaluate(
+    signals: &[Signal],
+    reference: &ReferenceProfile,
+    windows: &mut [Window],
+    min_samples: usize,
+    correction: Correction,
+    threads: usize,
+) -> Vec<Vec<CheckResult>> {
+    let samples: usize = windows.iter().map(|w| w.events).sum::<usize>() * signals.len();
+    // Per signal, its values in every window.
+    let mut by_signal: Vec<(usize, Vec<&mut SignalAcc>)> =
+        (0..signals.len()).map(|s| (s, Vec::new())).collect();
+    for w in windows.iter_mut() {
+        for (s, acc) in w.signals.iter_mut().enumerate() {
+            by_signal[s].1.push(acc);
+        }
+    }
+    let run = |part: Vec<(usize, Vec<&mut SignalAcc>)>| -> Vec<(usize, Vec<Vec<CheckResult>>)> {
+        part.into_iter()
+            .map(|(s, accs)| {
+                let results = accs
+                    .into_iter()
+                    .map(|acc| evaluate_signal(&signals[s], reference, acc, min_samples))
+                    .collect();
+                (s, results)
+            })
+            .collect()
+    };
+    // Numeric signals cost far more than categorical ones: deal them out in turn so each
+    // thread gets its share of both. Small work is not worth a thread.
+    let threads = if samples >= MIN_PARALLEL_SAMPLES {
+        threads.max(1)
+    } else {
+        1
+    };
+    let mut parts: Vec<Vec<(usize, Vec<&mut SignalAcc>)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    by_signal.sort_by_key(|(s, _)| signals[*s].kind != FeatureType::Numeric);
+    for (n, entry) in by_signal.into_iter().enumerate() {
+        parts[n % threads].push(entry);
+    }
+    let mut done: Vec<(usize, Vec<Vec<CheckResult>>)> = if threads == 1 {
+        parts.into_iter().flat_map(run).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let mut parts = parts.into_iter();
+            let here = parts.next().unwrap_or_default();
+            let spawned: Vec<_> = parts
+                .map(|part| {
+                    let run = &run;
+                    scope.spawn(move || run(part))
+                })
+                .collect();
+            let mut done = run(here);
+            for h in spawned {
+                done.extend(
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                );
+            }
+            done
+        })
+    };
+    done.sort_by_key(|(s, _)| *s);
+    let mut out: Vec<Vec<CheckResult>> = (0..windows.len()).map(|_| Vec::new()).collect();
+    for (_, results) in done {
+        for (w, checks) in results.into_iter().enumerate() {
+            out[w].extend(checks);
+        }
+    }
+    for checks in &mut out {
+        adjust(checks, correction);
+    }
+    out
+}
+
+pub(crate) fn evaluate_check(
+    signal: &Signal,
+    check: &Check,
+    r: &SignalReference,
+    acc: &SignalAcc,
+    prep: &mut Prepared,
+    min_samples: usize,
+    reference: &ReferenceProfile,
+) -> CheckResult {
+    let (warning, critical, origin) = if check.thresholds.learned {
+        let l = reference
+            .learned
+            .get(&learned_key(&signal.name, check.method));
+        (
+            l.and_then(|l| l.warning),
+            l.and_then(|l| l.critical),
+            ThresholdOrigin::Learned,
+        )
+    } else {
+        (
+            check.thresholds.warning,
+            check.thresholds.critical,
+            ThresholdOrigin::Plan,
+        )
+    };
+    let mut result = CheckResult {
+        signal: signal.name.clone(),
+        method: check.method,
+        status: CheckStatus::Insufficient,
+        statistic: None,
+        p_value: None,
+        p_value_adjusted: None,
+        value: None,
+        warning,
+        critical,
+        thresholds: origin,
+        severity: Severity::Ok,
+        samples: acc.samples(),
+        missing: acc.missing,
+        type_errors: acc.type_errors,
+    };
+    let learnable = !check.thresholds.learned || warning.is_some() || critical.is_some();
+    if let Some(v) = check_value(check.method, r, acc, prep, min_samples) {
+        let (value, lower_is_worse) = if check.thresholds.learned {
+            (learned_value(check.method, &v), false)
+        } else {
+            (v.value, check.method.lower_is_worse())
+        };
+        result.statistic = Some(v.statistic);
+        result.p_value = v.p_value;
+        result.value = Some(value);
+        if learnable {
+            result.status = CheckStatus::Evaluated;
+            result.severity = severity(lower_is_worse, warning, critical, value);
+        }
+    }
+    result
+}
+
+/// A window that has closed, not yet evaluated (see [`Monitor::close_columns`]).
+pub struct Closed {
+    pub(crate) k: i64,
+    pub(crate) window: Window,
+    pub(crate) complete: bool,
+}
+
+/// Evaluate closed windows (in order) into their reports, on up to `threads` threads.
+pub(crate) fn reports(
+    plan: &Plan,
+    signals: &[Signal],
+    reference: &ReferenceProfile,
+    windows: &Windows,
+    closed: Vec<Closed>,
+    threads: usize,
+) -> Vec<WindowReport> {
+    if closed.is_empty() {
+        return Vec::new();
+    }
+    let (keys, mut ws): (Vec<(i64, bool)>, Vec<Window>) = closed
+        .into_iter()
+        .map(|c| ((c.k, c.complete), c.window))
+        .unzip();
+    let checks = evaluate(
+        signals,
+        reference,
+        &mut ws,
+        plan.window.min_samples(),
+        plan.multiple_testing.method,
+        threads,
+    );
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    keys.into_iter()
+        .zip(ws)
+        .zip(checks)
+        .map(|(((k, complete), w), checks)| {
+            let severity = checks
+                .iter()
+                .map(|c| c.severity)
+                .max()
+                .unwrap_or(Severity::Ok);
+            let (start, end) = windows.bounds(k);
+            WindowReport {
+                system_id: plan.system.id.clone(),
+                plan_version: plan.system.plan_version.clone(),
+                reference_version: reference.version.clone(),
+                window: WindowInfo {
+                    index: k,
+                    start,
+                    end,
+                    events: w.events,
+                    outcomes: w.outcomes,
+                    first_event_at: w.first.unwrap_or(epoch),
+                    last_event_at: w.last.unwrap_or(epoch),
+                    complete,
+                },
+                severity,
+                checks,
+            }
+        })
+        .collect()
+}
