@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use driftwatch_detector::fastcsv::read_batches;
+use driftwatch_detector::input::fastcsv::read_batches;
 use driftwatch_detector::plan::Plan;
 use driftwatch_detector::synth::{wide_plan_toml, WideModel};
 use driftwatch_schema::FeatureValue;
@@ -55,7 +55,7 @@ fn csv(c: &mut Criterion) {
                 let mut rows = 0;
                 read_batches(&path, &plan, 1, |batch| {
                     rows += batch.len();
-                    Ok::<_, driftwatch_detector::source::SourceError>(())
+                    Ok::<_, driftwatch_detector::input::SourceError>(())
                 })
                 .expect("read");
                 assert_eq!(rows, ROWS);

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use driftwatch_detector::batch::{Column, ColumnBatch, MISSING};
 use driftwatch_detector::engine::{decode, Monitor, Observed, ReferenceBuilder};
+use driftwatch_detector::input::batch::{Column, ColumnBatch, MISSING};
 use driftwatch_detector::plan::Plan;
 use driftwatch_detector::synth::{wide_plan_toml, WideModel};
 use driftwatch_schema::Event;

@@ -4,8 +4,8 @@
 //!
 //! 1. A driver reads events: [`detect`] from the Kafka events topic (consumer group,
 //!    at-least-once offsets, repeated predictions dropped by [`dedup`]), or [`replay`]
-//!    from files via [`source`] (NDJSON, or CSV parsed in parallel by [`fastcsv`] into
-//!    [`batch::ColumnBatch`]es).
+//!    from files via [`input`] (NDJSON, or CSV parsed in parallel by [`input::fastcsv`]
+//!    into [`input::batch::ColumnBatch`]es).
 //! 2. [`engine`] routes each event to its system's [`engine::Monitor`], which holds the
 //!    frozen reference (built per [`plan`]) and the open window, and on window close runs
 //!    the plan's checks from [`stats`] and returns a [`engine::WindowReport`].
@@ -16,15 +16,13 @@
 //! together for `driftwatch demo`.
 
 pub mod alert;
-pub mod batch;
 pub mod dedup;
 pub mod demo;
 pub mod detect;
 pub mod engine;
-pub mod fastcsv;
+pub mod input;
 pub mod metrics;
 pub mod plan;
 pub mod replay;
-pub mod source;
 pub mod stats;
 pub mod synth;

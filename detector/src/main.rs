@@ -12,7 +12,7 @@ use driftwatch_agent::telemetry;
 use driftwatch_detector::detect::{self, DetectOptions};
 use driftwatch_detector::plan::Plan;
 use driftwatch_detector::replay::{self, ReplayError};
-use driftwatch_detector::{demo, source::SourceError};
+use driftwatch_detector::{demo, input::SourceError};
 
 /// driftwatch: post-market monitoring of high-risk AI systems.
 #[derive(Parser, Debug)]

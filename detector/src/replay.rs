@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use crate::alert::alerts_for;
 use crate::engine::{fnv1a64, plan_fingerprint, Monitor, ReferenceBuilder, ReferenceProfile, Step};
-use crate::fastcsv;
+use crate::input::{self, fastcsv, Format, SourceError};
 use crate::plan::{Plan, Severity};
-use crate::source::{self, SourceError};
 
 /// CSV parsing threads, and window evaluation threads: one per core, up to four.
 fn parsers() -> usize {
@@ -56,7 +55,7 @@ pub enum ReplayError {
 /// Build a frozen reference from a file of predictions of the plan's system.
 pub fn reference_from_file(plan: &Plan, path: &Path) -> Result<ReferenceProfile, ReplayError> {
     let mut builder = ReferenceBuilder::new(plan);
-    let fingerprint = if is_csv(path) {
+    let fingerprint = if input::format_of(path)? == Format::Csv {
         // The file's fingerprint is hashed on another thread while it is parsed.
         std::thread::scope(|scope| -> Result<String, ReplayError> {
             let hashing = scope.spawn(|| reference_file_fingerprint(plan, path));
@@ -71,7 +70,7 @@ pub fn reference_from_file(plan: &Plan, path: &Path) -> Result<ReferenceProfile,
             hashed
         })?
     } else {
-        for event in source::open(path, plan)? {
+        for event in input::open_ndjson(path)? {
             if let driftwatch_schema::Event::Prediction(p) = event? {
                 if p.system_id == plan.system.id {
                     builder.add(&p);
@@ -155,12 +154,6 @@ impl WordHash {
     }
 }
 
-fn is_csv(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-}
-
 /// Replay `events` against `plan`. The reference is `reference` if given, else the
 /// plan's reference file, else the first N predictions of `events` (plan `first_events`).
 pub fn replay(
@@ -179,7 +172,7 @@ pub fn replay(
     let min = plan.alerts.min_severity;
     let mut monitor = Monitor::new(plan.clone(), profile);
     let mut summary = ReplaySummary::default();
-    if is_csv(events) {
+    if input::format_of(events)? == Format::Csv {
         // CSV columns go straight into the engine (every row is the plan's system),
         // parsed on other threads; row by row only until the engine takes columns.
         let width = monitor.signals().len();
@@ -214,7 +207,7 @@ pub fn replay(
         record(Step::of(reports), min, out, &mut summary)?;
         read?;
     } else {
-        for event in source::open(events, &plan)? {
+        for event in input::open_ndjson(events)? {
             let event = event?;
             if event.system_id() != plan.system.id {
                 summary.other_systems += 1;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use driftwatch_schema::Prediction;
 
 use super::*;
-use crate::batch::{count_ids, Column, ColumnBatch};
+use crate::input::batch::{count_ids, Column, ColumnBatch};
 use crate::plan::{FeatureType, Method, Plan, Signal, WindowKind, Windowing};
 use crate::stats;
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use driftwatch_schema::Event;
 
 use super::*;
-use crate::batch::ColumnBatch;
+use crate::input::batch::ColumnBatch;
 use crate::plan::{Plan, Signal, WindowKind};
 
 /// How the reference is being collected from the stream.

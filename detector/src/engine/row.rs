@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use driftwatch_schema::{FeatureValue, Prediction};
 
-use crate::batch::quick_key;
+use crate::input::batch::quick_key;
 use crate::plan::{FeatureType, Signal, Source};
 
 /// One value of a signal, decoded for the engine.

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
-use crate::batch::{Column, ColumnBatch, MISSING};
+use crate::input::batch::{Column, ColumnBatch, MISSING};
 use crate::plan::{Method, Plan, Severity, Signal};
 use crate::synth::{demo_plan_toml, CreditModel, Drift};
 use chrono::{DateTime, Utc};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
-use crate::batch::{count_ids, Column, ColumnBatch};
+use crate::input::batch::{count_ids, Column, ColumnBatch};
 use crate::plan::{FeatureType, Signal, WindowKind, Windowing};
 
 /// Values of one signal in one window.

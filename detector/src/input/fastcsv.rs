@@ -20,11 +20,12 @@ use std::sync::{mpsc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 
-use crate::batch::{key_at, Column, ColumnBatch, Dict, MISSING};
-use crate::plan::{FeatureType, Plan};
-use crate::source::{
-    is_missing, parse_f64, parse_f64_prefix, parse_timestamp, CsvLayout, CsvRows, SourceError,
+use crate::input::batch::{key_at, Column, ColumnBatch, Dict, MISSING};
+use crate::input::csv::{
+    is_missing, parse_f64, parse_f64_prefix, parse_timestamp, CsvLayout, CsvRows,
 };
+use crate::input::SourceError;
+use crate::plan::{FeatureType, Plan};
 
 /// Bytes per block (whole lines; a longer line makes a longer block).
 const BLOCK: usize = 1 << 20;
@@ -518,7 +519,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::source::CsvRows;
+    use crate::input::csv::CsvRows;
 
     const PLAN: &str = r#"
 [system]

@@ -1,123 +1,15 @@
-//! Event files: NDJSON in the wire format, or CSV with a header row whose columns the
-//! plan names. Used for reference files and by `driftwatch replay`.
-//!
-//! Every error names the file, the line and the field or column at fault. Reading stops
-//! at the first bad record: a backtest over silently skipped rows would not be a backtest.
+//! CSV files read by the `csv` crate: the header resolved against the plan, and the
+//! exact row reader behind [`super::fastcsv`] (which hands it any file from the first
+//! block it does not take). Number and timestamp parsing shared by both.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use driftwatch_schema::{
-    parse_event, Event, FeatureValue, Outcome, OutcomeValue, Prediction, PredictionValue,
-    WIRE_VERSION,
-};
-use uuid::Uuid;
 
-use crate::batch::{Column, ColumnBatch, MISSING};
+use super::batch::{Column, ColumnBatch, MISSING};
+use super::SourceError;
 use crate::plan::{FeatureType, Plan};
-
-/// A file that cannot be read as events.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// Opening or reading failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The extension says neither CSV nor NDJSON.
-    #[error("{path}: unknown file type (expected .csv, .ndjson, .jsonl or .json)")]
-    UnknownFormat {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A record is not a valid event.
-    #[error("{path}:{line}: {message}")]
-    Record {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line number.
-        line: u64,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-/// A stream of events from a file.
-pub type EventIter = Box<dyn Iterator<Item = Result<Event, SourceError>> + Send>;
-
-/// Open an events file; the format follows the extension.
-pub fn open(path: &Path, plan: &Plan) -> Result<EventIter, SourceError> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let file = File::open(path).map_err(|source| SourceError::Io {
-        path: path.into(),
-        source,
-    })?;
-    match ext.as_str() {
-        "csv" => Ok(Box::new(CsvEvents::new(path, file, plan)?)),
-        "ndjson" | "jsonl" | "json" => Ok(Box::new(NdjsonEvents {
-            path: path.into(),
-            lines: BufReader::with_capacity(1 << 16, file),
-            line: 0,
-            buf: String::new(),
-        })),
-        _ => Err(SourceError::UnknownFormat { path: path.into() }),
-    }
-}
-
-struct NdjsonEvents {
-    path: PathBuf,
-    lines: BufReader<File>,
-    line: u64,
-    buf: String,
-}
-
-impl Iterator for NdjsonEvents {
-    type Item = Result<Event, SourceError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            self.buf.clear();
-            self.line += 1;
-            match self.lines.read_line(&mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(source) => {
-                    return Some(Err(SourceError::Io {
-                        path: self.path.clone(),
-                        source,
-                    }))
-                }
-            }
-            let text = self.buf.trim();
-            if text.is_empty() {
-                continue;
-            }
-            let record = |message: String| SourceError::Record {
-                path: self.path.clone(),
-                line: self.line,
-                message,
-            };
-            let value = match serde_json::from_str(text) {
-                Ok(v) => v,
-                Err(e) => return Some(Err(record(format!("not JSON: {e}")))),
-            };
-            // Files carry their own timestamps; a missing one is the epoch, never "now",
-            // so a replay is reproducible.
-            return Some(
-                parse_event(value, DateTime::<Utc>::UNIX_EPOCH).map_err(|e| record(e.to_string())),
-            );
-        }
-    }
-}
 
 /// Column positions resolved from the header.
 struct Columns {
@@ -129,16 +21,6 @@ struct Columns {
     label: Option<usize>,
     value: Option<usize>,
     outcome: Option<usize>,
-}
-
-struct CsvEvents {
-    path: PathBuf,
-    reader: csv::Reader<File>,
-    record: csv::StringRecord,
-    cols: Columns,
-    system_id: String,
-    row: u64,
-    pending_outcome: Option<Event>,
 }
 
 fn csv_reader(file: File) -> csv::Reader<File> {
@@ -208,145 +90,6 @@ fn resolve_columns(
             }
         }
         Ok(cols)
-    }
-}
-
-impl CsvEvents {
-    fn new(path: &Path, file: File, plan: &Plan) -> Result<Self, SourceError> {
-        let mut reader = csv_reader(file);
-        let cols = resolve_columns(path, &mut reader, plan)?;
-        Ok(CsvEvents {
-            path: path.into(),
-            reader,
-            record: csv::StringRecord::new(),
-            cols,
-            system_id: plan.system.id.clone(),
-            row: 0,
-            pending_outcome: None,
-        })
-    }
-
-    fn error(&self, message: String) -> SourceError {
-        SourceError::Record {
-            path: self.path.clone(),
-            line: self.row + 1,
-            message,
-        }
-    }
-
-    fn number(&self, col: usize, name: &str) -> Result<Option<f64>, SourceError> {
-        let s = self.record.get(col).unwrap_or("").trim();
-        if s.is_empty() || s.eq_ignore_ascii_case("nan") || s.eq_ignore_ascii_case("null") {
-            return Ok(None);
-        }
-        match s.parse::<f64>() {
-            Ok(x) if x.is_finite() => Ok(Some(x)),
-            _ => Err(self.error(format!("column {name}: expected a number, found \"{s}\""))),
-        }
-    }
-
-    fn text(&self, col: Option<usize>) -> Option<String> {
-        col.and_then(|c| self.record.get(c))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    }
-
-    fn parse_row(&mut self) -> Result<Event, SourceError> {
-        let mut features = std::collections::BTreeMap::new();
-        for (name, kind, col) in &self.cols.features {
-            let v = match kind {
-                FeatureType::Numeric => match self.number(*col, name)? {
-                    Some(x) => FeatureValue::Number(x),
-                    None => FeatureValue::Null,
-                },
-                FeatureType::Categorical => match self.text(Some(*col)) {
-                    Some(s) => FeatureValue::Text(s),
-                    None => FeatureValue::Null,
-                },
-            };
-            features.insert(name.clone(), v);
-        }
-        let timestamp = match self.text(self.cols.timestamp) {
-            None => DateTime::<Utc>::UNIX_EPOCH,
-            Some(s) => DateTime::parse_from_rfc3339(&s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    self.error(format!(
-                        "column timestamp: expected an RFC 3339 timestamp, found \"{s}\""
-                    ))
-                })?,
-        };
-        let prediction_id = self
-            .text(self.cols.prediction_id)
-            .unwrap_or_else(|| format!("row-{}", self.row));
-        let prediction = PredictionValue {
-            score: match self.cols.score {
-                Some(c) => self.number(c, "score")?,
-                None => None,
-            },
-            label: self.text(self.cols.label),
-            value: match self.cols.value {
-                Some(c) => self.number(c, "value")?,
-                None => None,
-            },
-        };
-        if let Some(o) = self.text(self.cols.outcome) {
-            let outcome = match o.parse::<f64>() {
-                Ok(x) if x.is_finite() && self.cols.value.is_some() => OutcomeValue {
-                    label: None,
-                    value: Some(x),
-                },
-                _ => OutcomeValue {
-                    label: Some(o),
-                    value: None,
-                },
-            };
-            self.pending_outcome = Some(Event::Outcome(Outcome {
-                v: WIRE_VERSION,
-                event_id: Uuid::from_u64_pair(1, self.row),
-                system_id: self.system_id.clone(),
-                prediction_id: prediction_id.clone(),
-                timestamp,
-                outcome,
-            }));
-        }
-        Ok(Event::Prediction(Prediction {
-            v: WIRE_VERSION,
-            // Deterministic ids: replaying a file twice gives identical output.
-            event_id: Uuid::from_u64_pair(0, self.row),
-            system_id: self.system_id.clone(),
-            model_version: self
-                .text(self.cols.model_version)
-                .unwrap_or_else(|| "unknown".into()),
-            prediction_id,
-            timestamp,
-            features,
-            prediction,
-            segment: Default::default(),
-            suppressed: Vec::new(),
-        }))
-    }
-}
-
-impl Iterator for CsvEvents {
-    type Item = Result<Event, SourceError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(o) = self.pending_outcome.take() {
-            return Some(Ok(o));
-        }
-        match self.reader.read_record(&mut self.record) {
-            Ok(false) => None,
-            Ok(true) => {
-                self.row += 1;
-                Some(self.parse_row())
-            }
-            Err(e) => {
-                self.row += 1;
-                Some(Err(self.error(format!("malformed CSV: {e}"))))
-            }
-        }
     }
 }
 
