@@ -1,0 +1,163 @@
+use super::*;
+
+const GOOD: &str = r#"
+[system]
+id = "credit-scoring"
+
+[reference]
+first_events = 500
+
+[window]
+size = 200
+
+[features.age]
+type = "numeric"
+
+[features.region]
+type = "categorical"
+thresholds.psi = { warning = 0.2, critical = 0.3 }
+
+[prediction.score]
+"#;
+
+fn parse(text: &str) -> Result<Plan, PlanError> {
+    Plan::from_toml(text, "plan.toml", PathBuf::new())
+}
+
+#[test]
+fn good_plan_resolves_defaults() {
+    let plan = parse(GOOD).expect("valid plan");
+    let signals = plan.signals();
+    let names: Vec<_> = signals.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["age", "region", "prediction.score"]);
+    let methods: Vec<Method> = signals[0].checks.iter().map(|c| c.method).collect();
+    assert_eq!(methods, default_checks(FeatureType::Numeric));
+    assert_eq!(
+        signals[0].checks[0].thresholds,
+        Method::Ks.default_thresholds()
+    );
+    assert_eq!(signals[1].checks[1].thresholds.warning, Some(0.2));
+    assert_eq!(plan.window.min_samples(), 30);
+}
+
+#[test]
+fn time_windows_and_learned_thresholds() {
+    let text = GOOD
+        .replace(
+            "size = 200",
+            "kind = \"time\"\nduration_s = 3600\nslide_s = 900\nallowed_lateness_s = 60",
+        )
+        .replace(
+            "[prediction.score]",
+            "[prediction.score]\nthresholds.psi = { learned = true, critical_k = 4 }",
+        );
+    let plan = parse(&text).expect("valid");
+    let w = plan.window.windowing();
+    assert_eq!((w.size, w.slide, w.lateness), (3_600_000, 900_000, 60_000));
+    assert_eq!(plan.window.describe(), "time windows of 3600s every 900s");
+    let score = plan.signals().pop().expect("score");
+    let psi = score
+        .checks
+        .iter()
+        .find(|c| c.method == Method::Psi)
+        .expect("psi");
+    assert!(psi.thresholds.learned);
+    assert_eq!(psi.thresholds.ks(), (2.0, 4.0));
+
+    let e = err(&GOOD.replace("size = 200", "size = 200\nslide_s = 10"));
+    assert!(
+        e.contains("window.slide_s: applies to kind = \"time\""),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("size = 200", "size = 200\nslide = 300"));
+    assert!(
+        e.contains("window.slide: 300 must be between 1 and window.size (200)"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "[prediction.score]",
+        "[prediction.score]\nthresholds.psi = { learned = true, warning = 0.1 }",
+    ));
+    assert!(
+        e.contains("prediction.score.thresholds.psi: learned thresholds take"),
+        "{e}"
+    );
+}
+
+#[test]
+fn alert_urls_must_be_http() {
+    let text = format!("{GOOD}\n[alerts]\nalertmanager_url = \"https://am:9093\"\n");
+    let e = err(&text);
+    assert!(
+        e.contains("alerts.alertmanager_url: \"https://am:9093\" must be an http:// URL"),
+        "{e}"
+    );
+    let ok = format!("{GOOD}\n[alerts]\nalertmanager_url = \"http://am:9093\"\nwebhook_url = \"http://hook/x\"\n");
+    assert!(parse(&ok).is_ok());
+}
+
+#[test]
+fn reference_period() {
+    let text = GOOD.replace(
+        "first_events = 500",
+        "from = 2026-01-01T00:00:00Z\nto = 2026-02-01T00:00:00Z",
+    );
+    let plan = parse(&text).expect("valid");
+    assert!(plan.reference.from.is_some());
+    let e = err(&GOOD.replace("first_events = 500", "from = 2026-01-01T00:00:00Z"));
+    assert!(e.contains("reference.to: `from` needs `to`"), "{e}");
+    let e = err(&GOOD.replace(
+        "first_events = 500",
+        "from = \"2026-01-01T00:00:00Z\"\nto = 2026-01-01T10:00:00",
+    ));
+    assert!(e.contains("is not a timestamp with a time zone"), "{e}");
+}
+
+fn err(text: &str) -> String {
+    parse(text).expect_err("must be refused").to_string()
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let e = err(&GOOD.replace("size = 200", "size = 200\nsizee = 3"));
+    assert!(e.contains("unknown field `sizee`"), "{e}");
+    assert!(e.contains("line 10"), "{e}");
+}
+
+#[test]
+fn method_type_mismatch_names_the_key() {
+    let e = err(&GOOD.replace(
+        "type = \"categorical\"",
+        "type = \"categorical\"\nchecks = [\"ks\"]",
+    ));
+    assert_eq!(
+        e,
+        "plan.toml: features.region.checks: method \"ks\" does not apply to a categorical signal"
+    );
+}
+
+#[test]
+fn inverted_thresholds_are_refused() {
+    let e = err(&GOOD.replace(
+        "warning = 0.2, critical = 0.3",
+        "warning = 0.3, critical = 0.2",
+    ));
+    assert!(
+        e.starts_with("plan.toml: features.region.thresholds.psi: critical (0.2)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn reference_must_be_one_source() {
+    let e = err(&GOOD.replace("first_events = 500", "first_events = 500\nfile = \"r.csv\""));
+    assert!(e.contains("reference: give exactly one of"), "{e}");
+    let e = err(&GOOD.replace("first_events = 500", ""));
+    assert!(e.contains("reference: give exactly one of"), "{e}");
+}
+
+#[test]
+fn min_samples_cannot_exceed_window() {
+    let e = err(&GOOD.replace("size = 200", "size = 200\nmin_samples = 201"));
+    assert!(e.contains("window.min_samples"), "{e}");
+}

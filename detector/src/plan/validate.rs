@@ -1,0 +1,268 @@
+//! Rules a plan must satisfy beyond its types; each error names the key at fault.
+
+use std::collections::BTreeMap;
+
+use super::{default_checks, FeatureType, Method, Plan, PlanError, Thresholds, WindowKind};
+
+impl Plan {
+    pub(super) fn validate(&self, name: &str) -> Result<(), PlanError> {
+        let invalid = |key: &str, message: String| PlanError::Invalid {
+            path: name.into(),
+            key: key.into(),
+            message,
+        };
+        let id = &self.system.id;
+        if id.is_empty()
+            || id.len() > 128
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid(
+                "system.id",
+                format!("\"{id}\" must be 1 to 128 characters of [A-Za-z0-9._-]"),
+            ));
+        }
+        let r = &self.reference;
+        let sources = usize::from(r.file.is_some())
+            + usize::from(r.first_events.is_some())
+            + usize::from(r.from.is_some() || r.to.is_some());
+        if sources != 1 {
+            return Err(invalid(
+                "reference",
+                "give exactly one of `file` (a CSV or NDJSON file), `first_events` (a count) or `from` and `to` (a period of the stream)".into(),
+            ));
+        }
+        if r.first_events == Some(0) {
+            return Err(invalid(
+                "reference.first_events",
+                "must be at least 1".into(),
+            ));
+        }
+        match (r.from, r.to) {
+            (Some(_), None) => return Err(invalid("reference.to", "`from` needs `to`".into())),
+            (None, Some(_)) => return Err(invalid("reference.from", "`to` needs `from`".into())),
+            (Some(f), Some(t)) if f >= t => {
+                return Err(invalid(
+                    "reference.to",
+                    format!("{t} is not after `from` ({f})"),
+                ))
+            }
+            _ => {}
+        }
+        if !(2..=1000).contains(&self.reference.bins) {
+            return Err(invalid(
+                "reference.bins",
+                format!("{} is outside 2..=1000", self.reference.bins),
+            ));
+        }
+        let w = &self.window;
+        match w.kind {
+            WindowKind::Count => {
+                for (key, set) in [
+                    ("window.duration_s", w.duration_s.is_some()),
+                    ("window.slide_s", w.slide_s.is_some()),
+                    ("window.allowed_lateness_s", w.allowed_lateness_s > 0),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            key,
+                            "applies to kind = \"time\" windows only".into(),
+                        ));
+                    }
+                }
+                let size = match w.size {
+                    None | Some(0) => {
+                        return Err(invalid(
+                            "window.size",
+                            "count windows need a size of at least 1 prediction".into(),
+                        ))
+                    }
+                    Some(s) => s,
+                };
+                if let Some(slide) = w.slide {
+                    if slide == 0 || slide > size {
+                        return Err(invalid(
+                            "window.slide",
+                            format!("{slide} must be between 1 and window.size ({size})"),
+                        ));
+                    }
+                }
+                let min = w.min_samples();
+                if min == 0 || min > size {
+                    return Err(invalid(
+                        "window.min_samples",
+                        format!("{min} must be between 1 and window.size ({size})"),
+                    ));
+                }
+            }
+            WindowKind::Time => {
+                for (key, set) in [
+                    ("window.size", w.size.is_some()),
+                    ("window.slide", w.slide.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            key,
+                            "applies to count windows; time windows use duration_s and slide_s"
+                                .into(),
+                        ));
+                    }
+                }
+                let duration = match w.duration_s {
+                    None | Some(0) => {
+                        return Err(invalid(
+                            "window.duration_s",
+                            "time windows need a duration of at least 1 second".into(),
+                        ))
+                    }
+                    Some(d) => d,
+                };
+                if let Some(slide) = w.slide_s {
+                    if slide == 0 || slide > duration {
+                        return Err(invalid(
+                            "window.slide_s",
+                            format!("{slide} must be between 1 and window.duration_s ({duration})"),
+                        ));
+                    }
+                }
+                if w.min_samples() == 0 {
+                    return Err(invalid("window.min_samples", "must be at least 1".into()));
+                }
+            }
+        }
+        if self.features.is_empty()
+            && self.prediction.score.is_none()
+            && self.prediction.label.is_none()
+            && self.prediction.value.is_none()
+        {
+            return Err(invalid(
+                "features",
+                "the plan monitors nothing: add [features.NAME] or [prediction.score]".into(),
+            ));
+        }
+        for (fname, spec) in &self.features {
+            if fname.is_empty() || fname.len() > driftwatch_schema::MAX_ID_LEN {
+                return Err(invalid("features", format!("bad feature name \"{fname}\"")));
+            }
+            check_methods(
+                &format!("features.{fname}"),
+                spec.kind,
+                spec.checks.as_deref(),
+                &spec.thresholds,
+            )
+            .map_err(|(k, m)| invalid(&k, m))?;
+        }
+        for (oname, kind, spec) in self.outputs() {
+            if let Some(spec) = spec {
+                check_methods(
+                    &format!("prediction.{oname}"),
+                    kind,
+                    spec.checks.as_deref(),
+                    &spec.thresholds,
+                )
+                .map_err(|(k, m)| invalid(&k, m))?;
+            }
+        }
+        for (key, url) in [
+            ("alerts.webhook_url", &self.alerts.webhook_url),
+            ("alerts.alertmanager_url", &self.alerts.alertmanager_url),
+        ] {
+            if let Some(url) = url {
+                // TLS is not built in yet (no TLS stack in the HTTP client): refuse https
+                // here rather than fail at the first alert.
+                if !url.starts_with("http://") {
+                    return Err(invalid(
+                        key,
+                        format!("\"{url}\" must be an http:// URL (https is not supported yet)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_methods(
+    key: &str,
+    kind: FeatureType,
+    checks: Option<&[Method]>,
+    overrides: &BTreeMap<Method, Thresholds>,
+) -> Result<(), (String, String)> {
+    let kind_name = match kind {
+        FeatureType::Numeric => "numeric",
+        FeatureType::Categorical => "categorical",
+    };
+    if let Some(checks) = checks {
+        if checks.is_empty() {
+            return Err((
+                format!("{key}.checks"),
+                "must name at least one method".into(),
+            ));
+        }
+        for m in checks {
+            if !m.applies_to(kind) {
+                return Err((
+                    format!("{key}.checks"),
+                    format!("method \"{m}\" does not apply to a {kind_name} signal"),
+                ));
+            }
+        }
+    }
+    let active = checks
+        .map(<[Method]>::to_vec)
+        .unwrap_or_else(|| default_checks(kind));
+    for (m, t) in overrides {
+        let tkey = format!("{key}.thresholds.{m}");
+        if !active.contains(m) {
+            return Err((tkey, format!("method \"{m}\" is not among the checks")));
+        }
+        if t.learned {
+            if t.warning.is_some() || t.critical.is_some() {
+                return Err((
+                    tkey,
+                    "learned thresholds take warning_k/critical_k, not warning/critical".into(),
+                ));
+            }
+            let (wk, ck) = t.ks();
+            if !(wk > 0.0 && ck > 0.0 && wk.is_finite() && ck.is_finite()) || wk > ck {
+                return Err((
+                    tkey,
+                    format!("warning_k ({wk}) and critical_k ({ck}) must be positive, warning_k <= critical_k"),
+                ));
+            }
+            continue;
+        }
+        if t.warning_k.is_some() || t.critical_k.is_some() {
+            return Err((tkey, "warning_k/critical_k need learned = true".into()));
+        }
+        if t.warning.is_none() && t.critical.is_none() {
+            return Err((
+                tkey,
+                "give warning and/or critical, or learned = true".into(),
+            ));
+        }
+        for v in [t.warning, t.critical].into_iter().flatten() {
+            if !v.is_finite() || v < 0.0 || (m.bounded_by_one() && v > 1.0) {
+                return Err((tkey, format!("{v} is not a valid level for {m}")));
+            }
+        }
+        if let (Some(w), Some(c)) = (t.warning, t.critical) {
+            let ordered = if m.lower_is_worse() { c <= w } else { c >= w };
+            if !ordered {
+                return Err((
+                    tkey,
+                    format!(
+                        "critical ({c}) must be {} than warning ({w})",
+                        if m.lower_is_worse() {
+                            "no larger"
+                        } else {
+                            "no smaller"
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
