@@ -43,20 +43,11 @@ pub fn alerts_for(report: &WindowReport, min: Severity) -> Vec<Alert> {
             } else {
                 ">"
             };
-            let name = match c.method {
-                Method::Ks if on_statistic => "KS statistic D",
-                Method::Chi2 if on_statistic => "chi2 statistic",
-                Method::Ks => "KS p-value",
-                Method::Chi2 => "chi2 p-value",
-                Method::Psi => "PSI",
-                Method::Js => "Jensen-Shannon distance",
-                Method::Hellinger => "Hellinger distance",
-                Method::Wasserstein => "Wasserstein distance / reference std",
-                Method::Linf => "L-infinity distance",
-                Method::Unseen => "share of unseen categories",
-                Method::Missing => "missing-value rate",
-                Method::OutOfRange => "share outside the reference range",
-                Method::TypeErrors => "type-error rate",
+            let spec = c.method.spec();
+            let name = if on_statistic {
+                spec.statistic_title
+            } else {
+                spec.title
             };
             let adjusted = if c.p_value_adjusted == Some(value) && c.p_value != Some(value) {
                 " (BH-adjusted)"

@@ -21,6 +21,7 @@ pub mod demo;
 pub mod detect;
 pub mod engine;
 pub mod input;
+pub mod method;
 pub mod metrics;
 pub mod plan;
 pub mod replay;

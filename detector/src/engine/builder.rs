@@ -8,6 +8,7 @@ use driftwatch_schema::Prediction;
 
 use super::*;
 use crate::input::batch::{count_ids, Column, ColumnBatch};
+use crate::method::{check_value, Prepared, Value};
 use crate::plan::{FeatureType, Method, Plan, Signal, WindowKind, Windowing};
 use crate::stats;
 

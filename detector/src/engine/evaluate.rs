@@ -1,199 +1,28 @@
 //! Evaluating closed windows: every check of the plan against the reference, on several
 //! threads signal by signal, with Benjamini-Hochberg across the p-values.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 
 use super::*;
+use crate::method::{check_value, Prepared, ReadsSorted};
 use crate::plan::{Check, Correction, FeatureType, Method, Plan, Severity, Signal};
 use crate::stats;
-
-/// Work shared by the checks of one signal in one window, computed once on demand.
-#[derive(Default)]
-pub(crate) struct Prepared {
-    pub(crate) binned: Option<(Vec<f64>, Vec<f64>)>,
-}
-
-/// Aligned (reference, window) counts over the union of categories, reference order first,
-/// then unseen categories in sorted order (deterministic).
-pub(crate) fn aligned_counts(
-    reference: &BTreeMap<String, u64>,
-    window: &CatCounts,
-) -> (Vec<u64>, Vec<u64>) {
-    let mut r: Vec<u64> = Vec::with_capacity(reference.len() + 4);
-    let mut w: Vec<u64> = Vec::with_capacity(reference.len() + 4);
-    for (cat, &n) in reference {
-        r.push(n);
-        w.push(window.get(cat).unwrap_or(0));
-    }
-    let mut unseen: Vec<(&String, &u64)> = window
-        .iter()
-        .filter(|(c, _)| !reference.contains_key(*c))
-        .collect();
-    unseen.sort();
-    for (_, &n) in unseen {
-        r.push(0);
-        w.push(n);
-    }
-    (r, w)
-}
-
-pub(crate) fn proportions(counts: &[f64]) -> Vec<f64> {
-    let total = counts.iter().sum::<f64>().max(1.0);
-    counts.iter().map(|&c| c / total).collect()
-}
 
 /// Sort a closed window's numeric values in place (it is never appended to again) if a
 /// check of the signal reads them sorted. KS does not, through the reference's index:
 /// a KS-only signal skips the sort.
 pub(crate) fn sort_window(signal: &Signal, reference: &SignalReference, acc: &mut SignalAcc) {
-    let reads_sorted = |method: Method| match method {
-        Method::Ks => reference.ks_index().is_none(),
-        Method::Wasserstein | Method::OutOfRange | Method::Psi | Method::Js | Method::Hellinger => {
-            true
-        }
-        _ => false,
+    let reads_sorted = |method: Method| match method.spec().reads_sorted {
+        ReadsSorted::Yes => true,
+        ReadsSorted::WithoutIndex => reference.ks_index().is_none(),
+        ReadsSorted::No => false,
     };
     if signal.kind == FeatureType::Numeric && signal.checks.iter().any(|c| reads_sorted(c.method)) {
         stats::sort_floats(&mut acc.num);
     }
 }
 
-/// The outcome of one check before thresholds.
-pub(crate) struct Value {
-    pub(crate) statistic: f64,
-    pub(crate) p_value: Option<f64>,
-    pub(crate) value: f64,
-}
-
-/// Run one method on one signal's window. `None`: not enough data for a verdict.
-pub(crate) fn check_value(
-    method: Method,
-    reference: &SignalReference,
-    acc: &SignalAcc,
-    prep: &mut Prepared,
-    min_samples: usize,
-) -> Option<Value> {
-    let share = |count: usize, of: usize| Value {
-        statistic: count as f64,
-        p_value: None,
-        value: count as f64 / of as f64,
-    };
-    // Data-quality shares need enough predictions, not enough usable values.
-    match method {
-        Method::Missing => {
-            return (acc.events() >= min_samples).then(|| share(acc.missing, acc.events()))
-        }
-        Method::TypeErrors => {
-            return (acc.events() >= min_samples).then(|| share(acc.type_errors, acc.events()))
-        }
-        _ => {}
-    }
-    if acc.samples() < min_samples || reference.samples() == 0 {
-        return None;
-    }
-    let v = match reference {
-        SignalReference::Numeric {
-            sorted: r_sorted,
-            edges,
-            proportions: r_props,
-            std,
-            ..
-        } => match method {
-            Method::Ks => {
-                // Through the reference's index the window needs no sorting (see
-                // `sort_window`).
-                let r = match reference.ks_index() {
-                    Some(index) => stats::ks_2samp(r_sorted, index, &acc.num),
-                    None => stats::ks_2samp_sorted(r_sorted, &acc.num),
-                };
-                Value {
-                    statistic: r.statistic,
-                    p_value: Some(r.p_value),
-                    value: r.p_value,
-                }
-            }
-            Method::Wasserstein => {
-                let raw = stats::wasserstein_sorted(r_sorted, &acc.num);
-                Value {
-                    statistic: raw,
-                    p_value: None,
-                    value: raw / std.max(stats::WASSERSTEIN_MIN_STD),
-                }
-            }
-            Method::OutOfRange => {
-                let (lo, hi) = (r_sorted[0], r_sorted[r_sorted.len() - 1]);
-                let sorted = &acc.num;
-                let below = sorted.partition_point(|&x| x < lo);
-                let above = sorted.len() - sorted.partition_point(|&x| x <= hi);
-                share(below + above, sorted.len())
-            }
-            Method::Psi | Method::Js | Method::Hellinger => {
-                let (r, w) = prep.binned.get_or_insert_with(|| {
-                    (
-                        r_props.clone(),
-                        stats::bin_proportions_sorted(edges, &acc.num),
-                    )
-                });
-                distance(method, r, w)
-            }
-            _ => return None,
-        },
-        SignalReference::Categorical { counts } => {
-            // Categorical: aligned counts (as f64) over the union of categories.
-            let (r, w) = prep.binned.get_or_insert_with(|| {
-                let (rc, wc) = aligned_counts(counts, &acc.cat);
-                (
-                    rc.iter().map(|&x| x as f64).collect(),
-                    wc.iter().map(|&x| x as f64).collect(),
-                )
-            });
-            let (r, w) = (&*r, &*w);
-            match method {
-                Method::Chi2 => {
-                    let rc: Vec<u64> = r.iter().map(|&x| x as u64).collect();
-                    let wc: Vec<u64> = w.iter().map(|&x| x as u64).collect();
-                    let c = stats::chi2_contingency(&rc, &wc);
-                    Value {
-                        statistic: c.statistic,
-                        p_value: Some(c.p_value),
-                        value: c.p_value,
-                    }
-                }
-                Method::Unseen => {
-                    let unseen: f64 = r
-                        .iter()
-                        .zip(w)
-                        .filter(|(r, _)| **r == 0.0)
-                        .map(|(_, w)| w)
-                        .sum();
-                    share(unseen as usize, acc.samples())
-                }
-                Method::Psi | Method::Js | Method::Hellinger | Method::Linf => {
-                    distance(method, &proportions(r), &proportions(w))
-                }
-                _ => return None,
-            }
-        }
-    };
-    v.value.is_finite().then_some(v)
-}
-
-pub(crate) fn distance(method: Method, r: &[f64], w: &[f64]) -> Value {
-    let d = match method {
-        Method::Psi => stats::psi(r, w),
-        Method::Js => stats::jensen_shannon(r, w),
-        Method::Hellinger => stats::hellinger(r, w),
-        _ => stats::l_infinity(r, w),
-    };
-    Value {
-        statistic: d,
-        p_value: None,
-        value: d,
-    }
-}
-
+/// The severity of `value` against the levels, in the direction that means drift.
 pub(crate) fn severity(
     lower_is_worse: bool,
     warning: Option<f64>,

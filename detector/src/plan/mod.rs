@@ -46,13 +46,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-mod method;
 mod signals;
 mod tables;
 mod validate;
 
-pub use method::{Method, ALL_METHODS};
-pub use signals::{default_checks, Check, Signal, Source};
+pub use crate::method::{default_checks, Method, ALL_METHODS};
+pub use signals::{Check, Signal, Source};
 pub use tables::*;
 
 /// A parsed, validated monitoring plan.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{FeatureType, Method, OutputSpec, Plan, Thresholds};
+use super::{default_checks, FeatureType, Method, OutputSpec, Plan, Thresholds};
 
 /// Where a monitored value comes from in a prediction.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -87,27 +87,6 @@ impl Plan {
             }
         }
         out
-    }
-}
-
-/// Checks a signal gets when its plan entry names none.
-pub fn default_checks(kind: FeatureType) -> Vec<Method> {
-    match kind {
-        FeatureType::Numeric => vec![
-            Method::Ks,
-            Method::Psi,
-            Method::Wasserstein,
-            Method::Missing,
-            Method::OutOfRange,
-            Method::TypeErrors,
-        ],
-        FeatureType::Categorical => vec![
-            Method::Chi2,
-            Method::Psi,
-            Method::Unseen,
-            Method::Missing,
-            Method::TypeErrors,
-        ],
     }
 }
 
