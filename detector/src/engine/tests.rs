@@ -538,7 +538,11 @@ fn batch_of(signals: &[Signal], rows: &[MixedRow]) -> ColumnBatch {
                 ),
             }
         }
-        b.outcomes.push(*outcome);
+        b.outcomes.push(if *outcome {
+            b.outcome_names.intern("repaid")
+        } else {
+            MISSING
+        });
         b.push_row();
     }
     b

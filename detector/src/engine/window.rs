@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
-use crate::input::batch::{count_ids, Column, ColumnBatch};
+use crate::input::batch::{count_ids, Column, ColumnBatch, MISSING};
 use crate::plan::{FeatureType, Signal, WindowKind, Windowing};
 
 /// Values of one signal in one window.
@@ -225,7 +225,10 @@ impl Windows {
             let outcomes = if batch.outcomes.is_empty() {
                 0
             } else {
-                batch.outcomes[run.clone()].iter().filter(|o| **o).count()
+                batch.outcomes[run.clone()]
+                    .iter()
+                    .filter(|&&o| o != MISSING)
+                    .count()
             };
             for k in first.max(self.closed_before)..=last {
                 let w = self

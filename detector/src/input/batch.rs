@@ -12,6 +12,37 @@ use crate::plan::{FeatureType, Signal};
 /// The id of a missing category.
 pub const MISSING: u32 = u32::MAX;
 
+/// The [`ColumnBatch::ids`] entry of a row without a prediction id.
+pub const NO_ID: u64 = u64::MAX;
+
+/// A 64-bit hash of a prediction id: what duplicates are recognised by, in both drivers
+/// (two different ids collide with probability about 2^-64 per pair; a dedup memory of
+/// 100,000 ids makes a false duplicate about a one-in-10^9 event). Eight bytes at a time,
+/// then a murmur finaliser; never [`NO_ID`].
+pub fn id_hash(id: &[u8]) -> u64 {
+    let mut h: u64 = 0x243F_6A88_85A3_08D3 ^ id.len() as u64;
+    let mut words = id.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    }
+    let rest = words.remainder();
+    let mut b = [0u8; 8];
+    b[..rest.len()].copy_from_slice(rest);
+    h = (h ^ u64::from_le_bytes(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    h ^= h >> 33;
+    if h == NO_ID {
+        0
+    } else {
+        h
+    }
+}
+
 /// The distinct categories of one column in one batch, in order of first appearance.
 #[derive(Debug, Default, Clone)]
 pub struct Dict {
@@ -215,8 +246,15 @@ pub struct ColumnBatch {
     pub columns: Vec<Column>,
     /// One per row; empty when the input has no timestamps (every row at the epoch).
     pub timestamps: Vec<DateTime<Utc>>,
-    /// One per row; empty when no row carries an outcome.
-    pub outcomes: Vec<bool>,
+    /// Per row, the outcome it carries: an id into `outcome_names`, [`MISSING`] for
+    /// none; empty when the input has no outcome column. A label, or a regression
+    /// outcome's number as written.
+    pub outcomes: Vec<u32>,
+    /// The outcome values behind the ids.
+    pub outcome_names: Dict,
+    /// Per row, [`id_hash`] of its prediction id ([`NO_ID`] for none); empty when the
+    /// input has no id column.
+    pub ids: Vec<u64>,
     rows: usize,
 }
 
@@ -261,6 +299,8 @@ impl ColumnBatch {
         }
         self.timestamps.clear();
         self.outcomes.clear();
+        self.outcome_names.clear();
+        self.ids.clear();
         self.rows = 0;
     }
 
@@ -285,6 +325,7 @@ impl ColumnBatch {
         }
         self.timestamps.truncate(len);
         self.outcomes.truncate(len);
+        self.ids.truncate(len);
         self.rows = self.rows.min(len);
     }
 
@@ -298,7 +339,42 @@ impl ColumnBatch {
 
     /// Whether row `i` also carries an outcome.
     pub fn has_outcome(&self, i: usize) -> bool {
-        self.outcomes.get(i).copied().unwrap_or(false)
+        self.outcomes.get(i).is_some_and(|&o| o != MISSING)
+    }
+
+    /// The outcome row `i` carries, as written.
+    pub fn outcome(&self, i: usize) -> Option<&str> {
+        match self.outcomes.get(i) {
+            Some(&o) if o != MISSING => Some(self.outcome_names.name(o)),
+            _ => None,
+        }
+    }
+
+    /// The [`id_hash`] of row `i`'s prediction id, if the input has ids.
+    pub fn id(&self, i: usize) -> Option<u64> {
+        self.ids.get(i).copied().filter(|&h| h != NO_ID)
+    }
+
+    /// Keep only the rows for which `keep` is true (in order): how the file driver drops
+    /// repeated predictions from a batch.
+    pub fn retain_rows(&mut self, keep: &[bool]) {
+        fn retain<T>(v: &mut Vec<T>, keep: &[bool]) {
+            if v.is_empty() {
+                return;
+            }
+            let mut k = keep.iter();
+            v.retain(|_| k.next().copied().unwrap_or(true));
+        }
+        for c in &mut self.columns {
+            match c {
+                Column::Num(v) => retain(v, keep),
+                Column::Cat { ids, .. } => retain(ids, keep),
+            }
+        }
+        retain(&mut self.timestamps, keep);
+        retain(&mut self.outcomes, keep);
+        retain(&mut self.ids, keep);
+        self.rows = keep.iter().filter(|k| **k).count() + self.rows.saturating_sub(keep.len());
     }
 
     /// Row `i` as engine values (into `out`, cleared first).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::batch::{Column, ColumnBatch, MISSING};
+use super::batch::{id_hash, Column, ColumnBatch, MISSING, NO_ID};
 use super::SourceError;
 use crate::plan::{FeatureType, Plan};
 
@@ -16,7 +16,6 @@ struct Columns {
     features: Vec<(String, FeatureType, usize)>,
     prediction_id: Option<usize>,
     timestamp: Option<usize>,
-    model_version: Option<usize>,
     score: Option<usize>,
     label: Option<usize>,
     value: Option<usize>,
@@ -68,7 +67,6 @@ fn resolve_columns(
             features,
             prediction_id: find(&c.prediction_id),
             timestamp: find(&c.timestamp),
-            model_version: find(&c.model_version),
             score: find(&c.score),
             label: find(&c.label),
             value: find(&c.value),
@@ -115,6 +113,8 @@ pub(crate) struct CsvLayout {
     pub timestamp: Option<usize>,
     /// The outcome column.
     pub outcome: Option<usize>,
+    /// The prediction id column.
+    pub prediction_id: Option<usize>,
 }
 
 /// An RFC 3339 timestamp, in UTC.
@@ -146,6 +146,7 @@ pub struct CsvRows {
     names: Vec<String>,
     timestamp: Option<usize>,
     outcome: Option<usize>,
+    prediction_id: Option<usize>,
     line: u64,
 }
 
@@ -154,8 +155,8 @@ pub struct CsvRows {
 pub struct RowMeta {
     /// The prediction's timestamp (the Unix epoch without a timestamp column).
     pub timestamp: DateTime<Utc>,
-    /// The row also carries an outcome.
-    pub has_outcome: bool,
+    /// The row's prediction id, hashed ([`NO_ID`] for none).
+    pub id: u64,
 }
 
 /// One parsed value of a CSV row, borrowing the record.
@@ -319,6 +320,7 @@ impl CsvRows {
             names,
             timestamp: cols.timestamp,
             outcome: cols.outcome,
+            prediction_id: cols.prediction_id,
             line: 1,
         })
     }
@@ -350,7 +352,7 @@ impl CsvRows {
         }
     }
 
-    /// The current record's timestamp and outcome flag.
+    /// The current record's timestamp and prediction id.
     fn meta(&self) -> Result<RowMeta, SourceError> {
         let timestamp = match self
             .timestamp
@@ -365,11 +367,11 @@ impl CsvRows {
                 ))
             })?,
         };
-        let has_outcome = self.outcome.is_some_and(|c| !self.field(c).is_empty());
-        Ok(RowMeta {
-            timestamp,
-            has_outcome,
-        })
+        let id = match self.prediction_id.map(|c| self.field(c)) {
+            Some(f) if !f.is_empty() => id_hash(f),
+            _ => NO_ID,
+        };
+        Ok(RowMeta { timestamp, id })
     }
 
     /// Signal `i` of the current record.
@@ -425,8 +427,22 @@ impl CsvRows {
             if self.timestamp.is_some() {
                 batch.timestamps.push(meta.timestamp);
             }
-            if self.outcome.is_some() {
-                batch.outcomes.push(meta.has_outcome);
+            if let Some(c) = self.outcome {
+                let f = self.field(c);
+                batch.outcomes.push(if is_missing(f, FeatureType::Categorical) {
+                    MISSING
+                } else {
+                    match std::str::from_utf8(f) {
+                        Ok(t) => batch.outcome_names.intern(t),
+                        Err(_) => {
+                            batch.truncate(start);
+                            return Err(self.error("column outcome: not UTF-8".into()));
+                        }
+                    }
+                });
+            }
+            if self.prediction_id.is_some() {
+                batch.ids.push(meta.id);
             }
             batch.push_row();
         }
@@ -469,6 +485,7 @@ impl CsvRows {
             signals: self.columns.clone(),
             timestamp: self.timestamp,
             outcome: self.outcome,
+            prediction_id: self.prediction_id,
         }
     }
 

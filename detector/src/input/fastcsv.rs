@@ -20,7 +20,7 @@ use std::sync::{mpsc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 
-use crate::input::batch::{key_at, Column, ColumnBatch, Dict, MISSING};
+use crate::input::batch::{id_hash, key_at, Column, ColumnBatch, Dict, MISSING, NO_ID};
 use crate::input::csv::{
     is_missing, parse_f64, parse_f64_prefix, parse_timestamp, CsvLayout, CsvRows,
 };
@@ -255,6 +255,7 @@ enum Target {
     Cat(usize),
     Timestamp,
     Outcome,
+    Id,
 }
 
 /// Per file column (as many as the header has), what to do with its field; the signals
@@ -284,6 +285,9 @@ impl Targets {
         if let Some(c) = layout.outcome.filter(|&c| c < layout.width) {
             columns[c].push(Target::Outcome);
         }
+        if let Some(c) = layout.prediction_id.filter(|&c| c < layout.width) {
+            columns[c].push(Target::Id);
+        }
         Targets { columns, absent }
     }
 }
@@ -293,7 +297,8 @@ enum Sink<'a> {
     Num(&'a mut Vec<f64>),
     Cat(&'a mut Vec<u32>, &'a mut Dict),
     Time(&'a mut Vec<DateTime<Utc>>),
-    Outcome(&'a mut Vec<bool>),
+    Outcome(&'a mut Vec<u32>, &'a mut Dict),
+    Id(&'a mut Vec<u64>),
 }
 
 /// Parse a block of whole lines into `batch` (cleared); `false` if it holds anything
@@ -310,7 +315,9 @@ fn parse_block(block: &[u8], t: &Targets, batch: &mut ColumnBatch) -> bool {
     let width = t.columns.len();
     let rows = {
         let mut slots: Vec<Option<&mut Column>> = batch.columns.iter_mut().map(Some).collect();
-        let (mut times, mut outcomes) = (Some(&mut batch.timestamps), Some(&mut batch.outcomes));
+        let mut times = Some(&mut batch.timestamps);
+        let mut outcomes = Some((&mut batch.outcomes, &mut batch.outcome_names));
+        let mut ids = Some(&mut batch.ids);
         let mut sinks: Vec<Vec<Sink>> = Vec::with_capacity(width);
         for targets in &t.columns {
             let mut column = Vec::with_capacity(targets.len());
@@ -326,7 +333,11 @@ fn parse_block(block: &[u8], t: &Targets, batch: &mut ColumnBatch) -> bool {
                         None => return false,
                     },
                     Target::Outcome => match outcomes.take() {
-                        Some(v) => Sink::Outcome(v),
+                        Some((v, names)) => Sink::Outcome(v, names),
+                        None => return false,
+                    },
+                    Target::Id => match ids.take() {
+                        Some(v) => Sink::Id(v),
                         None => return false,
                     },
                 });
@@ -508,7 +519,17 @@ fn take(block: &[u8], field: std::ops::Range<usize>, sinks: &mut [Sink]) -> bool
                     }
                 }
             }
-            Sink::Outcome(v) => v.push(!f.is_empty()),
+            Sink::Outcome(v, names) => {
+                if is_missing(f, FeatureType::Categorical) {
+                    v.push(MISSING);
+                } else {
+                    match names.intern_at(block, at, f.len()) {
+                        Some(id) => v.push(id),
+                        None => return false,
+                    }
+                }
+            }
+            Sink::Id(v) => v.push(if f.is_empty() { NO_ID } else { id_hash(f) }),
         }
     }
     true
@@ -545,7 +566,7 @@ type = "categorical"
             let mut row = Vec::new();
             for i in 0..b.len() {
                 b.row(i, &mut row);
-                out.push(format!("{row:?} {} {}", b.timestamp(i), b.has_outcome(i)));
+                out.push(format!("{row:?} {} {:?} {:?}", b.timestamp(i), b.outcome(i), b.id(i)));
             }
         }
         out
