@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use driftwatch_detector::engine::{decode, Monitor, Observed, ReferenceBuilder};
+use driftwatch_detector::engine::{decode, Input, Monitor, Observed, ReferenceBuilder};
 use driftwatch_detector::input::batch::{Column, ColumnBatch, MISSING};
 use driftwatch_detector::plan::Plan;
 use driftwatch_detector::synth::{wide_plan_toml, WideModel};
@@ -44,7 +44,7 @@ fn engine(c: &mut Criterion) {
                 |mut monitor| {
                     let mut windows = 0;
                     for e in &events {
-                        windows += monitor.observe(e).reports.len();
+                        windows += monitor.observe(Input::Event(e)).reports.len();
                     }
                     assert_eq!(windows, EVENTS / 5000);
                     windows
@@ -75,7 +75,14 @@ fn engine(c: &mut Criterion) {
                 |mut monitor| {
                     let mut windows = 0;
                     for (ts, row) in &rows {
-                        windows += monitor.observe_row(*ts, row, false).reports.len();
+                        windows += monitor
+                            .observe(Input::Row {
+                                timestamp: *ts,
+                                values: row,
+                                outcome: None,
+                            })
+                            .reports
+                            .len();
                     }
                     assert_eq!(windows, EVENTS / 5000);
                     windows
@@ -112,8 +119,10 @@ fn engine(c: &mut Criterion) {
                 |mut monitor| {
                     let mut windows = 0;
                     for batch in &batches {
-                        let closed = monitor.close_columns(batch, 0);
-                        windows += monitor.evaluate(closed, 1).len();
+                        windows += monitor
+                            .observe(Input::Batch { batch, from: 0 })
+                            .reports
+                            .len();
                     }
                     assert_eq!(windows, EVENTS / 5000);
                     windows

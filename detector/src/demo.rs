@@ -28,8 +28,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::Alert;
-use crate::detect::{self, DetectOptions};
+use crate::driver::kafka::KafkaOptions;
 use crate::plan::{Plan, Severity};
+use crate::service::{self, ServiceConfig};
 use crate::synth::{demo_plan_toml, CreditModel, Drift};
 
 /// Demo parameters.
@@ -146,7 +147,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let hook_app = Router::new()
         .route("/alerts", post(receive_alert))
         .with_state(received.clone());
-    let hook_stop = stop.clone();
+    // The receiver outlives the detector, whose shutdown drains its alert queues into it.
+    let hook_stop = CancellationToken::new();
+    let hook_stopper = hook_stop.clone();
     let hook = tokio::spawn(async move {
         axum::serve(hook_listener, hook_app)
             .with_graceful_shutdown(async move { hook_stop.cancelled().await })
@@ -183,7 +186,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         + &format!("webhook_url = \"http://{hook_addr}/alerts\"\n");
     let plan = Arc::new(Plan::from_toml(&plan_text, "demo plan", PathBuf::new())?);
     let state_dir = std::env::temp_dir().join(format!("driftwatch-demo-{}", std::process::id()));
-    let detect_opts = DetectOptions {
+    let detect_opts = KafkaOptions {
         brokers: brokers.clone(),
         group_id: "driftwatch-detector".into(),
         events_topic: events_topic.into(),
@@ -191,13 +194,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         state_dir: state_dir.clone(),
         kafka_properties: Default::default(),
     };
-    let (report_tx, mut report_rx) = mpsc::unbounded_channel();
+    let (report_tx, mut report_rx) = mpsc::unbounded_channel::<crate::engine::WindowReport>();
     let detector_stop = stop.clone();
-    let detector = tokio::spawn(detect::run(
-        detect_opts,
-        vec![plan.clone()],
-        Registry::new(),
-        Some(report_tx),
+    let mut detector_config = ServiceConfig::new(detect_opts, vec![plan.clone()]);
+    detector_config.outputs.push(Arc::new(report_tx));
+    let detector = tokio::spawn(service::run(
+        TcpListener::bind("127.0.0.1:0").await?,
+        detector_config,
         async move { detector_stop.cancelled().await },
     ));
     println!(
@@ -280,8 +283,6 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             _ => break,
         }
     }
-    // Give the last webhook deliveries a moment; they run before the next message.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let agent_page = driftwatch_agent::metrics::render(&agent_registry);
     let agent_metric = |name: &str| {
         agent_page
@@ -293,9 +294,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         agent_metric("driftwatch_agent_kafka_delivered_total"),
         agent_metric("driftwatch_agent_spool_backlog_events"),
     );
+    // Stopping drains the detector's alert queues into the webhook and Kafka.
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
     let _ = tokio::time::timeout(Duration::from_secs(15), detector).await;
+    hook_stopper.cancel();
     let _ = hook.await;
     let in_kafka = tokio::task::spawn_blocking({
         let brokers = brokers.clone();

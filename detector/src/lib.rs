@@ -16,14 +16,16 @@
 //! together for `driftwatch demo`.
 
 pub mod alert;
-pub mod dedup;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod detect;
+pub mod driver;
 pub mod engine;
 pub mod input;
 pub mod method;
 pub mod metrics;
+pub mod output;
 pub mod plan;
-pub mod replay;
+pub mod reference_store;
+pub mod service;
 pub mod stats;
 pub mod synth;

@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use driftwatch_agent::telemetry;
-use driftwatch_detector::detect::{self, DetectOptions};
+use driftwatch_common::telemetry;
+use driftwatch_detector::driver::file::{self as replay, ReplayError};
+use driftwatch_detector::driver::kafka::KafkaOptions;
+use driftwatch_detector::input::SourceError;
 use driftwatch_detector::plan::Plan;
-use driftwatch_detector::replay::{self, ReplayError};
-use driftwatch_detector::{demo, input::SourceError};
+use driftwatch_detector::service::{self, DetectError, ServiceConfig};
 
 /// driftwatch: post-market monitoring of high-risk AI systems.
 #[derive(Parser, Debug)]
@@ -44,6 +45,7 @@ enum Command {
         command: PlanCommand,
     },
     /// The whole pipeline on an embedded Kafka with a synthetic model that drifts.
+    #[cfg(feature = "demo")]
     Demo {
         /// Predictions before the drift.
         #[arg(long, default_value_t = 6000)]
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own story; logs would drown it (DRIFTWATCH_LOG brings them back).
     match cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo { .. } => telemetry::init_tracing_with("error"),
         _ => telemetry::init_tracing(),
     }
@@ -137,7 +140,9 @@ fn main() -> ExitCode {
             events,
         } => run_replay(&plan, reference.as_deref(), &events),
         Command::Detect(args) => runtime().block_on(run_detect(args)),
+        #[cfg(feature = "demo")]
         Command::Demo { before, after } => runtime().block_on(async move {
+            use driftwatch_detector::demo;
             let opts = demo::DemoOptions {
                 before,
                 after,
@@ -208,12 +213,17 @@ fn run_replay(
         Ok(s) => {
             let _ = out.flush();
             eprintln!(
-                "driftwatch replay: {} predictions, {} outcomes, {} windows, {} alerts, max severity {}{}",
+                "driftwatch replay: {} predictions, {} outcomes, {} windows, {} alerts, max severity {}{}{}",
                 s.predictions,
                 s.outcomes,
                 s.windows,
                 s.alerts,
                 s.max_severity.map_or("none", |m| m.as_str()),
+                if s.duplicates > 0 {
+                    format!(", {} repeated predictions dropped", s.duplicates)
+                } else {
+                    String::new()
+                },
                 if s.other_systems > 0 {
                     format!(", {} events of other systems skipped", s.other_systems)
                 } else {
@@ -249,15 +259,7 @@ async fn run_detect(args: DetectArgs) -> ExitCode {
             )
         }
     };
-    let registry = prometheus::Registry::new();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let metrics_stop = stop.clone();
-    let metrics = tokio::spawn(detect::serve_metrics(
-        listener,
-        registry.clone(),
-        async move { metrics_stop.cancelled().await },
-    ));
-    let opts = DetectOptions {
+    let opts = KafkaOptions {
         brokers: args.brokers,
         group_id: args.group,
         events_topic: args.events_topic,
@@ -268,19 +270,10 @@ async fn run_detect(args: DetectArgs) -> ExitCode {
             .into_iter()
             .collect::<BTreeMap<_, _>>(),
     };
-    let result = detect::run(
-        opts,
-        plans,
-        registry,
-        None,
-        driftwatch_agent::shutdown_signal(),
-    )
-    .await;
-    stop.cancel();
-    let _ = metrics.await;
-    match result {
+    let config = ServiceConfig::new(opts, plans);
+    match service::run(listener, config, driftwatch_common::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ detect::DetectError::Reference { .. }) => fail(EXIT_DATA, e),
+        Err(e @ DetectError::Reference { .. }) => fail(EXIT_DATA, e),
         Err(e) => fail(1, e),
     }
 }

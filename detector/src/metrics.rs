@@ -29,8 +29,13 @@ pub struct DetectorMetrics {
     pub severity: IntGaugeVec,
     /// `driftwatch_alerts_total{system,severity}`.
     pub alerts: IntCounterVec,
-    /// `driftwatch_alert_delivery_failures_total{sink}`.
+    /// `driftwatch_alert_delivery_failures_total{sink}`: failed delivery attempts.
     pub alert_failures: IntCounterVec,
+    /// `driftwatch_alerts_dropped_total{sink,reason}`: alerts given up (`expired`,
+    /// `refused`, `queue_full`).
+    pub alerts_dropped: IntCounterVec,
+    /// `driftwatch_alert_queue_depth{sink}`: alerts waiting for a receiver.
+    pub alert_queue_depth: IntGaugeVec,
     /// `driftwatch_reference_events{system}`: size of the frozen reference (0 while collecting).
     pub reference_events: IntGaugeVec,
 }
@@ -100,7 +105,21 @@ impl DetectorMetrics {
         let alert_failures = IntCounterVec::new(
             Opts::new(
                 "driftwatch_alert_delivery_failures_total",
-                "Alerts a sink did not take after retries.",
+                "Failed alert delivery attempts (each is retried until the alert expires).",
+            ),
+            &["sink"],
+        )?;
+        let alerts_dropped = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_alerts_dropped_total",
+                "Alerts given up for a receiver: expired, refused (4xx) or queue_full.",
+            ),
+            &["sink", "reason"],
+        )?;
+        let alert_queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "driftwatch_alert_queue_depth",
+                "Alerts queued for a receiver, not yet delivered.",
             ),
             &["sink"],
         )?;
@@ -122,6 +141,8 @@ impl DetectorMetrics {
         registry.register(Box::new(severity.clone()))?;
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(alert_failures.clone()))?;
+        registry.register(Box::new(alerts_dropped.clone()))?;
+        registry.register(Box::new(alert_queue_depth.clone()))?;
         registry.register(Box::new(reference_events.clone()))?;
         Ok(DetectorMetrics {
             events,
@@ -135,6 +156,8 @@ impl DetectorMetrics {
             severity,
             alerts,
             alert_failures,
+            alerts_dropped,
+            alert_queue_depth,
             reference_events,
         })
     }

@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use driftwatch_detector::detect::build_detector;
 use driftwatch_detector::engine::ReferenceProfile;
 use driftwatch_detector::plan::Plan;
+use driftwatch_detector::reference_store::FileStore;
+use driftwatch_detector::service::build_systems;
 use driftwatch_detector::synth::{CreditModel, Drift};
 
 fn write_reference(path: &std::path::Path, seed: u64) {
@@ -27,12 +28,9 @@ fn persisted_reference_is_reused_until_its_inputs_change() {
     let plan_text = "[system]\nid = \"credit\"\n[reference]\nfile = \"reference.ndjson\"\n[window]\nsize = 100\n[features.age]\ntype = \"numeric\"\n";
     let plan = Arc::new(Plan::from_toml(plan_text, "plan", dir.clone()).expect("plan"));
 
-    let d = build_detector(std::slice::from_ref(&plan), &state).expect("first start");
-    let first = d
-        .monitor("credit")
-        .and_then(|m| m.reference())
-        .expect("reference")
-        .clone();
+    let d =
+        build_systems(std::slice::from_ref(&plan), &FileStore::new(&state)).expect("first start");
+    let first = d["credit"].monitor.reference().expect("reference").clone();
     assert_eq!(first.events, 500);
     let stored: PathBuf = state.join("credit.reference.json");
     let on_disk: ReferenceProfile =
@@ -43,21 +41,16 @@ fn persisted_reference_is_reused_until_its_inputs_change() {
     let mut marked = on_disk.clone();
     marked.source = "reused".into();
     std::fs::write(&stored, serde_json::to_vec(&marked).expect("json")).expect("write");
-    let d = build_detector(std::slice::from_ref(&plan), &state).expect("restart");
+    let d = build_systems(std::slice::from_ref(&plan), &FileStore::new(&state)).expect("restart");
     assert_eq!(
-        d.monitor("credit")
-            .and_then(|m| m.reference())
-            .map(|r| r.source.as_str()),
+        d["credit"].monitor.reference().map(|r| r.source.as_str()),
         Some("reused")
     );
 
     // A changed reference file makes it stale: rebuilt from the file.
     write_reference(&dir.join("reference.ndjson"), 2);
-    let d = build_detector(std::slice::from_ref(&plan), &state).expect("restart");
-    let rebuilt = d
-        .monitor("credit")
-        .and_then(|m| m.reference())
-        .expect("reference");
+    let d = build_systems(std::slice::from_ref(&plan), &FileStore::new(&state)).expect("restart");
+    let rebuilt = d["credit"].monitor.reference().expect("reference");
     assert_ne!(rebuilt.source, "reused");
     assert_ne!(rebuilt.version, first.version);
 
@@ -71,7 +64,7 @@ fn persisted_reference_is_reused_until_its_inputs_change() {
         .expect("plan"),
     );
     let before = std::fs::read(&stored).expect("stored");
-    build_detector(&[plan2], &state).expect("restart");
+    build_systems(&[plan2], &FileStore::new(&state)).expect("restart");
     assert_ne!(std::fs::read(&stored).expect("stored"), before);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,8 +18,9 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use driftwatch_agent::config::AgentConfig;
-use driftwatch_detector::detect::{self, DetectOptions};
+use driftwatch_detector::driver::kafka::KafkaOptions;
 use driftwatch_detector::plan::Plan;
+use driftwatch_detector::service::{self, ServiceConfig};
 use driftwatch_detector::synth::{demo_plan_toml, CreditModel, Drift};
 use prometheus::Registry;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -228,10 +229,9 @@ pub async fn pipeline(
     let plan_text =
         demo_plan_toml(system, 2000, 1000) + &format!("webhook_url = \"{url}\"\n{plan_extra}");
     let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PlanDir::new()).expect("plan"));
-    let registry = Registry::new();
     let s = stop.clone();
-    let detector = tokio::spawn(detect::run(
-        DetectOptions {
+    let config = ServiceConfig::new(
+        KafkaOptions {
             brokers,
             group_id: format!("dw-{system}"),
             events_topic: "driftwatch.events".into(),
@@ -240,8 +240,13 @@ pub async fn pipeline(
             kafka_properties: Default::default(),
         },
         vec![plan],
-        registry.clone(),
-        None,
+    );
+    let registry = config.registry.clone();
+    let detector = tokio::spawn(service::run(
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+        config,
         async move { s.cancelled().await },
     ));
 
@@ -255,14 +260,12 @@ pub async fn pipeline(
         async move { (n >= windows as f64).then_some(n) }
     })
     .await;
-    // Alerts of the last window are delivered before the next message is read; give the
-    // webhook a moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let duplicates = metric(
         &driftwatch_agent::metrics::render(&registry),
         &format!("driftwatch_events_duplicate_total{{system=\"{system}\"}}"),
     )
     .unwrap_or(0.0);
+    // Stopping drains the detector's alert queues into the webhook.
     stop.cancel();
     let _ = agent.await;
     let _ = detector.await;

@@ -262,7 +262,7 @@ pub(crate) fn learn(
             let std = stats::std_dev(&v);
             let (wk, ck) = check.thresholds.ks();
             // Every learned value is one where larger means drift (see `learned_value`).
-            let level = |k: f64| (n >= 2).then(|| mean + k * std);
+            let level = |k: f64| (n >= 2).then_some(mean + k * std);
             out.insert(
                 key,
                 LearnedLevels {

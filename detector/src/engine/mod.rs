@@ -33,8 +33,7 @@ mod row;
 mod window;
 
 pub use builder::ReferenceBuilder;
-pub use evaluate::Closed;
-pub use monitor::{Detector, Monitor, Step, Unplanned};
+pub use monitor::{Detector, Input, Monitor, Step, Unplanned};
 pub use reference::{
     fnv1a64, plan_fingerprint, KsCache, LearnedLevels, ReferenceProfile, SignalReference,
 };

@@ -26,15 +26,39 @@ pub(crate) enum Phase {
     },
 }
 
-/// What one observed event produced.
+/// One input to a system's [`Monitor`]: however a driver reads its events, they enter
+/// the engine here.
+pub enum Input<'a> {
+    /// A wire event: a prediction (decoded on the way in) or an outcome.
+    Event(&'a Event),
+    /// One prediction already decoded into a row (see [`decode`]), with the outcome it
+    /// carries, if any (counted in the windows the row falls in).
+    Row {
+        /// The prediction's timestamp.
+        timestamp: DateTime<Utc>,
+        /// One value per plan signal, in plan order.
+        values: &'a [Observed<'a>],
+        /// The outcome the row carries (a label, or a number as written).
+        outcome: Option<&'a str>,
+    },
+    /// Rows `from..` of a column batch, each with the outcome it carries.
+    Batch {
+        /// The rows.
+        batch: &'a ColumnBatch,
+        /// The first row to take.
+        from: usize,
+    },
+}
+
+/// What one input produced.
 #[derive(Debug, Default)]
 pub struct Step {
-    /// Windows that closed, in order.
+    /// Windows evaluated, in order.
     pub reports: Vec<WindowReport>,
-    /// The reference was frozen by this event (collected from the stream); persist it.
+    /// The reference was frozen by this input (collected from the stream); persist it.
     pub reference_frozen: Option<Arc<ReferenceProfile>>,
-    /// The prediction arrived after all its windows had closed; it was not evaluated.
-    pub late: bool,
+    /// Predictions that arrived after all their windows had closed: not evaluated.
+    pub late: usize,
 }
 
 impl Step {
@@ -52,6 +76,10 @@ pub struct Monitor {
     pub(crate) plan: Arc<Plan>,
     pub(crate) signals: Vec<Signal>,
     pub(crate) phase: Phase,
+    /// Closed windows awaiting evaluation (see [`Monitor::set_evaluation`]).
+    held: Vec<Closed>,
+    together: usize,
+    threads: usize,
 }
 
 impl Monitor {
@@ -76,6 +104,9 @@ impl Monitor {
             plan,
             signals,
             phase,
+            held: Vec::new(),
+            together: 1,
+            threads: 1,
         }
     }
 
@@ -92,9 +123,13 @@ impl Monitor {
         }
     }
 
-    /// True while events are held that no report covers yet (an open window or a
-    /// reference being collected): a Kafka driver must not commit past them.
+    /// True while events are held that no report covers yet (an open window, a closed
+    /// one awaiting evaluation, or a reference being collected): a Kafka driver must not
+    /// commit past them.
     pub fn has_pending(&self) -> bool {
+        if !self.held.is_empty() {
+            return true;
+        }
         match &self.phase {
             Phase::Collecting(b, _) => !b.is_empty(),
             Phase::Monitoring { windows, .. } => windows
@@ -123,24 +158,59 @@ impl Monitor {
         };
     }
 
-    /// Feed one event of this system.
-    pub fn observe(&mut self, event: &Event) -> Step {
-        match event {
-            Event::Prediction(p) => {
+    /// Evaluate closed windows `together` at a time on up to `threads` threads: reports
+    /// come out only once that many windows have closed (or at [`Monitor::flush`]), and
+    /// each signal's reference is read into the cache once for all of them. The file
+    /// driver sets 8; a stream keeps the default of 1, a report per closed window at
+    /// once. Reports are the same either way.
+    pub fn set_evaluation(&mut self, together: usize, threads: usize) {
+        self.together = together.max(1);
+        self.threads = threads.max(1);
+    }
+
+    /// Feed one input of this system: the engine's one entry point.
+    pub fn observe(&mut self, input: Input<'_>) -> Step {
+        let mut step = Step::default();
+        match input {
+            Input::Event(Event::Prediction(p)) => {
                 let mut row = Vec::with_capacity(self.signals.len());
                 decode(&self.signals, p, &mut row);
-                self.observe_row(p.timestamp, &row, false)
+                self.row(p.timestamp, &row, false, &mut step);
             }
-            Event::Outcome(_) => {
-                self.observe_outcome();
-                Step::default()
-            }
+            Input::Event(Event::Outcome(_)) => self.outcome_event(),
+            Input::Row {
+                timestamp,
+                values,
+                outcome,
+            } => self.row(timestamp, values, outcome.is_some(), &mut step),
+            Input::Batch { batch, from } => self.batch(batch, from, &mut step),
+        }
+        if self.held.len() >= self.together {
+            step.reports.extend(self.flush());
+        }
+        step
+    }
+
+    /// Evaluate the closed windows held for evaluation together (see
+    /// [`Monitor::set_evaluation`]).
+    pub fn flush(&mut self) -> Vec<WindowReport> {
+        let held = std::mem::take(&mut self.held);
+        match &self.phase {
+            Phase::Monitoring { reference, windows } => reports(
+                &self.plan,
+                &self.signals,
+                reference,
+                windows,
+                held,
+                self.threads,
+            ),
+            Phase::Collecting(..) => Vec::new(),
         }
     }
 
-    /// Count an outcome event in every open window (an outcome that arrives on its own,
-    /// after its prediction).
-    pub fn observe_outcome(&mut self) {
+    /// An outcome event counts in every open window (it arrives on its own, after its
+    /// prediction).
+    fn outcome_event(&mut self) {
         if let Phase::Monitoring { windows, .. } = &mut self.phase {
             for w in windows.open.values_mut() {
                 w.outcomes += 1;
@@ -148,98 +218,81 @@ impl Monitor {
         }
     }
 
-    /// Feed one decoded prediction (see [`decode`]): the engine's core, for drivers that
-    /// decode rows themselves (the CSV reader decodes columns straight into rows).
-    /// `outcome`: the row carries its outcome (a CSV export's outcome column), counted
-    /// in the windows the row falls in.
-    pub fn observe_row(
+    /// One decoded prediction; `outcome`: it carries its outcome, counted in the windows
+    /// it falls in.
+    fn row(
         &mut self,
         timestamp: DateTime<Utc>,
         row: &[Observed<'_>],
         outcome: bool,
-    ) -> Step {
-        let mut step = Step::default();
+        step: &mut Step,
+    ) {
         if let Phase::Collecting(builder, how) = &mut self.phase {
             match *how {
                 Collect::FirstN(n) => {
                     builder.add_row(timestamp, row);
                     if builder.len() >= n {
-                        self.freeze(&mut step);
+                        self.freeze(step);
                     }
-                    return step;
+                    return;
                 }
                 Collect::Period(from, to) => {
                     if timestamp < from {
-                        return step;
+                        return;
                     }
                     if timestamp < to {
                         builder.add_row(timestamp, row);
-                        return step;
+                        return;
                     }
                     // The first prediction past the period freezes it and is monitored.
-                    self.freeze(&mut step);
+                    self.freeze(step);
                 }
             }
         }
-        let Phase::Monitoring { reference, windows } = &mut self.phase else {
-            return step;
+        let Phase::Monitoring { windows, .. } = &mut self.phase else {
+            return;
         };
         let (closed, late) = windows.add(&self.signals, timestamp, row, outcome);
-        step.late = late;
-        let closed = closed
-            .into_iter()
-            .map(|(k, window)| Closed {
+        step.late += usize::from(late);
+        self.held
+            .extend(closed.into_iter().map(|(k, window)| Closed {
                 k,
                 window,
                 complete: true,
-            })
-            .collect();
-        step.reports = reports(&self.plan, &self.signals, reference, windows, closed, 1);
-        step
+            }));
     }
 
-    /// Whether [`Monitor::observe_columns`] takes the next rows: monitoring count
-    /// windows. Otherwise feed rows one at a time with [`Monitor::observe_row`].
-    pub fn takes_columns(&self) -> bool {
-        matches!(&self.phase, Phase::Monitoring { windows, .. } if windows.spec.kind == WindowKind::Count)
-    }
-
-    /// Feed rows `from..` of `batch` column by column, each row's outcome included (see
-    /// [`ColumnBatch::has_outcome`]): the windows that closed, to evaluate with
-    /// [`Monitor::evaluate`]. The same windows and reports as [`Monitor::observe_row`]
-    /// row by row, at a fraction of the cost. Call only
-    /// while [`Monitor::takes_columns`].
-    pub fn close_columns(&mut self, batch: &ColumnBatch, from: usize) -> Vec<Closed> {
-        let mut closed = Vec::new();
+    /// Rows `from..` of a batch: row by row while the reference is collected or for time
+    /// windows, then column by column (count windows), with the same windows and
+    /// reports as row by row at a fraction of the cost.
+    fn batch(&mut self, batch: &ColumnBatch, from: usize, step: &mut Step) {
+        let mut i = from;
+        let mut row = Vec::with_capacity(self.signals.len());
+        while i < batch.len() && !self.takes_columns() {
+            batch.row(i, &mut row);
+            self.row(batch.timestamp(i), &row, batch.has_outcome(i), step);
+            i += 1;
+        }
+        if i == batch.len() {
+            return;
+        }
         let Phase::Monitoring { windows, .. } = &mut self.phase else {
-            debug_assert!(false, "close_columns while collecting the reference");
-            return closed;
+            return;
         };
-        windows.add_columns(&self.signals, batch, from..batch.len(), |k, window| {
-            closed.push(Closed {
+        let held = &mut self.held;
+        windows.add_columns(&self.signals, batch, i..batch.len(), |k, window| {
+            held.push(Closed {
                 k,
                 window,
                 complete: true,
             })
         });
-        closed
     }
 
-    /// Evaluate windows from [`Monitor::close_columns`], in order, on up to `threads`
-    /// threads. Evaluating several windows in one call reads each signal's reference once
-    /// for all of them.
-    pub fn evaluate(&self, closed: Vec<Closed>, threads: usize) -> Vec<WindowReport> {
-        match &self.phase {
-            Phase::Monitoring { reference, windows } => reports(
-                &self.plan,
-                &self.signals,
-                reference,
-                windows,
-                closed,
-                threads,
-            ),
-            Phase::Collecting(..) => Vec::new(),
-        }
+    /// Whether the next rows of a batch can go in column by column: monitoring count
+    /// windows.
+    fn takes_columns(&self) -> bool {
+        matches!(&self.phase, Phase::Monitoring { windows, .. } if windows.spec.kind == WindowKind::Count)
     }
 
     /// The plan's signals, in row order.
@@ -247,10 +300,12 @@ impl Monitor {
         &self.signals
     }
 
-    /// End of input: evaluate the windows still open, marked incomplete.
+    /// End of input: evaluate the windows held, then those still open, marked
+    /// incomplete.
     pub fn finish(&mut self) -> Vec<WindowReport> {
+        let mut out = self.flush();
         let Phase::Monitoring { reference, windows } = &mut self.phase else {
-            return Vec::new();
+            return out;
         };
         let open = std::mem::take(&mut windows.open);
         let closed = open
@@ -262,7 +317,15 @@ impl Monitor {
                 complete: false,
             })
             .collect();
-        reports(&self.plan, &self.signals, reference, windows, closed, 1)
+        out.extend(reports(
+            &self.plan,
+            &self.signals,
+            reference,
+            windows,
+            closed,
+            self.threads,
+        ));
+        out
     }
 }
 
@@ -290,7 +353,7 @@ impl Detector {
     /// Route one event to its system's monitor.
     pub fn observe(&mut self, event: &Event) -> Result<Step, Unplanned> {
         match self.monitors.get_mut(event.system_id()) {
-            Some(m) => Ok(m.observe(event)),
+            Some(m) => Ok(m.observe(Input::Event(event))),
             None => Err(Unplanned(event.system_id().to_owned())),
         }
     }

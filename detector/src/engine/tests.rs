@@ -28,7 +28,9 @@ fn run(
     (0..n)
         .flat_map(|_| {
             monitor
-                .observe(&Event::Prediction(model.next_prediction(drift)))
+                .observe(Input::Event(&Event::Prediction(
+                    model.next_prediction(drift),
+                )))
                 .reports
         })
         .collect()
@@ -48,7 +50,9 @@ fn reference_from_first_events_then_tumbling_windows() {
     assert!(!m.has_pending());
     let mut frozen = None;
     for i in 0..1000 {
-        let step = m.observe(&Event::Prediction(model.next_prediction(Drift::NONE)));
+        let step = m.observe(Input::Event(&Event::Prediction(
+            model.next_prediction(Drift::NONE),
+        )));
         assert!(step.reports.is_empty());
         if i < 999 {
             assert!(step.reference_frozen.is_none());
@@ -138,7 +142,7 @@ fn too_few_values_is_insufficient_not_an_alert() {
         }
         p.features
             .insert("income".into(), FeatureValue::Text("n/a".into()));
-        if let Some(r) = m.observe(&Event::Prediction(p)).reports.pop() {
+        if let Some(r) = m.observe(Input::Event(&Event::Prediction(p))).reports.pop() {
             report = Some(r);
         }
     }
@@ -164,7 +168,7 @@ fn an_unseen_category_is_drift() {
             p.features
                 .insert("region".into(), FeatureValue::Text("overseas".into()));
         }
-        if let Some(r) = m.observe(&Event::Prediction(p)).reports.pop() {
+        if let Some(r) = m.observe(Input::Event(&Event::Prediction(p))).reports.pop() {
             report = Some(r);
         }
     }
@@ -239,26 +243,26 @@ fn time_windows_follow_event_time_and_count_late_events() {
     let mut model = CreditModel::new("credit", 21);
     let mut m = Monitor::new(plan_text(TIME_PLAN), None);
     for i in 0..600 {
-        m.observe(&pred_at(&mut model, at(i), Drift::NONE));
+        m.observe(Input::Event(&pred_at(&mut model, at(i), Drift::NONE)));
     }
     // One prediction a minute from 10:00; hour windows; 10 minutes of lateness allowed.
     let mut reports = Vec::new();
     for i in 0..60 {
         reports.extend(
-            m.observe(&pred_at(&mut model, at(600 + i), Drift::NONE))
+            m.observe(Input::Event(&pred_at(&mut model, at(600 + i), Drift::NONE)))
                 .reports,
         );
     }
     assert!(reports.is_empty(), "window 10:00-11:00 still open");
     // 11:05: within the lateness, the 10:00 window stays open and takes a late 10:59 event.
     assert!(m
-        .observe(&pred_at(&mut model, at(665), Drift::NONE))
+        .observe(Input::Event(&pred_at(&mut model, at(665), Drift::NONE)))
         .reports
         .is_empty());
-    let step = m.observe(&pred_at(&mut model, at(659), Drift::NONE));
-    assert!(!step.late);
+    let step = m.observe(Input::Event(&pred_at(&mut model, at(659), Drift::NONE)));
+    assert_eq!(step.late, 0);
     // 11:10 passes 11:00 + 10 min: the 10:00 window closes with its 61 predictions.
-    let step = m.observe(&pred_at(&mut model, at(670), Drift::NONE));
+    let step = m.observe(Input::Event(&pred_at(&mut model, at(670), Drift::NONE)));
     assert_eq!(step.reports.len(), 1);
     let w = &step.reports[0].window;
     assert_eq!(w.index, 10);
@@ -266,11 +270,19 @@ fn time_windows_follow_event_time_and_count_late_events() {
     assert_eq!(w.start, Some(at(600)));
     assert_eq!(w.end, Some(at(660)));
     // A 10:30 prediction now is late: counted, not evaluated.
-    assert!(m.observe(&pred_at(&mut model, at(630), Drift::NONE)).late);
+    assert_eq!(
+        m.observe(Input::Event(&pred_at(&mut model, at(630), Drift::NONE)))
+            .late,
+        1
+    );
     // Out-of-order arrival inside the open window is fine.
-    assert!(!m.observe(&pred_at(&mut model, at(662), Drift::NONE)).late);
+    assert_eq!(
+        m.observe(Input::Event(&pred_at(&mut model, at(662), Drift::NONE)))
+            .late,
+        0
+    );
     // A jump of several hours closes the 11:00 window; empty hours produce no report.
-    let step = m.observe(&pred_at(&mut model, at(1000), Drift::NONE));
+    let step = m.observe(Input::Event(&pred_at(&mut model, at(1000), Drift::NONE)));
     assert_eq!(step.reports.len(), 1);
     assert_eq!(step.reports[0].window.index, 11);
     assert_eq!(step.reports[0].window.events, 3);
@@ -287,8 +299,10 @@ fn sliding_count_windows_overlap() {
     let mut reports = Vec::new();
     for _ in 0..600 + 200 {
         reports.extend(
-            m.observe(&Event::Prediction(model.next_prediction(Drift::NONE)))
-                .reports,
+            m.observe(Input::Event(&Event::Prediction(
+                model.next_prediction(Drift::NONE),
+            )))
+            .reports,
         );
     }
     // Windows [0,100), [25,125), ... close at 100, 125, ..., 200: five of them.
@@ -316,15 +330,15 @@ fn reference_from_a_marked_period() {
     for i in 0..60 {
         // Before the period: ignored.
         assert!(m
-            .observe(&pred_at(&mut model, at(i), Drift::DEMO))
+            .observe(Input::Event(&pred_at(&mut model, at(i), Drift::DEMO)))
             .reference_frozen
             .is_none());
     }
     for i in 60..300 {
-        m.observe(&pred_at(&mut model, at(i), Drift::NONE));
+        m.observe(Input::Event(&pred_at(&mut model, at(i), Drift::NONE)));
     }
     assert!(m.reference().is_none());
-    let step = m.observe(&pred_at(&mut model, at(300), Drift::NONE));
+    let step = m.observe(Input::Event(&pred_at(&mut model, at(300), Drift::NONE)));
     let r = step
         .reference_frozen
         .expect("frozen at the first event past `to`");
@@ -356,7 +370,9 @@ thresholds.psi = { learned = true }
     let mut frozen = None;
     for _ in 0..10_000 {
         if let Some(r) = m
-            .observe(&Event::Prediction(model.next_prediction(Drift::NONE)))
+            .observe(Input::Event(&Event::Prediction(
+                model.next_prediction(Drift::NONE),
+            )))
             .reference_frozen
         {
             frozen = Some(r);
@@ -474,7 +490,11 @@ fn data_quality_checks() {
             p.features
                 .insert("region".into(), FeatureValue::Text("mars".into()));
         }
-        report = m.observe(&Event::Prediction(p)).reports.pop().or(report);
+        report = m
+            .observe(Input::Event(&Event::Prediction(p)))
+            .reports
+            .pop()
+            .or(report);
     }
     let r = report.expect("window");
     let missing = check(&r, "income", Method::Missing);
@@ -567,14 +587,23 @@ fn columns_give_the_reports_of_rows() {
             let b = batch_of(&signals, &[(nums.clone(), cats.clone(), *outcome)]);
             let mut row = Vec::new();
             b.row(0, &mut row);
-            want.extend(by_row.observe_row(b.timestamp(0), &row, *outcome).reports);
+            let outcome = outcome.then_some("repaid");
+            want.extend(
+                by_row
+                    .observe(Input::Row {
+                        timestamp: b.timestamp(0),
+                        values: &row,
+                        outcome,
+                    })
+                    .reports,
+            );
         }
         want.extend(by_row.finish());
-        // In uneven batches: rows until the reference is frozen, then columns, closed
-        // windows evaluated a few at a time.
+        // In uneven batches (rows until the reference is frozen, then columns inside the
+        // engine), closed windows evaluated three at a time on several threads.
         let mut by_column = Monitor::new(plan.clone(), None);
+        by_column.set_evaluation(3, threads);
         let mut got = Vec::new();
-        let mut closed = Vec::new();
         let mut at = 0;
         for size in [1, 7, 290, 3, 500, 999, 2_000].iter().cycle() {
             if at == rows.len() {
@@ -582,26 +611,13 @@ fn columns_give_the_reports_of_rows() {
             }
             let end = (at + size).min(rows.len());
             let b = batch_of(&signals, &rows[at..end]);
-            let mut i = 0;
-            while i < b.len() && !by_column.takes_columns() {
-                let mut row = Vec::new();
-                b.row(i, &mut row);
-                got.extend(
-                    by_column
-                        .observe_row(b.timestamp(i), &row, b.has_outcome(i))
-                        .reports,
-                );
-                i += 1;
-            }
-            if i < b.len() {
-                closed.extend(by_column.close_columns(&b, i));
-                if closed.len() >= 3 {
-                    got.extend(by_column.evaluate(std::mem::take(&mut closed), threads));
-                }
-            }
+            got.extend(
+                by_column
+                    .observe(Input::Batch { batch: &b, from: 0 })
+                    .reports,
+            );
             at = end;
         }
-        got.extend(by_column.evaluate(closed, threads));
         got.extend(by_column.finish());
         assert!(want.len() > 8, "{window}: {} reports", want.len());
         assert!(want.iter().any(|r| r.window.outcomes > 0));

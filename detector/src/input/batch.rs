@@ -25,7 +25,9 @@ pub fn id_hash(id: &[u8]) -> u64 {
     for w in &mut words {
         let mut b = [0u8; 8];
         b.copy_from_slice(w);
-        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        h = (h ^ u64::from_le_bytes(b))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
     }
     let rest = words.remainder();
     let mut b = [0u8; 8];

@@ -429,17 +429,19 @@ impl CsvRows {
             }
             if let Some(c) = self.outcome {
                 let f = self.field(c);
-                batch.outcomes.push(if is_missing(f, FeatureType::Categorical) {
-                    MISSING
-                } else {
-                    match std::str::from_utf8(f) {
-                        Ok(t) => batch.outcome_names.intern(t),
-                        Err(_) => {
-                            batch.truncate(start);
-                            return Err(self.error("column outcome: not UTF-8".into()));
+                batch
+                    .outcomes
+                    .push(if is_missing(f, FeatureType::Categorical) {
+                        MISSING
+                    } else {
+                        match std::str::from_utf8(f) {
+                            Ok(t) => batch.outcome_names.intern(t),
+                            Err(_) => {
+                                batch.truncate(start);
+                                return Err(self.error("column outcome: not UTF-8".into()));
+                            }
                         }
-                    }
-                });
+                    });
             }
             if self.prediction_id.is_some() {
                 batch.ids.push(meta.id);

@@ -566,7 +566,12 @@ type = "categorical"
             let mut row = Vec::new();
             for i in 0..b.len() {
                 b.row(i, &mut row);
-                out.push(format!("{row:?} {} {:?} {:?}", b.timestamp(i), b.outcome(i), b.id(i)));
+                out.push(format!(
+                    "{row:?} {} {:?} {:?}",
+                    b.timestamp(i),
+                    b.outcome(i),
+                    b.id(i)
+                ));
             }
         }
         out

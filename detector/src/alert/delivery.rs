@@ -1,0 +1,324 @@
+//! Alert delivery off the consumer loop: one worker per receiver (each webhook URL, each
+//! Alertmanager, the alerts topic), each behind a bounded queue, each retrying on its
+//! own, so a receiver that hangs or is down delays nothing but its own queue.
+//!
+//! - **Order.** A worker delivers its queue in order, one alert at a time.
+//! - **Retries.** A failed attempt (connection error, timeout of 5 s, 5xx, 429) is
+//!   retried after 100 ms, doubling to at most 30 s between attempts, until it succeeds
+//!   or the alert is older than [`DeliveryConfig::expiry`] (default one hour). Each
+//!   failed attempt counts in `driftwatch_alert_delivery_failures_total{sink}`.
+//! - **Nothing silently lost.** An alert given up is counted in
+//!   `driftwatch_alerts_dropped_total{sink,reason}` and logged with its id: `expired`,
+//!   `refused` (a 4xx other than 429: retrying will not help), or `queue_full` (the
+//!   queue of [`DeliveryConfig::queue`] alerts is full because the receiver has been down
+//!   for that long). `driftwatch_alert_queue_depth{sink}` shows a queue growing.
+//! - **Shutdown.** [`AlertDelivery::shutdown`] closes the queues and waits, up to a
+//!   deadline, for the workers to deliver what is queued.
+//!
+//! Receivers deduplicate by `alert_id`: a retry after a lost answer delivers twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driftwatch_schema::Alert;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::engine::WindowReport;
+use crate::metrics::DetectorMetrics;
+use crate::output::Output;
+use crate::plan::Plan;
+
+/// How alerts are delivered.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Alerts a receiver's queue holds before new ones are dropped (counted).
+    pub queue: usize,
+    /// How long an alert is retried before it is given up (counted).
+    pub expiry: Duration,
+    /// Timeout of one HTTP attempt.
+    pub attempt_timeout: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            queue: 10_000,
+            expiry: Duration::from_secs(3600),
+            attempt_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One queued alert: its id and summary for logs, the body to send, when it was raised.
+struct Queued {
+    alert_id: Arc<str>,
+    body: Arc<[u8]>,
+    key: Arc<str>,
+    raised: Instant,
+}
+
+/// Where one worker delivers.
+#[derive(Clone)]
+enum Receiver {
+    Webhook(String),
+    Alertmanager(String),
+    Kafka(FutureProducer, String),
+}
+
+impl Receiver {
+    fn sink(&self) -> &'static str {
+        match self {
+            Receiver::Webhook(_) => "webhook",
+            Receiver::Alertmanager(_) => "alertmanager",
+            Receiver::Kafka(..) => "kafka",
+        }
+    }
+}
+
+/// Why an attempt failed.
+enum Failure {
+    /// Worth another try.
+    Retry(String),
+    /// Will not get better (a 4xx other than 429).
+    Refused(String),
+}
+
+/// The queues of every receiver of every plan, and their workers.
+pub struct AlertDelivery {
+    /// Per system, the queues its alerts go to, with their sink labels.
+    routes: HashMap<String, Vec<(&'static str, mpsc::Sender<Queued>)>>,
+    metrics: DetectorMetrics,
+    workers: JoinSet<()>,
+}
+
+impl AlertDelivery {
+    /// Start a worker per distinct receiver of `plans` (and one for the alerts topic if
+    /// `kafka` is given: a producer and the topic).
+    pub fn start(
+        plans: &[Arc<Plan>],
+        kafka: Option<(FutureProducer, String)>,
+        config: DeliveryConfig,
+        metrics: DetectorMetrics,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(config.attempt_timeout)
+            .build()
+            .unwrap_or_default();
+        let mut workers = JoinSet::new();
+        let mut by_receiver: HashMap<String, (&'static str, mpsc::Sender<Queued>)> = HashMap::new();
+        let mut spawn = |key: String, receiver: Receiver| {
+            by_receiver
+                .entry(key)
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(config.queue.max(1));
+                    let sink = receiver.sink();
+                    workers.spawn(worker(
+                        receiver,
+                        rx,
+                        http.clone(),
+                        config.clone(),
+                        metrics.clone(),
+                    ));
+                    (sink, tx)
+                })
+                .clone()
+        };
+        let kafka_tx =
+            kafka.map(|(p, topic)| spawn(format!("kafka:{topic}"), Receiver::Kafka(p, topic)));
+        let mut routes = HashMap::new();
+        for plan in plans {
+            let mut queues = Vec::new();
+            if let Some(url) = &plan.alerts.webhook_url {
+                queues.push(spawn(
+                    format!("webhook:{url}"),
+                    Receiver::Webhook(url.clone()),
+                ));
+            }
+            if let Some(url) = &plan.alerts.alertmanager_url {
+                queues.push(spawn(
+                    format!("alertmanager:{url}"),
+                    Receiver::Alertmanager(url.clone()),
+                ));
+            }
+            queues.extend(kafka_tx.clone());
+            routes.insert(plan.system.id.clone(), queues);
+        }
+        AlertDelivery {
+            routes,
+            metrics,
+            workers,
+        }
+    }
+
+    /// Queue one alert for every receiver of its system; never waits.
+    pub fn send(&self, alert: &Alert) {
+        tracing::warn!(
+            alert_id = %alert.alert_id,
+            system = %alert.system_id,
+            severity = alert.severity.as_str(),
+            signal = %alert.signal,
+            method = %alert.method,
+            value = alert.value,
+            threshold = alert.threshold,
+            "{}",
+            alert.summary
+        );
+        let Some(queues) = self.routes.get(&alert.system_id) else {
+            return;
+        };
+        let body: Arc<[u8]> = alert.to_wire().into();
+        let alert_id: Arc<str> = alert.alert_id.as_str().into();
+        let key: Arc<str> = alert.system_id.as_str().into();
+        let raised = Instant::now();
+        for (sink, tx) in queues {
+            let q = Queued {
+                alert_id: alert_id.clone(),
+                body: body.clone(),
+                key: key.clone(),
+                raised,
+            };
+            match tx.try_send(q) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(q)) => {
+                    self.metrics
+                        .alerts_dropped
+                        .with_label_values(&[*sink, "queue_full"])
+                        .inc();
+                    tracing::error!(alert_id = %q.alert_id, sink, "alert queue full (receiver down too long): alert not delivered to this receiver");
+                }
+                Err(mpsc::error::TrySendError::Closed(q)) => {
+                    tracing::error!(alert_id = %q.alert_id, "alert delivery has stopped: alert not queued");
+                }
+            }
+        }
+    }
+
+    /// Close the queues and wait up to `deadline` for the workers to deliver what they
+    /// hold; what is left is logged.
+    pub async fn shutdown(mut self, deadline: Duration) {
+        self.routes.clear();
+        let all = async { while self.workers.join_next().await.is_some() {} };
+        if tokio::time::timeout(deadline, all).await.is_err() {
+            tracing::error!(
+                "alert delivery did not finish within {deadline:?}; undelivered alerts are logged above with their ids"
+            );
+            self.workers.abort_all();
+        }
+    }
+}
+
+impl Output for AlertDelivery {
+    fn window(&self, _: &WindowReport, alerts: &[Alert]) {
+        for a in alerts {
+            self.send(a);
+        }
+    }
+}
+
+async fn worker(
+    receiver: Receiver,
+    mut rx: mpsc::Receiver<Queued>,
+    http: reqwest::Client,
+    config: DeliveryConfig,
+    metrics: DetectorMetrics,
+) {
+    let sink = receiver.sink();
+    let depth = metrics.alert_queue_depth.with_label_values(&[sink]);
+    while let Some(q) = rx.recv().await {
+        depth.set(rx.len() as i64);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = match &receiver {
+                Receiver::Webhook(url) => post(&http, url, q.body.to_vec()).await,
+                Receiver::Alertmanager(base) => match alertmanager_body(&q.body) {
+                    Some(body) => {
+                        let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+                        post(&http, &url, body).await
+                    }
+                    None => Err(Failure::Refused("not an alert payload".into())),
+                },
+                Receiver::Kafka(producer, topic) => {
+                    let record = FutureRecord::to(topic).key(&*q.key).payload(&*q.body);
+                    match producer.send(record, config.attempt_timeout).await {
+                        Ok(_) => Ok(()),
+                        Err((e, _)) => Err(Failure::Retry(e.to_string())),
+                    }
+                }
+            };
+            match result {
+                Ok(()) => break,
+                Err(Failure::Refused(e)) => {
+                    metrics.alert_failures.with_label_values(&[sink]).inc();
+                    metrics
+                        .alerts_dropped
+                        .with_label_values(&[sink, "refused"])
+                        .inc();
+                    tracing::error!(alert_id = %q.alert_id, sink, error = %e, "receiver refused the alert; not retried");
+                    break;
+                }
+                Err(Failure::Retry(e)) => {
+                    metrics.alert_failures.with_label_values(&[sink]).inc();
+                    if q.raised.elapsed() + backoff > config.expiry {
+                        metrics
+                            .alerts_dropped
+                            .with_label_values(&[sink, "expired"])
+                            .inc();
+                        tracing::error!(alert_id = %q.alert_id, sink, error = %e, "alert not delivered before its expiry; given up");
+                        break;
+                    }
+                    tracing::warn!(alert_id = %q.alert_id, sink, error = %e, retry_in = ?backoff, "alert delivery failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(config.max_backoff);
+                }
+            }
+        }
+        depth.set(rx.len() as i64);
+    }
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), Failure> {
+    match http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+            Err(Failure::Refused(format!("answered {}", r.status())))
+        }
+        Ok(r) => Err(Failure::Retry(format!("answered {}", r.status()))),
+        Err(e) => Err(Failure::Retry(e.to_string())),
+    }
+}
+
+/// The Alertmanager v2 body for an alert payload.
+fn alertmanager_body(payload: &[u8]) -> Option<Vec<u8>> {
+    let alert = Alert::from_wire(payload).ok()?;
+    let body = serde_json::json!([{
+        "labels": {
+            "alertname": "DriftwatchDrift",
+            "system": alert.system_id,
+            "signal": alert.signal,
+            "method": alert.method,
+            "severity": alert.severity.as_str(),
+        },
+        "annotations": {
+            "summary": alert.summary,
+            "alert_id": alert.alert_id,
+            "window": alert.window.index.to_string(),
+            "value": alert.value.to_string(),
+            "threshold": alert.threshold.to_string(),
+            "reference_version": alert.reference_version,
+        },
+        "generatorURL": format!("driftwatch://{}/{}", alert.system_id, alert.alert_id),
+    }]);
+    serde_json::to_vec(&body).ok()
+}

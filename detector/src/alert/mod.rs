@@ -1,0 +1,98 @@
+//! Alerts: one per check past the plan's `alerts.min_severity` ([`alerts_for`]),
+//! delivered by [`delivery`] to the plan's webhook, to its Alertmanager (API v2) and to
+//! the alerts topic, each by its own worker behind a bounded queue, and logged.
+//!
+//! An alert id is derived from what it is about (system, reference version, window,
+//! signal, method), so a redelivery after a detector restart has the same id and a
+//! receiver can deduplicate.
+
+pub use driftwatch_schema::Alert;
+
+pub mod delivery;
+
+use crate::engine::{CheckStatus, ThresholdOrigin, WindowReport};
+use crate::plan::{Method, Severity};
+
+/// A number for humans: fixed for ordinary magnitudes, scientific for tiny p-values.
+pub fn short(x: f64) -> String {
+    if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e4) {
+        format!("{x:.3e}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// The alerts a window report raises at or above `min`.
+pub fn alerts_for(report: &WindowReport, min: Severity) -> Vec<Alert> {
+    report
+        .checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Evaluated && c.severity >= min.max(Severity::Warning))
+        .filter_map(|c| {
+            let value = c.value?;
+            let threshold = match c.severity {
+                Severity::Critical => c.critical?,
+                _ => c.warning?,
+            };
+            // Learned levels on a test with a p-value compare its statistic.
+            let on_statistic = c.thresholds == ThresholdOrigin::Learned && c.method.has_p_value();
+            let cmp = if c.method.lower_is_worse() && !on_statistic {
+                "<"
+            } else {
+                ">"
+            };
+            let spec = c.method.spec();
+            let name = if on_statistic {
+                spec.statistic_title
+            } else {
+                spec.title
+            };
+            let adjusted = if c.p_value_adjusted == Some(value) && c.p_value != Some(value) {
+                " (BH-adjusted)"
+            } else {
+                ""
+            };
+            let what = format!(
+                "{name}{adjusted} {} {cmp} {}",
+                short(value),
+                short(threshold)
+            );
+            let stat = match (c.method, c.statistic) {
+                _ if on_statistic => String::new(),
+                (Method::Ks, Some(d)) => format!(", D = {}", short(d)),
+                (Method::Chi2, Some(s)) => format!(", chi2 = {}", short(s)),
+                _ => String::new(),
+            };
+            Some(Alert {
+                alert_id: format!(
+                    "{}/{}/{}/{}/{}",
+                    report.system_id,
+                    report.reference_version,
+                    report.window.index,
+                    c.signal,
+                    c.method
+                ),
+                system_id: report.system_id.clone(),
+                severity: c.severity,
+                signal: c.signal.clone(),
+                method: c.method.as_str().to_owned(),
+                statistic: c.statistic,
+                p_value: c.p_value,
+                value,
+                threshold,
+                samples: c.samples,
+                window: report.window.clone(),
+                reference_version: report.reference_version.clone(),
+                plan_version: report.plan_version.clone(),
+                summary: format!(
+                    "{} drift on {} of {}: {what}{stat} over {} values in window {}",
+                    c.severity.as_str(),
+                    c.signal,
+                    report.system_id,
+                    c.samples,
+                    report.window.index
+                ),
+            })
+        })
+        .collect()
+}

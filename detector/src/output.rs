@@ -1,0 +1,39 @@
+//! The output seam: what the detector does with each evaluated window. The Kafka driver
+//! hands every window report, with the alerts it raised, to each [`Output`] in turn:
+//! the metrics ([`crate::metrics::DetectorMetrics`]), the alert delivery
+//! ([`crate::alert::delivery::AlertDelivery`]), and whatever a caller adds (the demo
+//! prints from a channel; an incident service or a reports topic plugs in here).
+//!
+//! An output must not block: the consumer loop calls it inline. Anything slow (a
+//! receiver over the network) goes behind a queue of its own.
+
+use driftwatch_schema::Alert;
+use tokio::sync::mpsc;
+
+use crate::engine::WindowReport;
+
+/// Receives every evaluated window and the alerts it raised.
+pub trait Output: Send + Sync {
+    /// A window was evaluated; `alerts` are those at or above the plan's minimum
+    /// severity (possibly none). Must return at once.
+    fn window(&self, report: &WindowReport, alerts: &[Alert]);
+}
+
+/// Every report, to a channel (the demo and the tests read them from it).
+impl Output for mpsc::UnboundedSender<WindowReport> {
+    fn window(&self, report: &WindowReport, _: &[Alert]) {
+        // A receiver that has gone away wants no more reports.
+        let _ = self.send(report.clone());
+    }
+}
+
+impl Output for crate::metrics::DetectorMetrics {
+    fn window(&self, report: &WindowReport, alerts: &[Alert]) {
+        self.record(report);
+        for a in alerts {
+            self.alerts
+                .with_label_values(&[a.system_id.as_str(), a.severity.as_str()])
+                .inc();
+        }
+    }
+}
