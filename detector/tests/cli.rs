@@ -361,3 +361,42 @@ fn learned_levels_on_ks_flag_a_large_shift() {
     );
     assert!(ks(&reports[1])["statistic"].as_f64().expect("D") > 0.8);
 }
+
+/// An export holding a model server's retries: replay drops the repeated prediction ids
+/// as the Kafka driver does, so the windows see each prediction once.
+#[test]
+fn replay_drops_retried_predictions_of_a_csv_export() {
+    let dir = TempDir::new("retries");
+    write(&dir.path("plan.toml"), PLAN_WITH_FILE);
+    write_csv(&dir.path("reference.csv"), 1, 2000, usize::MAX);
+    write_csv(&dir.path("events.csv"), 2, 3000, usize::MAX);
+    let clean = replay(&dir, "events.csv");
+    assert!(clean.status.success(), "{}", stderr(&clean));
+    // Every 10th row sent again two rows later.
+    let text = std::fs::read_to_string(dir.path("events.csv")).expect("read");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = vec![lines[0].to_owned()];
+    let mut repeats = 0;
+    for (i, l) in lines[1..].iter().enumerate() {
+        out.push((*l).to_owned());
+        if i % 10 == 2 {
+            out.push(lines[1 + i - 2].to_owned());
+            repeats += 1;
+        }
+    }
+    write(&dir.path("events.csv"), &(out.join("\n") + "\n"));
+    let retried = replay(&dir, "events.csv");
+    assert!(retried.status.success(), "{}", stderr(&retried));
+    assert_eq!(
+        retried.stdout, clean.stdout,
+        "the same windows as without retries"
+    );
+    assert!(
+        stderr(&retried).contains(&format!(
+            "{} predictions, 0 outcomes, 3 windows",
+            3000 + repeats
+        )) && stderr(&retried).contains(&format!(", {repeats} repeated predictions dropped")),
+        "{}",
+        stderr(&retried)
+    );
+}

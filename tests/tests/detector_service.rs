@@ -1,0 +1,507 @@
+//! The detector service as `driftwatch detect` runs it (`service::run`), on librdkafka's
+//! mock cluster: one answer from both drivers, alert delivery that never holds up
+//! consumption, and a readiness latch that waits for the references.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use driftwatch_detector::alert::alerts_for;
+use driftwatch_detector::driver::file::replay;
+use driftwatch_detector::driver::kafka::KafkaOptions;
+use driftwatch_detector::engine::WindowReport;
+use driftwatch_detector::input;
+use driftwatch_detector::plan::Plan;
+use driftwatch_detector::service::{self, ServiceConfig};
+use driftwatch_detector::synth::{demo_plan_toml, CreditModel, Drift};
+use driftwatch_e2e::{eventually, metric};
+use driftwatch_schema::Event;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../detector/tests/golden")
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dw-service-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// Produce payloads to `topic` with key = system id, in order, and wait for them.
+fn produce(brokers: &str, topic: &str, events: &[Event]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for e in events {
+        let payload = e.to_wire();
+        let mut record = BaseRecord::to(topic).key(e.system_id()).payload(&payload);
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Every payload of `topic` (one partition), read until `want` arrived or 30 s passed.
+fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<serde_json::Value> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON"));
+        }
+    }
+    out
+}
+
+fn kafka_options(brokers: &str, state: &Path) -> KafkaOptions {
+    KafkaOptions {
+        brokers: brokers.into(),
+        group_id: "dw-service-test".into(),
+        events_topic: "driftwatch.events".into(),
+        alerts_topic: Some("driftwatch.alerts".into()),
+        state_dir: state.into(),
+        kafka_properties: BTreeMap::new(),
+    }
+}
+
+fn cluster() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster
+        .create_topic("driftwatch.events", 1, 1)
+        .expect("topic");
+    cluster
+        .create_topic("driftwatch.alerts", 1, 1)
+        .expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    (cluster, brokers)
+}
+
+/// The golden corpus's wire events with a retry in it: every 25th prediction sent again
+/// three events later with a new event id, as a model server retrying after a lost 202
+/// would.
+fn events_with_retries() -> (Vec<Event>, usize) {
+    let events: Vec<Event> = input::open_ndjson(&golden().join("events.ndjson"))
+        .expect("open")
+        .map(|e| e.expect("valid event"))
+        .collect();
+    let mut out = Vec::new();
+    let mut pending: Vec<(usize, Event)> = Vec::new();
+    let mut repeats = 0;
+    for (i, e) in events.into_iter().enumerate() {
+        if let Event::Prediction(p) = &e {
+            if i % 25 == 0 {
+                let mut again = p.clone();
+                again.event_id = uuid::Uuid::from_u64_pair(0xdead, i as u64);
+                pending.push((i + 3, Event::Prediction(again)));
+                repeats += 1;
+            }
+        }
+        out.push(e);
+        while let Some(pos) = pending.iter().position(|(at, _)| *at <= i) {
+            out.push(pending.remove(pos).1);
+        }
+    }
+    out.extend(pending.into_iter().map(|(_, e)| e));
+    (out, repeats)
+}
+
+/// The same events through `replay` (file driver) and `service::run` (Kafka driver):
+/// identical window reports for every window that closed, identical alert ids, and the
+/// retried predictions dropped by both.
+async fn both_drivers_one_answer(plan_file: &str) {
+    let dir = temp(&format!("both-{}", plan_file.replace('.', "-")));
+    let (events, repeats) = events_with_retries();
+    // The file driver, over an export holding the same retries.
+    let export = dir.join("export.ndjson");
+    std::fs::write(
+        &export,
+        events
+            .iter()
+            .map(|e| String::from_utf8(e.to_wire()).expect("utf8") + "\n")
+            .collect::<String>(),
+    )
+    .expect("export");
+    let plan = Arc::new(Plan::from_file(&golden().join(plan_file)).expect("plan"));
+    let mut out = Vec::new();
+    let summary = replay(plan.clone(), None, &export, &mut out).expect("replay");
+    assert_eq!(
+        summary.duplicates, repeats as u64,
+        "replay drops every retry"
+    );
+    let replayed: Vec<WindowReport> = String::from_utf8(out)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("report"))
+        .filter(|r: &WindowReport| r.window.complete)
+        .collect();
+    assert!(replayed.len() >= 5, "{} windows", replayed.len());
+    let want_alerts: Vec<String> = replayed
+        .iter()
+        .flat_map(|r| alerts_for(r, plan.alerts.min_severity))
+        .map(|a| a.alert_id)
+        .collect();
+    assert!(!want_alerts.is_empty());
+
+    // The Kafka driver.
+    let (_cluster, brokers) = cluster();
+    produce(&brokers, "driftwatch.events", &events);
+    let (tx, mut rx) = mpsc::unbounded_channel::<WindowReport>();
+    let mut config = ServiceConfig::new(kafka_options(&brokers, &dir.join("state")), vec![plan]);
+    config.outputs.push(Arc::new(tx));
+    let registry = config.registry.clone();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let service = tokio::spawn(service::run(listener, config, async move {
+        s.cancelled().await
+    }));
+    let mut streamed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while streamed.len() < replayed.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(r)) => streamed.push(r),
+            _ => break,
+        }
+    }
+    // Every event consumed (the last retries come after the last window closed).
+    let predictions = events
+        .iter()
+        .filter(|e| matches!(e, Event::Prediction(_)))
+        .count() as f64;
+    let page = eventually(Duration::from_secs(30), || {
+        let page = driftwatch_common::health::render(&registry);
+        async move {
+            let seen = metric(
+                &page,
+                "driftwatch_events_total{kind=\"prediction\",system=\"golden\"}",
+            )
+            .unwrap_or(0.0)
+                + metric(
+                    &page,
+                    "driftwatch_events_duplicate_total{system=\"golden\"}",
+                )
+                .unwrap_or(0.0);
+            (seen >= predictions).then_some(page)
+        }
+    })
+    .await
+    .unwrap_or_default();
+    stop.cancel();
+    service.await.expect("join").expect("service ran");
+    assert_eq!(
+        metric(
+            &page,
+            "driftwatch_events_duplicate_total{system=\"golden\"}"
+        ),
+        Some(repeats as f64),
+        "the Kafka driver drops every retry"
+    );
+    assert_eq!(streamed.len(), replayed.len(), "{plan_file}: windows");
+    for (s, r) in streamed.iter().zip(&replayed) {
+        assert_eq!(
+            serde_json::to_value(s).expect("json"),
+            serde_json::to_value(r).expect("json"),
+            "{plan_file}: window {}",
+            r.window.index
+        );
+    }
+    let got_alerts: Vec<String> = read_topic(&brokers, "driftwatch.alerts", want_alerts.len())
+        .iter()
+        .map(|a| a["alert_id"].as_str().expect("alert_id").to_owned())
+        .collect();
+    assert_eq!(got_alerts, want_alerts, "{plan_file}: alert ids");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_drivers_one_answer_count_windows_reference_file() {
+    both_drivers_one_answer("count.toml").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_drivers_one_answer_sliding_windows_reference_from_the_stream() {
+    both_drivers_one_answer("sliding.toml").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_drivers_one_answer_event_time_windows_with_late_events() {
+    both_drivers_one_answer("time.toml").await;
+}
+
+/// A webhook that answers nothing for 30 s.
+#[derive(Clone)]
+struct HangingHook {
+    until: Instant,
+    received: Arc<Mutex<Vec<(Instant, serde_json::Value)>>>,
+}
+
+async fn hang(State(h): State<HangingHook>, body: axum::body::Bytes) -> &'static str {
+    tokio::time::sleep_until(h.until.into()).await;
+    if let (Ok(v), Ok(mut list)) = (serde_json::from_slice(&body), h.received.lock()) {
+        list.push((Instant::now(), v));
+    }
+    "ok"
+}
+
+/// A receiver that hangs does not hold up consumption: every window is evaluated, on
+/// /metrics and on the alerts topic, while it hangs; once it answers, every alert
+/// arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_webhook_delays_nothing_and_still_gets_every_alert() {
+    let dir = temp("hang");
+    let started = Instant::now();
+    let hook = HangingHook {
+        until: started + Duration::from_secs(30),
+        received: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+    let app = Router::new()
+        .route("/alerts", post(hang))
+        .with_state(hook.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (_cluster, brokers) = cluster();
+    let mut model = CreditModel::new("credit-hang", 9);
+    let events: Vec<Event> = (0..6000)
+        .map(|i| {
+            let drift = if i < 4000 { Drift::NONE } else { Drift::DEMO };
+            Event::Prediction(model.next_prediction(drift))
+        })
+        .collect();
+    produce(&brokers, "driftwatch.events", &events);
+    let plan_text = demo_plan_toml("credit-hang", 2000, 1000).replace(
+        "min_severity = \"critical\"",
+        &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
+    );
+    let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"));
+    let config = ServiceConfig::new(kafka_options(&brokers, &dir.join("state")), vec![plan]);
+    let registry = config.registry.clone();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let service_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let service = tokio::spawn(service::run(service_listener, config, async move {
+        s.cancelled().await
+    }));
+
+    // All four windows evaluated, and their alerts on Kafka, well before the hook answers.
+    let windows = eventually(Duration::from_secs(20), || {
+        let page = driftwatch_common::health::render(&registry);
+        async move {
+            metric(&page, "driftwatch_windows_total{system=\"credit-hang\"}").filter(|n| *n >= 4.0)
+        }
+    })
+    .await;
+    assert_eq!(
+        windows,
+        Some(4.0),
+        "windows evaluated while the webhook hangs"
+    );
+    let page = driftwatch_common::health::render(&registry);
+    let raised = metric(
+        &page,
+        "driftwatch_alerts_total{severity=\"critical\",system=\"credit-hang\"}",
+    )
+    .expect("alerts raised");
+    assert!(raised >= 2.0, "{page}");
+    let on_kafka = tokio::task::spawn_blocking({
+        let brokers = brokers.clone();
+        move || read_topic(&brokers, "driftwatch.alerts", raised as usize)
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        on_kafka.len(),
+        raised as usize,
+        "alerts on Kafka while the webhook hangs"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "this part must finish while the webhook still hangs"
+    );
+    assert!(hook.received.lock().expect("lock").is_empty());
+
+    // After the hang: every alert, in the order raised.
+    let all = eventually(Duration::from_secs(90), || {
+        let n = hook.received.lock().map(|v| v.len()).unwrap_or(0);
+        async move { (n >= raised as usize).then_some(n) }
+    })
+    .await;
+    assert_eq!(
+        all,
+        Some(raised as usize),
+        "every alert reached the webhook"
+    );
+    let delivered: Vec<String> = hook
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, a)| a["alert_id"].as_str().expect("id").to_owned())
+        .collect();
+    let raised_order: Vec<String> = on_kafka
+        .iter()
+        .map(|a| a["alert_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(delivered, raised_order, "in order");
+    let page = driftwatch_common::health::render(&registry);
+    assert!(
+        metric(
+            &page,
+            "driftwatch_alert_delivery_failures_total{sink=\"webhook\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "the timed-out attempts are counted: {page}"
+    );
+    stop.cancel();
+    service.await.expect("join").expect("service ran");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `/ready` answers 503 until every plan's reference is loaded or built: here the
+/// reference file is a named pipe that holds nothing until the test writes it.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_waits_for_the_references() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = temp("ready");
+    let fifo = dir.join("reference.ndjson");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let mut model = CreditModel::new("credit-ready", 3);
+    let content: String = (0..300)
+        .map(|_| format!("{}\n", model.next_json(Drift::NONE)))
+        .collect();
+    std::fs::write(
+        dir.join("plan.toml"),
+        "[system]\nid = \"credit-ready\"\n[reference]\nfile = \"reference.ndjson\"\n[window]\nsize = 100\n[features.age]\ntype = \"numeric\"\n",
+    )
+    .expect("plan");
+    let plan = Arc::new(Plan::from_file(&dir.join("plan.toml")).expect("plan"));
+    let (_cluster, brokers) = cluster();
+    let config = ServiceConfig::new(kafka_options(&brokers, &dir.join("state")), vec![plan]);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let service = tokio::spawn(service::run(listener, config, async move {
+        s.cancelled().await
+    }));
+    let http = reqwest::Client::new();
+    let status = |path: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            http.get(format!("{base}{path}"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    // While the reference cannot be read: live, metrics, but not ready.
+    for _ in 0..5 {
+        assert_eq!(status("/live").await, 200);
+        assert_eq!(status("/ready").await, 503);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status("/metrics").await, 200);
+
+    // Feed the pipe each time the service opens it (it reads the file to fingerprint it,
+    // then to build the reference).
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (fifo, done) = (fifo.clone(), done.clone());
+        std::thread::spawn(move || {
+            const O_NONBLOCK: i32 = 0o4000;
+            let mut fed = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) && fed < 20 {
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(O_NONBLOCK)
+                    .open(&fifo)
+                {
+                    Ok(mut f) => {
+                        let mut rest = content.as_bytes();
+                        while !rest.is_empty() {
+                            match f.write(rest) {
+                                Ok(n) => rest = &rest[n..],
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                    std::thread::sleep(Duration::from_millis(1))
+                                }
+                                Err(e) => panic!("write: {e}"),
+                            }
+                        }
+                        fed += 1;
+                        drop(f);
+                        // Let the reader see the end of the file and close it before
+                        // the next feed (a writer that reopens at once would extend
+                        // the same read).
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    // No reader yet.
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+    };
+    let ready = eventually(Duration::from_secs(20), || {
+        let s = status("/ready");
+        async move { (s.await == 200).then_some(()) }
+    })
+    .await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("writer");
+    assert!(ready.is_some(), "ready once the reference was built");
+    stop.cancel();
+    service.await.expect("join").expect("service ran");
+    assert!(
+        dir.join("state/credit-ready.reference.json").exists(),
+        "the built reference is kept"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
