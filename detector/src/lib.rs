@@ -2,18 +2,23 @@
 //!
 //! Data passes through these modules in order:
 //!
-//! 1. A driver reads events: [`detect`] from the Kafka events topic (consumer group,
-//!    at-least-once offsets, repeated predictions dropped by [`dedup`]), or [`replay`]
-//!    from files via [`input`] (NDJSON, or CSV parsed in parallel by [`input::fastcsv`]
-//!    into [`input::batch::ColumnBatch`]es).
-//! 2. [`engine`] routes each event to its system's [`engine::Monitor`], which holds the
-//!    frozen reference (built per [`plan`]) and the open window, and on window close runs
-//!    the plan's checks from [`stats`] and returns a [`engine::WindowReport`].
-//! 3. [`alert`] turns checks past their thresholds into alerts for the plan's webhook
-//!    and the alerts topic; [`metrics`] exports every result to Prometheus.
+//! 1. [`service`] runs the detector: health routes, references, consumption, shutdown.
+//! 2. A driver reads events: [`driver::kafka`] from the events topic (consumer group,
+//!    at-least-once offsets), or [`driver::file`] (`driftwatch replay`) from files via
+//!    [`input`] (NDJSON, or CSV parsed in parallel by [`input::fastcsv`] into
+//!    [`input::batch::ColumnBatch`]es). Both drop repeated predictions with
+//!    [`driver::dedup`] and get each plan's frozen reference from the
+//!    [`reference_store`].
+//! 3. Each system's [`engine::Monitor`] takes every input through one call,
+//!    [`engine::Monitor::observe`]: it holds the reference (built per [`plan`]) and the
+//!    open windows, and on window close runs the plan's checks ([`method`], computed by
+//!    [`stats`]) and returns [`engine::WindowReport`]s.
+//! 4. Every report and the alerts it raises ([`alert::alerts_for`]) go to each
+//!    [`output::Output`]: [`metrics`] for Prometheus, [`alert::delivery`] for the plan's
+//!    webhook, Alertmanager and the alerts topic, each receiver behind its own queue.
 //!
-//! [`demo`] wires agent, embedded Kafka, detector and a synthetic model ([`synth`])
-//! together for `driftwatch demo`.
+//! `demo` (default feature) wires agent, embedded Kafka, detector and a synthetic model
+//! ([`synth`]) together for `driftwatch demo`.
 
 pub mod alert;
 #[cfg(feature = "demo")]

@@ -1,4 +1,4 @@
-//! Two drivers of the same engine: [`file`] (`driftwatch replay`, a backtest over files)
+//! Two drivers of the same engine: [`mod@file`] (`driftwatch replay`, a backtest over files)
 //! and [`kafka`] (`driftwatch detect`, the service). Both read events, drop repeated
 //! predictions with [`dedup::Dedup`], resolve references through a
 //! [`crate::reference_store::ReferenceStore`], and feed each system's

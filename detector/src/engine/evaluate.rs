@@ -229,7 +229,8 @@ pub(crate) fn evaluate_check(
     result
 }
 
-/// A window that has closed, not yet evaluated (see [`Monitor::close_columns`]).
+/// A window that has closed, not yet evaluated (held by the monitor, see
+/// [`Monitor::set_evaluation`]).
 pub struct Closed {
     pub(crate) k: i64,
     pub(crate) window: Window,

@@ -126,7 +126,7 @@ pub(crate) fn from_feature(v: &FeatureValue) -> Observed<'_> {
 }
 
 /// Decode a prediction into one value per signal, in plan order: the row
-/// [`Monitor::observe_row`] takes. Feature signals come sorted by name (the plan keeps
+/// [`super::Monitor::observe`] takes (as [`super::Input::Row`]). Feature signals come sorted by name (the plan keeps
 /// them in a sorted map) as do an event's features, so one merge walk over both replaces
 /// a map lookup per signal.
 pub fn decode<'a>(signals: &[Signal], p: &'a Prediction, row: &mut Vec<Observed<'a>>) {

@@ -133,7 +133,7 @@ pub(crate) fn is_missing(f: &[u8], kind: FeatureType) -> bool {
 }
 
 /// A CSV file read by the `csv` crate into column batches, one column per plan signal
-/// taken by column index: the exact path behind [`crate::fastcsv`], which hands it any
+/// taken by column index: the exact path behind [`crate::input::fastcsv`], which hands it any
 /// file from the first block it does not take. The same checks and errors as the event
 /// reader.
 pub struct CsvRows {
@@ -167,7 +167,7 @@ enum Cell<'a> {
 }
 
 /// Parse a decimal number as `str::parse::<f64>` does, exactly: a plain decimal of at
-/// most 15 digits (what CSV exports mostly hold) by [`parse_f64_prefix`], anything else
+/// most 15 digits (what CSV exports mostly hold) by `parse_f64_prefix`, anything else
 /// by the standard parser.
 pub fn parse_f64(f: &[u8]) -> Option<f64> {
     match parse_f64_prefix(f) {
@@ -462,7 +462,7 @@ impl CsvRows {
     }
 
     /// Continue reading at `at` (a record boundary after the header, as counted by the
-    /// block reader of [`crate::fastcsv`]): errors name the same lines and records as a
+    /// block reader of [`crate::input::fastcsv`]): errors name the same lines and records as a
     /// read from the start would.
     pub fn resume(&mut self, at: Resume) -> Result<(), SourceError> {
         let mut pos = self.reader.position().clone();

@@ -3,7 +3,7 @@
 //! value is a p-value or bounded by one, whether it reads the window sorted, its
 //! wording for people, and how it is computed.
 //!
-//! A method family is one file here ([`ks`], [`chi2`], [`distance`], [`quality`]),
+//! A method family is one file here (`ks.rs`, `chi2.rs`, `distance.rs`, `quality.rs`),
 //! declaring a [`MethodSpec`] per method; [`Method::spec`] is the one registration.
 //! Adding a method: a variant of [`Method`], its spec in a family file, one arm in
 //! [`Method::spec`], its place in [`ALL_METHODS`], and its scipy oracle in
