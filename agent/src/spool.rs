@@ -26,12 +26,15 @@
 //!
 //! [`Spool::open`] scans every segment and never fails on bad data: it must not
 //! crash-loop on a bad spool.
-//! - A record that fails its length or CRC check in the **last** segment is a torn tail
-//!   from a crash mid-write: the file is truncated there.
-//! - In any **other** segment the damage is corruption. The segment is renamed to
-//!   `*.corrupt` (quarantined, kept for inspection), and its unconfirmed records are
-//!   reported in [`Recovery::lost`], which feeds
-//!   `driftwatch_agent_spool_lost_total{reason="corruption"}`.
+//! - A record that fails its length or CRC check in the **last** segment, with no valid
+//!   record after it, is a torn tail from a crash mid-write (only the final record can
+//!   be torn): the file is truncated there. Such a record was never acknowledged.
+//! - Any **other** damage is corruption: a bad record with valid records after it (the
+//!   scan resynchronises at the next whole record with a later sequence and a good CRC),
+//!   or damage anywhere in a closed segment. The file is kept as `*.seg.corrupt` for
+//!   inspection, every valid run of records in it is served from a segment of its own,
+//!   and the unconfirmed records missing between them are reported in
+//!   [`Recovery::lost`], which feeds `driftwatch_agent_spool_lost_total{reason="corruption"}`.
 //!
 //! ## Durability
 //!
@@ -80,8 +83,8 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// Segments quarantined as corrupt.
     pub quarantined: Vec<PathBuf>,
-    /// Unconfirmed records known lost in quarantined segments (at least this many: the
-    /// count of records after the damage is unknowable).
+    /// Unconfirmed records lost to damage: the gaps in the sequence of the records
+    /// recovered, above the confirmed position.
     pub lost: u64,
 }
 
@@ -90,6 +93,96 @@ struct Segment {
     /// Last sequence in the segment (its first minus one when empty).
     last: u64,
     bytes: u64,
+}
+
+impl Segment {
+    /// The sequence of its first record: the number in its name.
+    fn first(&self) -> u64 {
+        self.path
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(self.last.wrapping_add(1))
+    }
+}
+
+/// A run of valid, consecutive records in a segment's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    /// Byte range.
+    start: usize,
+    end: usize,
+    /// Sequences of its first and last record.
+    first: u64,
+    last: u64,
+}
+
+/// The runs of valid records of a segment whose name says it starts at `first`. After a
+/// damaged stretch the scan resynchronises at the next position that holds a whole
+/// record with a sequence after the last good one (its CRC checked), so the records
+/// after damage are found wherever it is.
+fn scan_runs(buf: &[u8], first: u64) -> Vec<Run> {
+    let mut runs = Vec::new();
+    let mut last = first.wrapping_sub(1);
+    let mut at = 0;
+    // At most this many records fit in the buffer: a bound on plausible sequences.
+    let most = (buf.len() / (HEADER + 2)) as u64 + 1;
+    let mut run: Option<Run> = None;
+    while at < buf.len() {
+        match decode_at(buf, at) {
+            Decoded::Record(seq, _, size)
+                if seq == last.wrapping_add(1)
+                    || (run.is_none() && seq > last && seq <= last.saturating_add(most)) =>
+            {
+                match &mut run {
+                    Some(r) => {
+                        r.end = at + size;
+                        r.last = seq;
+                    }
+                    None => {
+                        run = Some(Run {
+                            start: at,
+                            end: at + size,
+                            first: seq,
+                            last: seq,
+                        })
+                    }
+                }
+                last = seq;
+                at += size;
+            }
+            _ => {
+                // Damage: close the run, then look for the next valid record.
+                runs.extend(run.take());
+                at += 1;
+                while at + HEADER <= buf.len() && !plausible(buf, at, last, most) {
+                    at += 1;
+                }
+                if at + HEADER > buf.len() {
+                    break;
+                }
+            }
+        }
+    }
+    runs.extend(run);
+    runs
+}
+
+/// Whether a whole, checked record with a sequence in `(last, last + most]` starts at
+/// `at` (the header is looked at before the CRC is computed).
+fn plausible(buf: &[u8], at: usize, last: u64, most: u64) -> bool {
+    let Some(head) = buf.get(at..at + HEADER) else {
+        return false;
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&head[8..16]);
+    let seq = u64::from_le_bytes(seq);
+    (2..=MAX_BODY).contains(&len)
+        && at + HEADER + len <= buf.len()
+        && seq > last
+        && seq <= last.saturating_add(most)
+        && matches!(decode_at(buf, at), Decoded::Record(..))
 }
 
 /// The write-ahead spool.
@@ -171,15 +264,6 @@ fn decode_at(buf: &[u8], at: usize) -> Decoded {
         },
         HEADER + len,
     )
-}
-
-/// Decode the record at `buf[at..]`: `Some((seq, record, size))`, or `None` if it is
-/// incomplete or fails its checks.
-fn decode(buf: &[u8], at: usize) -> Option<(u64, SpoolRecord, usize)> {
-    match decode_at(buf, at) {
-        Decoded::Record(seq, r, size) => Some((seq, r, size)),
-        _ => None,
-    }
 }
 
 fn read_confirmed(dir: &Path) -> u64 {
@@ -291,60 +375,80 @@ impl Spool {
         let firsts = segment_firsts(dir)?;
         let mut recovery = Recovery::default();
         let mut segments = Vec::new();
-        let mut expected: Option<u64> = None;
         let count = firsts.len();
-        for (i, first) in firsts.into_iter().enumerate() {
+        // The sequence ranges of the files found damaged now: a gap there is counted
+        // lost once, not again at every later start.
+        let mut damaged: Vec<(u64, u64)> = Vec::new();
+        for (i, &first) in firsts.iter().enumerate() {
             let path = dir.join(segment_name(first));
             let buf = fs::read(&path)?;
-            let mut at = 0;
-            let mut last = first.wrapping_sub(1);
-            let mut damaged = false;
-            while at < buf.len() {
-                match decode(&buf, at) {
-                    Some((seq, _, size)) if seq == last.wrapping_add(1) => {
-                        last = seq;
-                        at += size;
-                    }
-                    _ => {
-                        damaged = true;
-                        break;
-                    }
-                }
-            }
-            // A gap before this segment (a segment quarantined or missing): its
-            // unconfirmed records are lost; this segment's records are still delivered.
-            if let Some(e) = expected {
-                if first > e {
-                    recovery.lost += first.saturating_sub(e.max(confirmed + 1));
-                }
-            }
-            if damaged && i + 1 == count {
-                // Torn tail of the segment being written when the process died.
+            let runs = scan_runs(&buf, first);
+            let whole = match runs.as_slice() {
+                [] => buf.is_empty(),
+                [r] => r.start == 0 && r.end == buf.len(),
+                _ => false,
+            };
+            let is_last = i + 1 == count;
+            if whole {
+                segments.push(Segment {
+                    path,
+                    last: runs.first().map_or(first.wrapping_sub(1), |r| r.last),
+                    bytes: buf.len() as u64,
+                });
+            } else if is_last && runs.len() <= 1 && runs.first().is_none_or(|r| r.start == 0) {
+                // Damage only after every valid record of the segment being written: a
+                // torn tail from a crash mid-write, never acknowledged. Cut it off.
+                let end = runs.first().map_or(0, |r| r.end);
                 let f = OpenOptions::new().write(true).open(&path)?;
-                f.set_len(at as u64)?;
+                f.set_len(end as u64)?;
                 f.sync_all()?;
-                recovery.truncated_bytes += (buf.len() - at) as u64;
-            } else if damaged {
+                recovery.truncated_bytes += (buf.len() - end) as u64;
+                segments.push(Segment {
+                    path,
+                    last: runs.first().map_or(first.wrapping_sub(1), |r| r.last),
+                    bytes: end as u64,
+                });
+            } else {
+                // Damage with valid records after it, or anywhere in a closed segment:
+                // corruption, not a torn write. The file is kept for inspection as
+                // `*.seg.corrupt`; every valid run of records in it is served from a
+                // segment of its own, and the records between them count as lost below.
                 let bad = path.with_extension("seg.corrupt");
-                fs::rename(&path, &bad)?;
-                // The whole segment is quarantined; its unconfirmed records count as lost
-                // once the next segment shows where it ended (the gap above), or here if
-                // it was the last one before the open segment.
-                if i + 1 == count {
-                    recovery.lost += 1;
+                fs::copy(&path, &bad)?;
+                fs::remove_file(&path)?;
+                for r in &runs {
+                    let run_path = dir.join(segment_name(r.first));
+                    let tmp = run_path.with_extension("seg.tmp");
+                    let mut f = File::create(&tmp)?;
+                    f.write_all(&buf[r.start..r.end])?;
+                    f.sync_all()?;
+                    fs::rename(&tmp, &run_path)?;
+                    segments.push(Segment {
+                        path: run_path,
+                        last: r.last,
+                        bytes: (r.end - r.start) as u64,
+                    });
                 }
+                sync_dir(dir)?;
                 recovery.quarantined.push(bad);
-                if expected.is_none() {
-                    expected = Some(first);
+                damaged.push((first, firsts.get(i + 1).copied().unwrap_or(u64::MAX)));
+                if is_last {
+                    // Bytes after the last valid run of the last segment may be a torn
+                    // write on top of the damage: not counted, as any torn tail.
+                    let tail = buf.len() - runs.last().map_or(0, |r| r.end);
+                    recovery.truncated_bytes += tail as u64;
                 }
-                continue;
             }
-            expected = Some(last.wrapping_add(1));
-            segments.push(Segment {
-                path,
-                last,
-                bytes: at as u64,
-            });
+        }
+        // A gap in the sequence where a damaged file was found, above the confirmed
+        // position, is acknowledged data that can no longer be delivered: counted.
+        let mut expected = confirmed.wrapping_add(1);
+        for s in segments.iter().filter(|s| s.bytes > 0) {
+            let first = s.first();
+            if first > expected && damaged.iter().any(|&(a, b)| a < first && expected < b) {
+                recovery.lost += first - expected;
+            }
+            expected = expected.max(s.last.wrapping_add(1));
         }
         let next_seq = match segments.last() {
             Some(s) => s.last.wrapping_add(1).max(confirmed + 1),
