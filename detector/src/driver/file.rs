@@ -11,6 +11,7 @@ use driftwatch_schema::{Event, EventKind};
 use super::dedup::Dedup;
 use crate::alert::alerts_for;
 use crate::engine::{Input, Monitor, Step};
+use crate::input::batch::NO_ID;
 use crate::input::{self, fastcsv, Format, SourceError};
 use crate::plan::{Plan, Severity};
 use crate::reference_store::{self, parsers, MemoryStore, StoreError};
@@ -84,10 +85,20 @@ pub fn replay(
         Format::Csv => fastcsv::read_batches(events, &plan, threads, |batch| {
             summary.predictions += batch.len() as u64;
             summary.outcomes += (0..batch.len()).filter(|&r| batch.has_outcome(r)).count() as u64;
-            let keep: Vec<bool> = (0..batch.len())
-                .map(|r| batch.id(r).is_none_or(|h| dedup.first_time_hash(h)))
-                .collect();
-            let step = if keep.iter().all(|k| *k) {
+            // Usually no row repeats: a mask is made only once one does.
+            let mut keep: Vec<bool> = Vec::new();
+            if !batch.ids.is_empty() {
+                for (r, &h) in batch.ids.iter().enumerate() {
+                    let first = h == NO_ID || dedup.first_time_hash(h);
+                    if !first && keep.is_empty() {
+                        keep = vec![true; batch.len()];
+                    }
+                    if !keep.is_empty() {
+                        keep[r] = first;
+                    }
+                }
+            }
+            let step = if keep.is_empty() {
                 monitor.observe(Input::Batch { batch, from: 0 })
             } else {
                 // Rare: a retried prediction in the export. Only its first copy counts.
