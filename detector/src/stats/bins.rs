@@ -42,6 +42,7 @@ pub fn quantile_edges(sorted_reference: &[f64], bins: usize) -> Vec<f64> {
 }
 
 /// Bin index of `v` for `edges` from [`quantile_edges`].
+#[inline]
 pub fn bin_of(edges: &[f64], v: f64) -> usize {
     edges.partition_point(|&e| e < v)
 }

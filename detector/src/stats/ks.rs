@@ -24,6 +24,7 @@ impl KsResult {
 /// First index at or after `from` where `pred` turns false (`pred` is true, then false,
 /// along the sorted slice). Galloping: cost grows with the log of the distance moved,
 /// so walking a long reference in the order of a short window is cheap.
+#[inline]
 pub(crate) fn gallop(r: &[f64], from: usize, pred: impl Fn(f64) -> bool) -> usize {
     let n = r.len();
     // Short moves are the common case (a 50,000-point reference walked by a 5,000-point
