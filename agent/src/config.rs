@@ -20,6 +20,15 @@ pub struct AgentConfig {
     /// Largest number of events in one request; more gets 413.
     #[serde(default = "default_max_batch_events")]
     pub max_batch_events: usize,
+    /// How far before the agent's clock an event's timestamp may lie (default 30 days);
+    /// an older one is refused with 400 (a year-0000 stamp is a bug, not a backfill).
+    #[serde(default = "default_max_timestamp_age_s")]
+    pub max_timestamp_age_s: u64,
+    /// How far after the agent's clock an event's timestamp may lie (default 300 s of
+    /// clock skew); a later one is refused with 400, since one far-future event would
+    /// move the detector's event-time watermark.
+    #[serde(default = "default_max_timestamp_ahead_s")]
+    pub max_timestamp_ahead_s: u64,
     /// How long a graceful shutdown may spend sending the spool to Kafka; what is left
     /// stays in the spool for the next start.
     #[serde(default = "default_shutdown_grace_ms")]
@@ -148,6 +157,12 @@ fn default_listen() -> SocketAddr {
 fn default_max_body_bytes() -> usize {
     8 * 1024 * 1024
 }
+fn default_max_timestamp_age_s() -> u64 {
+    30 * 24 * 3600
+}
+fn default_max_timestamp_ahead_s() -> u64 {
+    300
+}
 fn default_max_batch_events() -> usize {
     10_000
 }
@@ -193,6 +208,8 @@ impl Default for AgentConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
             max_batch_events: default_max_batch_events(),
+            max_timestamp_age_s: default_max_timestamp_age_s(),
+            max_timestamp_ahead_s: default_max_timestamp_ahead_s(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             data_dir: default_data_dir(),
             spool: SpoolConfig::default(),

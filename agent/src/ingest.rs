@@ -14,6 +14,35 @@ use serde_json::Value;
 /// At most this many per-event errors are reported in one answer.
 pub const MAX_REPORTED_ERRORS: usize = 20;
 
+/// What a batch and its events may be.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Events per request.
+    pub max_events: usize,
+    /// How far before now a timestamp may lie.
+    pub max_age: chrono::Duration,
+    /// How far after now a timestamp may lie.
+    pub max_ahead: chrono::Duration,
+}
+
+impl Limits {
+    /// The limits of an agent configuration.
+    pub fn of(config: &crate::config::AgentConfig) -> Self {
+        let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+        Limits {
+            max_events: config.max_batch_events,
+            max_age: secs(config.max_timestamp_age_s),
+            max_ahead: secs(config.max_timestamp_ahead_s),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::of(&crate::config::AgentConfig::default())
+    }
+}
+
 /// One invalid event in a batch.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct EventError {
@@ -42,6 +71,16 @@ pub enum IngestError {
         /// Events posted.
         count: usize,
         /// The limit.
+        max: usize,
+    },
+    /// One event is larger than Kafka takes (`kafka.properties."message.max.bytes"`).
+    #[error("event {index} is {bytes} bytes on the wire; Kafka takes at most {max} (message.max.bytes); none were accepted")]
+    EventTooLarge {
+        /// Its position in the batch.
+        index: usize,
+        /// Its key and payload.
+        bytes: usize,
+        /// The most an event may be.
         max: usize,
     },
     /// Some events failed validation.
@@ -102,11 +141,11 @@ fn values(body: &[u8], max: usize) -> Result<Vec<Value>, IngestError> {
 pub fn parse_batch(
     body: &[u8],
     kind: EventKind,
-    max_events: usize,
+    limits: &Limits,
     now: DateTime<Utc>,
     privacy: Option<&Privacy>,
 ) -> Result<(Vec<Event>, Applied), IngestError> {
-    let values = values(body, max_events)?;
+    let values = values(body, limits.max_events)?;
     let total = values.len();
     let mut events = Vec::with_capacity(total);
     let mut errors = Vec::new();
@@ -114,9 +153,39 @@ pub fn parse_batch(
     let mut applied = Applied::default();
     for (index, v) in values.into_iter().enumerate() {
         let parsed = match kind {
-            EventKind::Prediction => parse_prediction(v, now).map(Event::Prediction),
+            EventKind::Prediction => parse_prediction(v, now).and_then(|p| {
+                // The law-enforcement mark is the agent's to set (privacy policy): a
+                // client that sets it could make the detector skip fields.
+                if p.suppressed.is_empty() {
+                    Ok(Event::Prediction(p))
+                } else {
+                    Err(FieldError {
+                        field: "suppressed".into(),
+                        expected:
+                            "nothing: the agent sets it under a law-enforcement privacy policy"
+                                .into(),
+                        found: format!("a list of {} field names", p.suppressed.len()),
+                    })
+                }
+            }),
             EventKind::Outcome => parse_outcome(v, now).map(Event::Outcome),
         };
+        let parsed = parsed.and_then(|e| {
+            let t = e.timestamp();
+            if t < now - limits.max_age || t > now + limits.max_ahead {
+                Err(FieldError {
+                    field: "timestamp".into(),
+                    expected: format!(
+                        "a time from {} s before to {} s after the agent's clock (max_timestamp_age_s, max_timestamp_ahead_s)",
+                        limits.max_age.num_seconds(),
+                        limits.max_ahead.num_seconds()
+                    ),
+                    found: t.to_rfc3339(),
+                })
+            } else {
+                Ok(e)
+            }
+        });
         let parsed = parsed.and_then(|mut e| match privacy {
             Some(p) => p.apply(&mut e).map(|a| {
                 applied.dropped += a.dropped;
@@ -159,6 +228,13 @@ pub fn parse_batch(
 mod tests {
     use super::*;
 
+    fn small(max_events: usize) -> Limits {
+        Limits {
+            max_events,
+            ..Limits::default()
+        }
+    }
+
     fn now() -> DateTime<Utc> {
         Utc::now()
     }
@@ -167,23 +243,35 @@ mod tests {
 
     #[test]
     fn accepts_object_array_and_ndjson() {
-        let (one, _) =
-            parse_batch(P.as_bytes(), EventKind::Prediction, 10, now(), None).expect("object");
+        let (one, _) = parse_batch(P.as_bytes(), EventKind::Prediction, &small(10), now(), None)
+            .expect("object");
         assert_eq!(one.len(), 1);
         let arr = format!("[{P},{P},{P}]");
         assert_eq!(
-            parse_batch(arr.as_bytes(), EventKind::Prediction, 10, now(), None)
-                .expect("array")
-                .0
-                .len(),
+            parse_batch(
+                arr.as_bytes(),
+                EventKind::Prediction,
+                &small(10),
+                now(),
+                None
+            )
+            .expect("array")
+            .0
+            .len(),
             3
         );
         let nd = format!("{P}\n{P}\n\n{P}\n");
         assert_eq!(
-            parse_batch(nd.as_bytes(), EventKind::Prediction, 10, now(), None)
-                .expect("ndjson")
-                .0
-                .len(),
+            parse_batch(
+                nd.as_bytes(),
+                EventKind::Prediction,
+                &small(10),
+                now(),
+                None
+            )
+            .expect("ndjson")
+            .0
+            .len(),
             3
         );
     }
@@ -192,7 +280,13 @@ mod tests {
     fn one_bad_event_refuses_the_batch_and_says_which() {
         let bad = P.replace("\"score\":0.5", "\"score\":\"high\"");
         let nd = format!("{P}\n{bad}\n{P}\n");
-        match parse_batch(nd.as_bytes(), EventKind::Prediction, 10, now(), None) {
+        match parse_batch(
+            nd.as_bytes(),
+            EventKind::Prediction,
+            &small(10),
+            now(),
+            None,
+        ) {
             Err(IngestError::Invalid {
                 total,
                 invalid,
@@ -209,20 +303,20 @@ mod tests {
     #[test]
     fn syntax_errors_empty_and_too_many() {
         assert!(matches!(
-            parse_batch(b"{\"a\":", EventKind::Prediction, 10, now(), None),
+            parse_batch(b"{\"a\":", EventKind::Prediction, &small(10), now(), None),
             Err(IngestError::Syntax(_))
         ));
         assert!(matches!(
-            parse_batch(b"  \n", EventKind::Prediction, 10, now(), None),
+            parse_batch(b"  \n", EventKind::Prediction, &small(10), now(), None),
             Err(IngestError::Empty)
         ));
         assert!(matches!(
-            parse_batch(b"[]", EventKind::Prediction, 10, now(), None),
+            parse_batch(b"[]", EventKind::Prediction, &small(10), now(), None),
             Err(IngestError::Empty)
         ));
         let nd = format!("{P}\n{P}\n{P}\n");
         assert!(matches!(
-            parse_batch(nd.as_bytes(), EventKind::Prediction, 2, now(), None),
+            parse_batch(nd.as_bytes(), EventKind::Prediction, &small(2), now(), None),
             Err(IngestError::TooMany { max: 2, .. })
         ));
     }
@@ -230,7 +324,13 @@ mod tests {
     #[test]
     fn kind_mismatch_is_named() {
         let outcome = r#"{"kind":"outcome","system_id":"s","prediction_id":"p","outcome":1}"#;
-        match parse_batch(outcome.as_bytes(), EventKind::Prediction, 10, now(), None) {
+        match parse_batch(
+            outcome.as_bytes(),
+            EventKind::Prediction,
+            &small(10),
+            now(),
+            None,
+        ) {
             Err(IngestError::Invalid { errors, .. }) => assert_eq!(errors[0].field, "kind"),
             other => panic!("expected Invalid, got {other:?}"),
         }

@@ -12,8 +12,11 @@
 //!   ids (citizen numbers, e-mail addresses) can be reversed by trying every candidate;
 //!   a keyed HMAC cannot without the key. The key comes from `DRIFTWATCH_HMAC_KEY` or
 //!   `key_file`, is at least 16 bytes, and is never logged or sent.
+//! - Segment tags leave the pod only if listed under `segments`; the others are dropped
+//!   and counted.
 //! - Law-enforcement deployer mode (EU AI Act Art. 72(2)): fields listed under
 //!   `suppress` are removed entirely and the event carries their names in `suppressed`.
+//!   Only the agent sets that mark: a posted event that carries one is refused.
 //!
 //! ```toml
 //! [privacy]
@@ -23,6 +26,7 @@
 //! [privacy.systems.credit-scoring]
 //! allow = { age = "number", income = "number", region = "string", employed = "bool" }
 //! pseudonymise = ["customer_id"]
+//! segments = ["channel"]
 //! law_enforcement = false
 //! suppress = []
 //! ```
@@ -91,6 +95,11 @@ pub struct SystemPolicy {
     /// Fields removed entirely in law-enforcement mode.
     #[serde(default)]
     pub suppress: Vec<String>,
+    /// Segment tags that may leave the pod (`segment.<name>`); the rest are dropped and
+    /// counted, as unlisted features are. A segment tag is data about a person too (an
+    /// e-mail domain, a postcode).
+    #[serde(default)]
+    pub segments: Vec<String>,
 }
 
 /// Why a privacy configuration cannot be used. The key itself never appears here.
@@ -151,6 +160,7 @@ struct Compiled {
     allow: BTreeMap<String, FieldType>,
     pseudonymise: BTreeSet<String>,
     suppress: BTreeSet<String>,
+    segments: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Privacy {
@@ -212,6 +222,7 @@ impl Privacy {
                     allow: p.allow.clone(),
                     pseudonymise: p.pseudonymise.iter().cloned().collect(),
                     suppress: p.suppress.iter().cloned().collect(),
+                    segments: p.segments.iter().cloned().collect(),
                 },
             );
         }
@@ -263,6 +274,9 @@ impl Privacy {
             Event::Prediction(p) => {
                 p.prediction_id = self.pseudonym(&system, "prediction_id", &p.prediction_id);
                 applied.pseudonymised += 1;
+                let before = p.segment.len();
+                p.segment.retain(|k, _| policy.segments.contains(k));
+                applied.dropped += (before - p.segment.len()) as u64;
                 let features = std::mem::take(&mut p.features);
                 for (name, value) in features {
                     if policy.suppress.contains(&name) {

@@ -29,7 +29,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::{AgentConfig, WhenFull};
-use crate::ingest::{parse_batch, IngestError};
+use crate::ingest::{parse_batch, IngestError, Limits};
 use crate::metrics::{render, AgentMetrics};
 use crate::pipeline::{AppendError, Pipeline, PipelineError};
 use crate::privacy::{Applied, Privacy};
@@ -61,7 +61,9 @@ struct AppState {
     privacy: Option<Arc<Privacy>>,
     metrics: AgentMetrics,
     registry: Registry,
-    max_batch_events: usize,
+    limits: Limits,
+    /// Largest Kafka message the producer may send (`message.max.bytes`).
+    max_message_bytes: usize,
     when_full: WhenFull,
     ready: AtomicBool,
 }
@@ -88,7 +90,13 @@ pub async fn run(
         privacy,
         metrics: metrics.clone(),
         registry,
-        max_batch_events: config.max_batch_events,
+        limits: Limits::of(&config),
+        max_message_bytes: config
+            .kafka
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES),
         when_full: config.spool.when_full,
         ready: AtomicBool::new(false),
     });
@@ -215,15 +223,35 @@ async fn ingest(state: Arc<AppState>, kind: EventKind, body: Bytes) -> Response 
     response
 }
 
-fn encode((events, applied): (Vec<Event>, Applied)) -> (Vec<SpoolRecord>, Applied) {
-    let records = events
-        .into_iter()
-        .map(|e| SpoolRecord {
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The spool records of a batch; an event Kafka would refuse (larger than
+/// `message.max.bytes` with its key and librdkafka's per-message overhead) refuses the
+/// batch, so nothing is acknowledged that could only end in the dead-letter spool.
+fn encode(
+    (events, applied): (Vec<Event>, Applied),
+    max_message: usize,
+) -> Result<(Vec<SpoolRecord>, Applied), IngestError> {
+    // Record batch and message headers librdkafka adds around key and payload.
+    const OVERHEAD: usize = 512;
+    let mut records = Vec::with_capacity(events.len());
+    for (index, e) in events.into_iter().enumerate() {
+        let r = SpoolRecord {
             key: e.system_id().to_owned(),
             payload: e.to_wire(),
-        })
-        .collect();
-    (records, applied)
+        };
+        let bytes = r.key.len() + r.payload.len();
+        if bytes + OVERHEAD > max_message {
+            return Err(IngestError::EventTooLarge {
+                index,
+                bytes,
+                max: max_message.saturating_sub(OVERHEAD),
+            });
+        }
+        records.push(r);
+    }
+    Ok((records, applied))
 }
 
 async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Response {
@@ -236,14 +264,17 @@ async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Respons
             "recovering",
         );
     };
-    let max = state.max_batch_events;
+    let limits = state.limits;
+    let max_message = state.max_message_bytes;
     let now = Utc::now();
     let privacy = state.privacy.clone();
     let parsed = if body.len() <= INLINE_PARSE_BYTES {
-        parse_batch(&body, kind, max, now, privacy.as_deref()).map(encode)
+        parse_batch(&body, kind, &limits, now, privacy.as_deref())
+            .and_then(|b| encode(b, max_message))
     } else {
         match tokio::task::spawn_blocking(move || {
-            parse_batch(&body, kind, max, now, privacy.as_deref()).map(encode)
+            parse_batch(&body, kind, &limits, now, privacy.as_deref())
+                .and_then(|b| encode(b, max_message))
         })
         .await
         {
@@ -345,6 +376,12 @@ fn refuse(state: &AppState, kind: EventKind, e: IngestError) -> Response {
             "too_large",
             *count,
             json!({ "accepted": 0 }),
+        ),
+        IngestError::EventTooLarge { index, bytes, max } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            1,
+            json!({ "accepted": 0, "index": index, "bytes": bytes, "max_bytes": max }),
         ),
         IngestError::Invalid {
             total,

@@ -52,8 +52,29 @@ pub const WIRE_VERSION: u32 = 1;
 pub const DEFAULT_EVENTS_TOPIC: &str = "driftwatch.events";
 /// Default topic for alerts emitted by the detector.
 pub const DEFAULT_ALERTS_TOPIC: &str = "driftwatch.alerts";
-/// Longest accepted identifier (system id, model version, prediction id, feature name).
+/// Longest accepted identifier (system id, model version, prediction id, feature name,
+/// segment key and tag).
 pub const MAX_ID_LEN: usize = 256;
+/// Most features one prediction may carry.
+pub const MAX_FEATURES: usize = 1_000;
+/// Longest accepted string feature value, in bytes (a category, not a document).
+pub const MAX_TEXT_LEN: usize = 4_096;
+/// Most segment tags one prediction may carry.
+pub const MAX_SEGMENT_TAGS: usize = 32;
+/// Longest field name quoted in an error: a longer one is cut, so an error never echoes
+/// an unbounded key back.
+pub const MAX_QUOTED_NAME: usize = 64;
+
+/// A field path for errors, `prefix` and a client's key cut to [`MAX_QUOTED_NAME`]
+/// characters (with `…` and the key's full length when cut).
+pub fn quoted_field(prefix: &str, key: &str) -> String {
+    if key.chars().count() <= MAX_QUOTED_NAME {
+        format!("{prefix}{key}")
+    } else {
+        let shown: String = key.chars().take(MAX_QUOTED_NAME).collect();
+        format!("{prefix}{shown}… ({} bytes)", key.len())
+    }
+}
 /// Default topic for control messages (kill switch), compacted, key = `system_id`.
 pub const DEFAULT_CONTROL_TOPIC: &str = "driftwatch.control";
 /// The JSON Schema of the wire format, as published in the repository.
@@ -403,7 +424,7 @@ fn reject_unknown(obj: &Object, allowed: &str, prefix: &str) -> Result<(), Field
     match obj.keys().next() {
         None => Ok(()),
         Some(k) => Err(FieldError {
-            field: format!("{prefix}{k}"),
+            field: quoted_field(prefix, k),
             expected: format!("no such field (known fields: {allowed})"),
             found: "an unknown field".into(),
         }),
@@ -412,9 +433,16 @@ fn reject_unknown(obj: &Object, allowed: &str, prefix: &str) -> Result<(), Field
 
 fn features(v: Value) -> Result<BTreeMap<String, FeatureValue>, FieldError> {
     let obj = take_object(v, "features")?;
+    if obj.len() > MAX_FEATURES {
+        return Err(FieldError {
+            field: "features".into(),
+            expected: format!("at most {MAX_FEATURES} features"),
+            found: format!("{} features", obj.len()),
+        });
+    }
     let mut out = BTreeMap::new();
     for (name, value) in obj {
-        let field = format!("features.{name}");
+        let field = quoted_field("features.", &name);
         if name.is_empty() || name.len() > MAX_ID_LEN {
             return Err(FieldError::new(
                 field,
@@ -425,6 +453,13 @@ fn features(v: Value) -> Result<BTreeMap<String, FeatureValue>, FieldError> {
         let fv = match value {
             Value::Null => FeatureValue::Null,
             Value::Bool(b) => FeatureValue::Bool(b),
+            Value::String(s) if s.len() > MAX_TEXT_LEN => {
+                return Err(FieldError::new(
+                    field,
+                    format!("a string of at most {MAX_TEXT_LEN} bytes"),
+                    &Value::String(s),
+                ))
+            }
             Value::String(s) => FeatureValue::Text(s),
             Value::Number(_) => FeatureValue::Number(finite(value, &field)?),
             other => {
@@ -501,16 +536,30 @@ fn outcome_value(v: Value) -> Result<OutcomeValue, FieldError> {
 
 fn segment(v: Value) -> Result<BTreeMap<String, String>, FieldError> {
     let obj = take_object(v, "segment")?;
+    if obj.len() > MAX_SEGMENT_TAGS {
+        return Err(FieldError {
+            field: "segment".into(),
+            expected: format!("at most {MAX_SEGMENT_TAGS} tags"),
+            found: format!("{} tags", obj.len()),
+        });
+    }
     let mut out = BTreeMap::new();
     for (k, v) in obj {
+        if k.is_empty() || k.len() > MAX_ID_LEN {
+            return Err(FieldError::new(
+                quoted_field("segment.", &k),
+                format!("a tag name of 1 to {MAX_ID_LEN} bytes"),
+                &Value::String(k),
+            ));
+        }
         match v {
             Value::String(s) if s.len() <= MAX_ID_LEN => {
                 out.insert(k, s);
             }
             other => {
                 return Err(FieldError::new(
-                    format!("segment.{k}"),
-                    "a string tag",
+                    quoted_field("segment.", &k),
+                    format!("a string tag of at most {MAX_ID_LEN} bytes"),
                     &other,
                 ))
             }
