@@ -20,6 +20,13 @@ pub struct AgentConfig {
     /// Largest number of events in one request; more gets 413.
     #[serde(default = "default_max_batch_events")]
     pub max_batch_events: usize,
+    /// Ingest requests processed at once (default 4); more wait, unread, for a turn.
+    /// Memory is bounded by this times one request's worst case: its body
+    /// (`max_body_bytes`), its events encoded (about 1.3 times the body) and one event's
+    /// parsed value: about 20 MiB at the defaults, 107 MiB peak measured with 4 maximal
+    /// requests of each kind (README, BENCHMARKS.md).
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     /// How far before the agent's clock an event's timestamp may lie (default 30 days);
     /// an older one is refused with 400 (a year-0000 stamp is a bug, not a backfill).
     #[serde(default = "default_max_timestamp_age_s")]
@@ -163,6 +170,9 @@ fn default_max_timestamp_age_s() -> u64 {
 fn default_max_timestamp_ahead_s() -> u64 {
     300
 }
+fn default_max_concurrent_requests() -> usize {
+    4
+}
 fn default_max_batch_events() -> usize {
     10_000
 }
@@ -208,6 +218,7 @@ impl Default for AgentConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
             max_batch_events: default_max_batch_events(),
+            max_concurrent_requests: default_max_concurrent_requests(),
             max_timestamp_age_s: default_max_timestamp_age_s(),
             max_timestamp_ahead_s: default_max_timestamp_ahead_s(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
@@ -279,6 +290,9 @@ impl AgentConfig {
         }
         if self.max_batch_events == 0 {
             return invalid("max_batch_events", "must be at least 1");
+        }
+        if self.max_concurrent_requests == 0 {
+            return invalid("max_concurrent_requests", "must be at least 1");
         }
         if self.kafka.brokers.trim().is_empty() {
             return invalid("kafka.brokers", "must name at least one broker host:port");

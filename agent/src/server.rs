@@ -23,13 +23,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::Utc;
-use driftwatch_schema::{Event, EventKind};
+use driftwatch_schema::EventKind;
 use prometheus::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::{AgentConfig, WhenFull};
-use crate::ingest::{parse_batch, IngestError, Limits};
+use crate::ingest::{parse_batch_into, IngestError, Limits};
 use crate::metrics::{render, AgentMetrics};
 use crate::pipeline::{AppendError, Pipeline, PipelineError};
 use crate::privacy::{Applied, Privacy};
@@ -62,6 +62,8 @@ struct AppState {
     metrics: AgentMetrics,
     registry: Registry,
     limits: Limits,
+    /// One per ingest request in flight (`max_concurrent_requests`).
+    ingest_permits: Arc<tokio::sync::Semaphore>,
     /// Largest Kafka message the producer may send (`message.max.bytes`).
     max_message_bytes: usize,
     when_full: WhenFull,
@@ -91,6 +93,7 @@ pub async fn run(
         metrics: metrics.clone(),
         registry,
         limits: Limits::of(&config),
+        ingest_permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
         max_message_bytes: config
             .kafka
             .properties
@@ -150,9 +153,8 @@ pub async fn run(
     let app = router(state.clone(), config.max_body_bytes);
     let stop = async move {
         tokio::select! {
-            _ = shutdown => {},
-            Ok(()) = failed_rx => {},
-        }
+        _ = shutdown => {},
+        Ok(()) = failed_rx => {}}
     };
     axum::serve(listener, app)
         .with_graceful_shutdown(stop)
@@ -180,9 +182,27 @@ pub async fn run(
 }
 
 fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    Router::new()
+    // Requests in flight on the ingest routes are capped (the rest wait for a permit
+    // before their body is read), so the agent's memory is bounded by the cap times one
+    // request's worst case, whatever clients do.
+    let permits = state.ingest_permits.clone();
+    let ingest = Router::new()
         .route("/v1/predictions", post(post_predictions))
         .route("/v1/outcomes", post(post_outcomes))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let permits = permits.clone();
+                async move {
+                    match permits.acquire_owned().await {
+                        Ok(_permit) => next.run(req).await,
+                        // Closed only at shutdown.
+                        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                    }
+                }
+            },
+        ));
+    Router::new()
+        .merge(ingest)
         .route("/metrics", get(get_metrics))
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(get_ready))
@@ -226,17 +246,23 @@ async fn ingest(state: Arc<AppState>, kind: EventKind, body: Bytes) -> Response 
 /// librdkafka's default `message.max.bytes`.
 const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
-/// The spool records of a batch; an event Kafka would refuse (larger than
-/// `message.max.bytes` with its key and librdkafka's per-message overhead) refuses the
-/// batch, so nothing is acknowledged that could only end in the dead-letter spool.
-fn encode(
-    (events, applied): (Vec<Event>, Applied),
+/// Parse a body straight into spool records: each event is encoded as soon as it is
+/// checked and its parsed value dropped, so a request holds its body and the encoded
+/// events, never all of its events' parsed values. An event Kafka would refuse (larger
+/// than `message.max.bytes` with its key and librdkafka's per-message overhead) refuses
+/// the batch, so nothing is acknowledged that could only end in the dead-letter spool.
+fn parse_records(
+    body: &[u8],
+    kind: EventKind,
+    limits: &Limits,
+    now: chrono::DateTime<Utc>,
+    privacy: Option<&Privacy>,
     max_message: usize,
 ) -> Result<(Vec<SpoolRecord>, Applied), IngestError> {
     // Record batch and message headers librdkafka adds around key and payload.
     const OVERHEAD: usize = 512;
-    let mut records = Vec::with_capacity(events.len());
-    for (index, e) in events.into_iter().enumerate() {
+    let mut records = Vec::new();
+    let applied = parse_batch_into(body, kind, limits, now, privacy, &mut |index, e| {
         let r = SpoolRecord {
             key: e.system_id().to_owned(),
             payload: e.to_wire(),
@@ -250,7 +276,8 @@ fn encode(
             });
         }
         records.push(r);
-    }
+        Ok(())
+    })?;
     Ok((records, applied))
 }
 
@@ -269,12 +296,10 @@ async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Respons
     let now = Utc::now();
     let privacy = state.privacy.clone();
     let parsed = if body.len() <= INLINE_PARSE_BYTES {
-        parse_batch(&body, kind, &limits, now, privacy.as_deref())
-            .and_then(|b| encode(b, max_message))
+        parse_records(&body, kind, &limits, now, privacy.as_deref(), max_message)
     } else {
         match tokio::task::spawn_blocking(move || {
-            parse_batch(&body, kind, &limits, now, privacy.as_deref())
-                .and_then(|b| encode(b, max_message))
+            parse_records(&body, kind, &limits, now, privacy.as_deref(), max_message)
         })
         .await
         {
@@ -365,7 +390,7 @@ fn unavailable(
 
 fn refuse(state: &AppState, kind: EventKind, e: IngestError) -> Response {
     let (status, reason, count, extra) = match &e {
-        IngestError::Syntax(_) | IngestError::Empty => (
+        IngestError::Syntax(_) | IngestError::Empty | IngestError::Stopped => (
             StatusCode::BAD_REQUEST,
             "invalid",
             0,
