@@ -14,6 +14,12 @@ pub struct AgentConfig {
     /// Address of the HTTP ingest API. Loopback by default: the model server is in the same pod.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A second address serving only `/metrics`, `/live` and `/ready` (no ingest), for
+    /// the kubelet's probes and Prometheus, which reach the pod's IP, not its loopback:
+    /// `admin_listen = "0.0.0.0:8687"` beside `listen = "127.0.0.1:8686"`. Absent: those
+    /// routes are on `listen` only.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
     /// Largest accepted request body; larger bodies get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -216,6 +222,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             listen: default_listen(),
+            admin_listen: None,
             max_body_bytes: default_max_body_bytes(),
             max_batch_events: default_max_batch_events(),
             max_concurrent_requests: default_max_concurrent_requests(),

@@ -99,9 +99,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    // Both addresses are bound before anything starts: a port in use is one clear error.
+    let admin = match config.admin_listen {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("driftwatch-agent: cannot listen on admin_listen {addr}: {e}");
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+        },
+        None => None,
+    };
     let registry = prometheus::Registry::new();
-    match driftwatch_agent::run(
+    match driftwatch_agent::server::serve(
         listener,
+        admin,
         config,
         registry,
         driftwatch_agent::shutdown_signal(),

@@ -79,6 +79,21 @@ pub async fn run(
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
+    let admin = match config.admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    serve(listener, admin, config, registry, shutdown).await
+}
+
+/// [`run`] with the admin listener (`/metrics`, `/live`, `/ready` only) already bound.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    config: AgentConfig,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
     let metrics = AgentMetrics::new(&registry)?;
     let privacy = match &config.privacy {
         Some(p) => Some(Arc::new(Privacy::load(
@@ -151,14 +166,31 @@ pub async fn run(
         });
     }
     let app = router(state.clone(), config.max_body_bytes);
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let admin_task = admin.map(|admin| {
+        let stopping = stopping.clone();
+        let app = health_router(state.clone());
+        tokio::spawn(async move {
+            axum::serve(admin, app)
+                .with_graceful_shutdown(async move { stopping.cancelled().await })
+                .await
+        })
+    });
     let stop = async move {
         tokio::select! {
         _ = shutdown => {},
         Ok(()) = failed_rx => {}}
     };
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
-        .await?;
+        .await;
+    stopping.cancel();
+    if let Some(t) = admin_task {
+        if let Ok(Err(e)) = t.await {
+            tracing::warn!(error = %e, "admin listener failed");
+        }
+    }
+    served?;
     if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e.into());
     }
@@ -207,6 +239,15 @@ fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(get_ready))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// The routes of the admin listener: health and metrics, no ingest.
+fn health_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(get_metrics))
+        .route("/live", get(|| async { "live\n" }))
+        .route("/ready", get(get_ready))
         .with_state(state)
 }
 
