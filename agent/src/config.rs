@@ -152,6 +152,11 @@ pub struct KafkaConfig {
     /// is not lost: the sender sends it again from the spool.
     #[serde(default = "default_message_timeout_ms")]
     pub message_timeout_ms: u64,
+    /// With sends in flight and no confirmation for this long,
+    /// `driftwatch_agent_kafka_up` drops to 0 (a hung broker), well before a send times
+    /// out (`message_timeout_ms`). Default 5,000.
+    #[serde(default = "default_stalled_after_ms")]
+    pub stalled_after_ms: u64,
     /// `linger.ms`: batching delay.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
@@ -194,6 +199,9 @@ fn default_topic() -> String {
 fn default_client_id() -> String {
     "driftwatch-agent".into()
 }
+fn default_stalled_after_ms() -> u64 {
+    5_000
+}
 fn default_message_timeout_ms() -> u64 {
     30_000
 }
@@ -211,6 +219,7 @@ impl Default for KafkaConfig {
             topic: default_topic(),
             client_id: default_client_id(),
             message_timeout_ms: default_message_timeout_ms(),
+            stalled_after_ms: default_stalled_after_ms(),
             linger_ms: default_linger_ms(),
             queue_max_kbytes: default_queue_max_kbytes(),
             properties: BTreeMap::new(),

@@ -18,7 +18,8 @@
 //!
 //! A fatal producer error (idempotence broken) recreates the producer and resends what
 //! was in flight. `driftwatch_agent_kafka_up` is 1 after a confirmed delivery or a
-//! successful metadata probe, and 0 after every broker went down or a send timed out.
+//! successful metadata probe, and 0 after every broker went down, a send timed out, or
+//! sends in flight got no answer for `stalled_after_ms` (a hung broker).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -173,6 +174,8 @@ struct Sender {
     persisted: u64,
     last_persist: Instant,
     last_probe: Option<Instant>,
+    /// When Kafka last answered a send, or sending started after an idle spell.
+    last_progress: Instant,
 }
 
 fn create_producer(setup: &SenderSetup) -> Result<BaseProducer<SendContext>, KafkaError> {
@@ -202,6 +205,7 @@ pub fn start(setup: SenderSetup) -> Result<std::thread::JoinHandle<()>, KafkaErr
         persisted: confirmed,
         last_persist: Instant::now(),
         last_probe: None,
+        last_progress: Instant::now(),
         setup,
     };
     std::thread::Builder::new()
@@ -341,6 +345,9 @@ impl Sender {
                         self.setup.metrics.kafka_resent.inc();
                     }
                     self.states[i] = State::InFlight;
+                    if self.inflight == 0 {
+                        self.last_progress = Instant::now();
+                    }
                     self.inflight += 1;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -411,6 +418,7 @@ impl Sender {
                 continue;
             }
             self.inflight -= 1;
+            self.last_progress = Instant::now();
             match outcome {
                 Outcome::Delivered => {
                     self.states[i] = State::Done;
@@ -536,6 +544,21 @@ impl Sender {
     /// an outage with no traffic still shows).
     fn maybe_probe(&mut self) {
         let up = self.setup.metrics.kafka_up.get() == 1;
+        // With sends in flight there is no probe: a broker that stops answering them
+        // (hung, partitioned) is down once nothing was confirmed for `stalled_after_ms`.
+        if up
+            && self.inflight > 0
+            && self.last_progress.elapsed()
+                >= Duration::from_millis(self.setup.kafka.stalled_after_ms)
+        {
+            self.setup.metrics.kafka_up.set(0);
+            tracing::warn!(
+                in_flight = self.inflight,
+                "Kafka has confirmed nothing for {} ms; events wait in the spool",
+                self.setup.kafka.stalled_after_ms
+            );
+            return;
+        }
         let every = if up { PROBE_IDLE_EVERY } else { PROBE_EVERY };
         if self.inflight > 0 || self.last_probe.is_some_and(|t| t.elapsed() < every) {
             return;

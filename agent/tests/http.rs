@@ -1004,3 +1004,56 @@ async fn an_event_kafka_would_refuse_is_refused_at_ingest() {
     agent.stop.cancel();
     let _ = agent.task.await;
 }
+
+/// A broker that stops answering (here every round trip takes a minute) shows as
+/// `kafka_up` 0 within seconds while sends are in flight, not only once a send times
+/// out (30 s by default); the events wait in the spool and arrive after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_broker_shows_in_kafka_up_within_seconds() {
+    let c = cluster();
+    let mut config = AgentConfig::default();
+    config.kafka.stalled_after_ms = 2_000;
+    let agent = start_agent_with(&c.bootstrap_servers(), 30_000, config).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post(&client, agent.addr, &prediction("credit", 0))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(drain_async(&c, 1).await.len(), 1);
+    let page = metrics_page(&client, agent.addr).await;
+    assert_eq!(
+        metric(&page, "driftwatch_agent_kafka_up"),
+        Some(1.0),
+        "{page}"
+    );
+    c.broker_round_trip_time(1, Duration::from_secs(60))
+        .expect("slow broker");
+    assert_eq!(
+        post(&client, agent.addr, &prediction("credit", 1))
+            .await
+            .status(),
+        202
+    );
+    let mut up = Some(1.0);
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        up = metric(
+            &metrics_page(&client, agent.addr).await,
+            "driftwatch_agent_kafka_up",
+        );
+        if up == Some(0.0) {
+            break;
+        }
+    }
+    assert_eq!(
+        up,
+        Some(0.0),
+        "down within 10 s, before the 30 s send timeout"
+    );
+    c.broker_round_trip_time(1, Duration::ZERO)
+        .expect("broker back");
+    agent.stop.cancel();
+    let _ = agent.task.await;
+}
