@@ -33,6 +33,19 @@ pub struct AgentConfig {
     /// requests of each kind (README, BENCHMARKS.md).
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// Connections served at once on each listener (default 256); more wait in the
+    /// listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, also between keep-alive requests
+    /// (default 10,000 ms); then the connection is closed. A model server's HTTP client
+    /// that pools connections sees an idle one closed after this; common clients notice
+    /// before reusing it.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send an ingest request's body (default 30,000 ms); then 408.
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
     /// How far before the agent's clock an event's timestamp may lie (default 30 days);
     /// an older one is refused with 400 (a year-0000 stamp is a bug, not a backfill).
     #[serde(default = "default_max_timestamp_age_s")]
@@ -181,6 +194,15 @@ fn default_max_timestamp_age_s() -> u64 {
 fn default_max_timestamp_ahead_s() -> u64 {
     300
 }
+fn default_max_connections() -> usize {
+    256
+}
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_read_timeout_ms() -> u64 {
+    30_000
+}
 fn default_max_concurrent_requests() -> usize {
     4
 }
@@ -235,6 +257,9 @@ impl Default for AgentConfig {
             max_body_bytes: default_max_body_bytes(),
             max_batch_events: default_max_batch_events(),
             max_concurrent_requests: default_max_concurrent_requests(),
+            max_connections: default_max_connections(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            body_read_timeout_ms: default_body_read_timeout_ms(),
             max_timestamp_age_s: default_max_timestamp_age_s(),
             max_timestamp_ahead_s: default_max_timestamp_ahead_s(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
@@ -309,6 +334,18 @@ impl AgentConfig {
         }
         if self.max_concurrent_requests == 0 {
             return invalid("max_concurrent_requests", "must be at least 1");
+        }
+        if self.max_connections < self.max_concurrent_requests {
+            return invalid(
+                "max_connections",
+                "must be at least max_concurrent_requests",
+            );
+        }
+        if self.header_read_timeout_ms == 0 || self.body_read_timeout_ms == 0 {
+            return invalid(
+                "header_read_timeout_ms",
+                "header_read_timeout_ms and body_read_timeout_ms must be above 0",
+            );
         }
         if self.kafka.brokers.trim().is_empty() {
             return invalid("kafka.brokers", "must name at least one broker host:port");

@@ -19,6 +19,7 @@
 //! shared with the detector.
 
 pub mod config;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;

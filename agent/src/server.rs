@@ -64,6 +64,8 @@ struct AppState {
     limits: Limits,
     /// One per ingest request in flight (`max_concurrent_requests`).
     ingest_permits: Arc<tokio::sync::Semaphore>,
+    /// Time an ingest request's body may take to arrive.
+    body_read_timeout: Duration,
     /// Largest Kafka message the producer may send (`message.max.bytes`).
     max_message_bytes: usize,
     when_full: WhenFull,
@@ -109,6 +111,7 @@ pub async fn serve(
         registry,
         limits: Limits::of(&config),
         ingest_permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
+        body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
         max_message_bytes: config
             .kafka
             .properties
@@ -167,13 +170,21 @@ pub async fn serve(
     }
     let app = router(state.clone(), config.max_body_bytes);
     let stopping = tokio_util::sync::CancellationToken::new();
+    let limits = crate::http::ConnLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+    };
     let admin_task = admin.map(|admin| {
         let stopping = stopping.clone();
         let app = health_router(state.clone());
         tokio::spawn(async move {
-            axum::serve(admin, app)
-                .with_graceful_shutdown(async move { stopping.cancelled().await })
-                .await
+            crate::http::serve(
+                admin,
+                app,
+                limits,
+                async move { stopping.cancelled().await },
+            )
+            .await
         })
     });
     let stop = async move {
@@ -181,9 +192,7 @@ pub async fn serve(
         _ = shutdown => {},
         Ok(()) = failed_rx => {}}
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await;
+    let served = crate::http::serve(listener, app, limits, stop).await;
     stopping.cancel();
     if let Some(t) = admin_task {
         if let Ok(Err(e)) = t.await {
@@ -217,7 +226,10 @@ fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     // Requests in flight on the ingest routes are capped (the rest wait for a permit
     // before their body is read), so the agent's memory is bounded by the cap times one
     // request's worst case, whatever clients do.
+    // With a permit, the body must arrive within body_read_timeout_ms: a client that
+    // trickles it in holds a permit no longer than that.
     let permits = state.ingest_permits.clone();
+    let body_timeout = state.body_read_timeout;
     let ingest = Router::new()
         .route("/v1/predictions", post(post_predictions))
         .route("/v1/outcomes", post(post_outcomes))
@@ -225,10 +237,33 @@ fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let permits = permits.clone();
                 async move {
-                    match permits.acquire_owned().await {
-                        Ok(_permit) => next.run(req).await,
+                    let Ok(_permit) = permits.acquire_owned().await else {
                         // Closed only at shutdown.
-                        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    };
+                    let (parts, body) = req.into_parts();
+                    let read = axum::body::to_bytes(body, max_body_bytes);
+                    match tokio::time::timeout(body_timeout, read).await {
+                        Ok(Ok(bytes)) => {
+                            next.run(axum::extract::Request::from_parts(
+                                parts,
+                                axum::body::Body::from(bytes),
+                            ))
+                            .await
+                        }
+                        Ok(Err(_)) => error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            &format!("request body over max_body_bytes = {max_body_bytes}, or broken off"),
+                            json!({ "accepted": 0 }),
+                        ),
+                        Err(_) => error(
+                            StatusCode::REQUEST_TIMEOUT,
+                            &format!(
+                                "request body not received within body_read_timeout_ms = {}",
+                                body_timeout.as_millis()
+                            ),
+                            json!({ "accepted": 0 }),
+                        ),
                     }
                 }
             },

@@ -1057,3 +1057,77 @@ async fn a_hung_broker_shows_in_kafka_up_within_seconds() {
     agent.stop.cancel();
     let _ = agent.task.await;
 }
+
+/// Slow clients are cut off: a connection that never finishes its headers is closed
+/// after header_read_timeout_ms, a body that trickles in gets 408 after
+/// body_read_timeout_ms, and with every connection slot held by such clients a real
+/// request still gets through once they are cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_cannot_hold_the_agent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = cluster();
+    let mut config = AgentConfig {
+        max_connections: 4,
+        max_concurrent_requests: 2,
+        header_read_timeout_ms: 500,
+        body_read_timeout_ms: 500,
+        ..AgentConfig::default()
+    };
+    config.kafka.brokers = c.bootstrap_servers();
+    let agent = start_agent_with(&c.bootstrap_servers(), 10_000, config).await;
+    // Four connections that send half a request line and stop: every slot taken.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(agent.addr)
+            .await
+            .expect("connect");
+        s.write_all(b"POST /v1/predictions HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        idle.push(s);
+    }
+    // A real request waits for a slot, and gets one once the slow ones are cut off.
+    // (No pooled connections: the server closes an idle keep-alive connection after
+    // header_read_timeout_ms too, and a reuse racing that close would fail here.)
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        post(&client, agent.addr, &prediction("credit", 1)),
+    )
+    .await
+    .expect("served once the slow connections were closed");
+    assert_eq!(r.status(), 202);
+    for mut s in idle {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the server closed the half-sent request");
+    }
+    // A body that never completes: 408, and the permit is free again.
+    let mut s = tokio::net::TcpStream::connect(agent.addr)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /v1/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"system_id\":",
+    )
+    .await
+    .expect("write");
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_read_timeout_ms"), "{text}");
+    assert_eq!(
+        post(&client, agent.addr, &prediction("credit", 2))
+            .await
+            .status(),
+        202
+    );
+    agent.stop.cancel();
+    let _ = agent.task.await;
+}
