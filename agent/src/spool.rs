@@ -52,6 +52,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+/// `ENOSPC` on Linux: no space left on the device.
+const ENOSPC: i32 = 28;
+
 /// Bytes before the body: len, crc, seq.
 const HEADER: usize = 4 + 4 + 8;
 /// Largest body accepted (a record must fit in a Kafka message anyway).
@@ -481,6 +484,10 @@ impl Spool {
             broken: false,
             _lock: lock,
         };
+        // A last segment whose records are all confirmed is not written to again: start a
+        // new one, so it can be deleted now (on a disk smaller than a segment it holds
+        // the space every append needs).
+        spool.reclaim_open_segment()?;
         spool.delete_confirmed()?;
         Ok((spool, recovery))
     }
@@ -521,6 +528,12 @@ impl Spool {
             // land behind a torn record, which recovery would truncate away.
             self.broken = true;
             let _ = self.repair();
+            // A full disk while the open segment holds only confirmed records (a volume
+            // smaller than one segment): roll and delete it, then try once more. The
+            // open segment is never deleted otherwise, so this was 503 for good.
+            if e.raw_os_error() == Some(ENOSPC) && !self.broken && self.reclaim_open_segment()? {
+                return self.append(records);
+            }
             return Err(e);
         }
         if self.fsync == FsyncPolicy::Always {
@@ -538,6 +551,19 @@ impl Spool {
             s.bytes += buf.len() as u64;
         }
         Ok(last)
+    }
+
+    /// When the open segment is not empty and every record in it is confirmed, roll to a
+    /// new one and delete it; whether it did.
+    fn reclaim_open_segment(&mut self) -> io::Result<bool> {
+        match self.segments.last() {
+            Some(s) if s.bytes > 0 && s.last <= self.confirmed => {
+                self.roll()?;
+                self.delete_confirmed()?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Cut the open segment back to its last whole record.
@@ -665,6 +691,8 @@ pub struct SpoolReader {
     base: u64,
     pos: usize,
     next: u64,
+    /// When [`SpoolReader::release_if_rolled`] last looked.
+    released_check: Option<std::time::Instant>,
     /// Offset last re-read from the file after a failed check (stale bytes are re-read
     /// once before damage is believed).
     fresh_at: Option<u64>,
@@ -697,6 +725,7 @@ impl SpoolReader {
             next: from,
             fresh_at: None,
             trusted: 0,
+            released_check: None,
         }
     }
 
@@ -742,6 +771,31 @@ impl SpoolReader {
         Ok(true)
     }
 
+    /// Caught up, with every byte read, while the writer has rolled to the segment
+    /// named `next`: close the file read so far. The writer deletes that segment once it
+    /// is confirmed, and its disk space is only freed when no handle is open on it: on a
+    /// disk smaller than a segment, the reader holding it would keep every append
+    /// failing with "No space left" (nothing new is published to move the reader on).
+    /// Looked at no more than every 100 ms.
+    fn release_if_rolled(&mut self, upto: u64) {
+        if self.file.is_none()
+            || self.next < upto
+            || self.pos < self.buf.len()
+            || self
+                .released_check
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(100))
+        {
+            return;
+        }
+        self.released_check = Some(std::time::Instant::now());
+        if self.seg_first != self.next && self.dir.join(segment_name(self.next)).exists() {
+            self.file = None;
+            self.buf.clear();
+            self.base = 0;
+            self.pos = 0;
+        }
+    }
+
     /// Drop buffered bytes from the current position on and read them again from the
     /// file next time: they may be a cut-back write's leftovers, since overwritten.
     fn reread_from_here(&mut self) -> io::Result<()> {
@@ -765,6 +819,7 @@ impl SpoolReader {
     ) -> Result<(), ReadError> {
         let wanted = out.len().saturating_add(max);
         let mut at_end = false;
+        self.release_if_rolled(upto);
         while self.next < upto && out.len() < wanted {
             if self.file.is_none() && !self.open_segment()? {
                 return Ok(());

@@ -626,3 +626,79 @@ async fn a_full_disk_refuses_events_and_recovers_once_kafka_confirms() {
     );
     drop(tansu);
 }
+
+/// A spool volume smaller than one segment (1 MiB tmpfs, 16 MiB segments, a 1 GiB
+/// budget the disk cannot hold) with Kafka up: once the disk is full of events Kafka
+/// has confirmed, the next append finds no space in the one open segment. The agent
+/// rolls and deletes that confirmed segment and takes the events, and a restart on a
+/// full disk does the same (it answered 503 "No space left" for good, restarts too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tansu: run tests/real-broker.sh"]
+async fn a_disk_smaller_than_one_segment_keeps_taking_events() {
+    let dir = test_dir("small-disk");
+    let data_dir = dir.join("agent");
+    std::fs::create_dir_all(&data_dir).expect("dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&data_dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs CAP_SYS_ADMIN)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(data_dir.clone());
+    let (tansu, brokers) = start_tansu(&dir);
+    let topic = topic(&brokers, "small-disk").await;
+    let spool = "[spool]\nsegment_bytes = 16777216\nmax_spool_bytes = 1073741824\n";
+    let mut agent = AgentProc::start(&dir, &brokers, &topic, spool, "message_timeout_ms = 5000");
+    agent.wait_ready().await;
+    // Batches that Kafka confirms as they come: the disk fills with confirmed events.
+    let mut acked = Vec::new();
+    let mut refusals = Vec::new();
+    for b in 0..400 {
+        let ids: Vec<String> = (0..20).map(|i| format!("s{b}-{i}")).collect();
+        refusals.extend(retry_until_taken(agent.addr, &ids, Duration::from_millis(200)).await);
+        acked.extend(ids);
+    }
+    wait_drained(&agent, Duration::from_secs(60)).await;
+    // 8,000 events of about 250 bytes are 2 MB: more than the disk holds, so the open
+    // segment was reclaimed at least once.
+    let page = agent.metrics().await;
+    assert!(
+        metric(&page, "driftwatch_agent_kafka_delivered_total").unwrap_or(0.0) >= 8000.0,
+        "every event confirmed: {page}"
+    );
+    assert_eq!(agent.proc.terminate(), Some(0));
+    // Fill the disk to its last page with a file, as another writer on the volume would;
+    // the agent's spool holds only confirmed events.
+    let filler = data_dir.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    let page = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut f, &page).is_ok() {}
+    drop(f);
+    let mut agent = AgentProc::start(&dir, &brokers, &topic, spool, "message_timeout_ms = 5000");
+    agent.wait_ready().await;
+    let ids: Vec<String> = (0..20).map(|i| format!("after-restart-{i}")).collect();
+    refusals.extend(retry_until_taken(agent.addr, &ids, Duration::from_millis(200)).await);
+    acked.extend(ids);
+    wait_drained(&agent, Duration::from_secs(60)).await;
+    assert_eq!(agent.proc.terminate(), Some(0));
+    let _ = std::fs::remove_file(&filler);
+    let (distinct, duplicates) = assert_all_in_kafka(&brokers, &topic, &acked);
+    println!(
+        "1 MiB disk, 16 MiB segments: {distinct} events in Kafka ({duplicates} duplicates), {} refusals on the way ({:?})",
+        refusals.len(),
+        refusals.iter().collect::<HashSet<_>>()
+    );
+    drop(tansu);
+}
