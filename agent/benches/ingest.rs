@@ -354,6 +354,7 @@ async fn main() {
     let (lat_always, failed_always) = latency(&client, &always_base, &lines[0]).await;
     stop(&mut always_child, &always_dir);
 
+    println!("\ncommit measured: {}", commit());
     println!(
         "\nagent ingest, {EVENTS} events ({:.0} bytes each), {broker_name}\n",
         bytes as f64 / EVENTS as f64
@@ -398,4 +399,17 @@ async fn main() {
         load_rss_kb as f64 / 1024.0,
         cpu_per_1000
     );
+}
+
+/// The commit this bench measured (`git describe --always --dirty`), so a figure copied
+/// into BENCHMARKS.md says which code it belongs to.
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown (not a git checkout)".into())
 }
