@@ -481,7 +481,7 @@ async fn ready_waits_for_the_references() {
                         // Let the reader see the end of the file and close it before
                         // the next feed (a writer that reopens at once would extend
                         // the same read).
-                        std::thread::sleep(Duration::from_millis(300));
+                        std::thread::sleep(Duration::from_millis(500));
                     }
                     // No reader yet.
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
