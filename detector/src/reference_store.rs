@@ -71,30 +71,24 @@ pub fn resolve(
     if let Some(r) = store.load(system, &fingerprint)? {
         return Ok(Some(r));
     }
-    let r = build_from_file(plan, &path)?;
+    let r = build_from_file(plan, &path, fingerprint)?;
     store.save(&r)?;
     Ok(Some(r))
 }
 
-/// Build a frozen reference from a file of predictions of the plan's system.
-pub fn build_from_file(plan: &Plan, path: &Path) -> Result<ReferenceProfile, StoreError> {
+/// Build a frozen reference from a file of predictions of the plan's system; its
+/// `fingerprint` ([`file_fingerprint`]) was computed by the caller.
+pub fn build_from_file(
+    plan: &Plan,
+    path: &Path,
+    fingerprint: String,
+) -> Result<ReferenceProfile, StoreError> {
     let mut builder = ReferenceBuilder::new(plan);
-    let fingerprint = match input::format_of(path)? {
-        Format::Csv => {
-            // The file's fingerprint is hashed on another thread while it is parsed.
-            std::thread::scope(|scope| -> Result<String, StoreError> {
-                let hashing = scope.spawn(|| file_fingerprint(plan, path));
-                let read = fastcsv::read_batches(path, plan, parsers(), |batch| {
-                    builder.add_columns(batch);
-                    Ok::<_, StoreError>(())
-                });
-                let hashed = hashing
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                read?;
-                hashed
-            })?
-        }
+    match input::format_of(path)? {
+        Format::Csv => fastcsv::read_batches(path, plan, parsers(), |batch| {
+            builder.add_columns(batch);
+            Ok::<_, StoreError>(())
+        })?,
         Format::Ndjson => {
             for event in input::open_ndjson(path)? {
                 if let driftwatch_schema::Event::Prediction(p) = event? {
@@ -103,9 +97,8 @@ pub fn build_from_file(plan: &Plan, path: &Path) -> Result<ReferenceProfile, Sto
                     }
                 }
             }
-            file_fingerprint(plan, path)?
         }
-    };
+    }
     if builder.is_empty() {
         return Err(StoreError::EmptyReference(
             path.display().to_string(),
