@@ -322,3 +322,101 @@ fn alertmanager_body(payload: &[u8]) -> Option<Vec<u8>> {
     }]);
     serde_json::to_vec(&body).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use driftwatch_schema::{Severity, WindowInfo};
+    use prometheus::Registry;
+
+    use super::*;
+
+    fn alert(n: i64) -> Alert {
+        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        Alert {
+            alert_id: format!("s/r/{n}/age/ks"),
+            system_id: "s".into(),
+            severity: Severity::Critical,
+            signal: "age".into(),
+            method: "ks".into(),
+            statistic: Some(0.5),
+            p_value: Some(0.0),
+            value: 0.0,
+            threshold: 0.01,
+            samples: 100,
+            window: WindowInfo {
+                index: n,
+                start: None,
+                end: None,
+                events: 100,
+                outcomes: 0,
+                first_event_at: at,
+                last_event_at: at,
+                complete: true,
+            },
+            reference_version: "r".into(),
+            plan_version: None,
+            summary: "critical drift".into(),
+        }
+    }
+
+    /// A receiver answering `status` to everything; its URL.
+    async fn receiver(status: StatusCode) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let app = axum::Router::new().route("/hook", post(move || async move { status }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn plan(url: &str) -> Arc<Plan> {
+        let text = format!(
+            "[system]\nid = \"s\"\n[reference]\nfirst_events = 10\n[window]\nsize = 10\n[features.age]\ntype = \"numeric\"\n[alerts]\nwebhook_url = \"{url}\"\n"
+        );
+        Arc::new(Plan::from_toml(&text, "plan", PathBuf::new()).expect("plan"))
+    }
+
+    fn dropped(metrics: &DetectorMetrics, reason: &str) -> u64 {
+        metrics
+            .alerts_dropped
+            .with_label_values(&["webhook", reason])
+            .get()
+    }
+
+    /// The give-ups the README promises, each counted: a full queue, an alert that
+    /// outlives its expiry, and a receiver that refuses with a 4xx.
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_alert_given_up_is_counted_by_reason() {
+        let metrics = DetectorMetrics::new(&Registry::new()).expect("metrics");
+        let config = DeliveryConfig {
+            queue: 1,
+            expiry: Duration::from_millis(300),
+            attempt_timeout: Duration::from_secs(1),
+            max_backoff: Duration::from_millis(50),
+        };
+        // A receiver that keeps failing: the first alert fills the queue of one, the
+        // next two find it full; the queued one is retried until it expires.
+        let failing = receiver(StatusCode::INTERNAL_SERVER_ERROR).await;
+        let delivery =
+            AlertDelivery::start(&[plan(&failing)], None, config.clone(), metrics.clone());
+        for n in 0..3 {
+            delivery.send(&alert(n));
+        }
+        assert_eq!(dropped(&metrics, "queue_full"), 2);
+        delivery.shutdown(Duration::from_secs(10)).await;
+        assert_eq!(dropped(&metrics, "expired"), 1);
+        assert!(metrics.alert_failures.with_label_values(&["webhook"]).get() >= 2);
+
+        // A receiver that refuses: not retried, counted once.
+        let refusing = receiver(StatusCode::BAD_REQUEST).await;
+        let delivery = AlertDelivery::start(&[plan(&refusing)], None, config, metrics.clone());
+        delivery.send(&alert(9));
+        delivery.shutdown(Duration::from_secs(10)).await;
+        assert_eq!(dropped(&metrics, "refused"), 1);
+    }
+}
