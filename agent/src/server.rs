@@ -128,6 +128,12 @@ pub async fn serve(
         data_dir = %config.data_dir.display(),
         "driftwatch-agent serving; recovering the spool"
     );
+    if let Some(w) = crate::spool::capacity_warning(
+        config.spool.max_spool_bytes,
+        crate::spool::filesystem_bytes(&config.data_dir),
+    ) {
+        tracing::warn!("{w}");
+    }
     // Recovery runs while /live already answers; a spool that cannot be opened at all
     // (permissions, another agent holding it) stops the agent.
     let failed: Arc<Mutex<Option<PipelineError>>> = Arc::default();

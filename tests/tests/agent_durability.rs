@@ -656,6 +656,11 @@ async fn a_disk_smaller_than_one_segment_keeps_taking_events() {
     let spool = "[spool]\nsegment_bytes = 16777216\nmax_spool_bytes = 1073741824\n";
     let mut agent = AgentProc::start(&dir, &brokers, &topic, spool, "message_timeout_ms = 5000");
     agent.wait_ready().await;
+    let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    assert!(
+        log.contains("spool.max_spool_bytes (1073741824 bytes) is larger than the filesystem"),
+        "a 1 GiB budget on a 1 MiB disk is warned about at start:\n{log}"
+    );
     // Batches that Kafka confirms as they come: the disk fills with confirmed events.
     let mut acked = Vec::new();
     let mut refusals = Vec::new();

@@ -164,6 +164,34 @@ pub fn persist_confirmed(dir: &Path, seq: u64) -> io::Result<()> {
     }
 }
 
+/// Total bytes of the filesystem that holds `path` (or its nearest existing ancestor),
+/// if the system says.
+pub fn filesystem_bytes(path: &Path) -> Option<u64> {
+    let mut p = path;
+    while !p.exists() {
+        p = p.parent()?;
+    }
+    let p = if p.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        p
+    };
+    let s = rustix::fs::statvfs(p).ok()?;
+    Some(s.f_blocks.saturating_mul(s.f_frsize))
+}
+
+/// The start-up warning when the spool budget cannot fit on its filesystem: the disk,
+/// not `max_spool_bytes`, will stop ingest first (with 503s once the confirmed events
+/// are reclaimed and it is still full).
+pub fn capacity_warning(max_spool_bytes: u64, filesystem: Option<u64>) -> Option<String> {
+    let fs = filesystem?;
+    (max_spool_bytes > fs).then(|| {
+        format!(
+            "spool.max_spool_bytes ({max_spool_bytes} bytes) is larger than the filesystem of data_dir ({fs} bytes): the disk will fill before the budget does; set max_spool_bytes below the volume size"
+        )
+    })
+}
+
 /// The segment files of a spool directory, in sequence order (for inspection and tests).
 pub fn segment_paths(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(segment_firsts(dir)?

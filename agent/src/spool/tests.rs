@@ -465,3 +465,19 @@ fn the_reader_skips_a_quarantined_middle_segment() {
     assert_eq!(got.len() as u64 + (first_lost[1] - first_lost[0] - 1), 100);
     assert_eq!(got.last(), Some(&100));
 }
+
+#[test]
+fn a_budget_larger_than_the_filesystem_is_warned_about() {
+    let here = filesystem_bytes(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("statvfs");
+    assert!(here > 0);
+    // A data_dir that does not exist yet is measured on its nearest existing ancestor.
+    let missing = Path::new(env!("CARGO_MANIFEST_DIR")).join("no/such/dir/yet");
+    assert_eq!(filesystem_bytes(&missing), Some(here));
+    let w = capacity_warning(here + 1, Some(here)).expect("warned");
+    assert!(
+        w.contains("spool.max_spool_bytes") && w.contains(&here.to_string()),
+        "{w}"
+    );
+    assert_eq!(capacity_warning(here, Some(here)), None);
+    assert_eq!(capacity_warning(u64::MAX, None), None);
+}
