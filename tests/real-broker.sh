@@ -2,7 +2,8 @@
 # The real-broker suite: starts a tansu broker on a free loopback port (installing tansu
 # if missing), runs tests/tests/real_broker.rs (the pipeline) and
 # tests/tests/agent_durability.rs (kill -9, outage, full spool, disk errors, privacy)
-# against it, and stops it.
+# against it, and stops it. tests/tests/kafka_security.rs starts a tansu of its own that
+# demands SASL SCRAM behind a TLS endpoint (socat, installed if missing).
 #
 #   tests/real-broker.sh                       # tansu, installed if needed
 #   DRIFTWATCH_TEST_BROKERS=host:9092 tests/real-broker.sh   # any other broker
@@ -23,6 +24,12 @@ if [ -z "${DRIFTWATCH_TEST_TANSU:-}" ] && ! command -v tansu >/dev/null 2>&1; th
   cargo install tansu --locked --features dynostore,libsql
 fi
 
+if ! command -v socat >/dev/null 2>&1; then
+  echo "real-broker: installing socat (the TLS endpoint of the Kafka security suite)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends socat \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends socat; }
+fi
+
 if [ -z "${DRIFTWATCH_TEST_BROKERS:-}" ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   echo "real-broker: starting tansu on 127.0.0.1:$port"
@@ -41,7 +48,7 @@ fi
 echo "real-broker: suite against $DRIFTWATCH_TEST_BROKERS"
 cargo build --workspace --bins
 status=0
-cargo test -p driftwatch-e2e --test real_broker --test agent_durability -- --ignored --test-threads=1 --nocapture || status=$?
+cargo test -p driftwatch-e2e --test real_broker --test agent_durability --test kafka_security -- --ignored --test-threads=1 --nocapture || status=$?
 if [ "$status" -ne 0 ] && [ -f "$log_dir/tansu.log" ]; then
   echo "--- last lines of the tansu log ---"; tail -n 40 "$log_dir/tansu.log"
 fi

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use driftwatch_common::kafka::{check_properties, KafkaSecurity, SecurityError};
 use serde::Deserialize;
 
 /// Everything the agent needs to run.
@@ -177,7 +178,12 @@ pub struct KafkaConfig {
     /// the buffer; this only bounds what is in flight).
     #[serde(default = "default_queue_max_kbytes")]
     pub queue_max_kbytes: u64,
-    /// Extra librdkafka properties (security, SASL, ...), passed through verbatim.
+    /// TLS and SASL (`[kafka.security]`): protocol, CA, client certificate, SASL
+    /// mechanism and credentials; the password from a file or an environment variable.
+    #[serde(default)]
+    pub security: KafkaSecurity,
+    /// Extra librdkafka properties, passed through verbatim. Secrets and the
+    /// security settings are refused here: they belong in `[kafka.security]`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
@@ -244,6 +250,7 @@ impl Default for KafkaConfig {
             stalled_after_ms: default_stalled_after_ms(),
             linger_ms: default_linger_ms(),
             queue_max_kbytes: default_queue_max_kbytes(),
+            security: KafkaSecurity::default(),
             properties: BTreeMap::new(),
         }
     }
@@ -290,6 +297,9 @@ pub enum ConfigError {
         /// The TOML error, which names key and line.
         message: String,
     },
+    /// The Kafka security settings cannot work (a missing file, an unset variable).
+    #[error("invalid config: {0}")]
+    Security(#[from] SecurityError),
     /// A value is out of range.
     #[error("invalid config: {key}: {message}")]
     Invalid {
@@ -363,6 +373,8 @@ impl AgentConfig {
                 "must be 1 to 249 characters of [A-Za-z0-9._-]",
             );
         }
+        check_properties("kafka.properties", &self.kafka.properties)?;
+        self.kafka.security.resolve()?;
         if self.kafka.message_timeout_ms == 0 {
             return invalid("kafka.message_timeout_ms", "must be positive");
         }
@@ -416,6 +428,30 @@ mod tests {
         let e = c.validate().expect_err("bad topic");
         assert!(
             e.to_string().starts_with("invalid config: kafka.topic:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn kafka_security_is_checked_at_start_and_secrets_stay_out_of_properties() {
+        let c = AgentConfig::from_toml(
+            "[kafka.security]\nprotocol = \"sasl_ssl\"\nca_file = \"/nonexistent/ca.pem\"\n\
+             [kafka.security.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"a\"\npassword_env = \"X\"\n",
+        )
+        .expect("parses");
+        let e = c.validate().expect_err("missing CA file").to_string();
+        assert!(
+            e.contains("kafka.security.ca_file \"/nonexistent/ca.pem\""),
+            "{e}"
+        );
+        let e = AgentConfig::from_toml("[kafka.security]\nprotocol = \"tls\"\n")
+            .expect_err("unknown protocol");
+        assert!(e.contains("unknown variant `tls`"), "{e}");
+        let c = AgentConfig::from_toml("[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n")
+            .expect("parses");
+        let e = c.validate().expect_err("inline secret").to_string();
+        assert!(
+            e.contains("kafka.properties: \"sasl.password\" carries a secret"),
             "{e}"
         );
     }

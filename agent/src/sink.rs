@@ -39,6 +39,7 @@ use crate::config::KafkaConfig;
 use crate::metrics::AgentMetrics;
 use crate::pipeline::{lock, Shared};
 use crate::spool::{persist_confirmed, FsyncPolicy, ReadError, Spool, SpoolReader, SpoolRecord};
+use driftwatch_common::kafka::SecurityError;
 
 /// Most sequences past the confirmed watermark the sender reads ahead (bounds memory
 /// during an outage: the rest waits on disk).
@@ -50,8 +51,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_IDLE_EVERY: Duration = Duration::from_secs(30);
 
-/// The producer settings every driftwatch producer uses; `properties` come last and win.
-pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+/// The producer settings every driftwatch producer uses, then the security settings
+/// (secrets read now, so a rotated password file is taken at the next reconnect);
+/// `properties` come last and win.
+pub fn producer_config(cfg: &KafkaConfig) -> Result<ClientConfig, SecurityError> {
+    let security = cfg.security.resolve()?;
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("client.id", &cfg.client_id)
@@ -64,10 +68,11 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
             "queue.buffering.max.kbytes",
             cfg.queue_max_kbytes.to_string(),
         );
+    security.apply(&mut c);
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
-    c
+    Ok(c)
 }
 
 /// Kafka refused an event for good: it goes to the dead-letter spool.
@@ -95,11 +100,20 @@ struct SendContext {
 
 impl ClientContext for SendContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.kafka_up.set(0);
-            tracing::warn!(%reason, "all Kafka brokers are down; events wait in the spool");
-        } else {
-            tracing::debug!(%error, %reason, "Kafka client error");
+        use RDKafkaErrorCode as C;
+        match error.rdkafka_error_code() {
+            Some(C::AllBrokersDown) => {
+                self.kafka_up.set(0);
+                tracing::warn!(%reason, "all Kafka brokers are down; events wait in the spool");
+            }
+            // A wrong password or CA never heals by retrying: say so loudly.
+            Some(C::Authentication | C::SaslAuthenticationFailed | C::SSL) => {
+                self.kafka_up.set(0);
+                tracing::error!(%reason, "Kafka refused the connection (TLS or SASL); check kafka.security; events wait in the spool");
+            }
+            _ => {
+                tracing::debug!(%error, %reason, "Kafka client error");
+            }
         }
     }
 }
@@ -179,10 +193,12 @@ struct Sender {
 }
 
 fn create_producer(setup: &SenderSetup) -> Result<BaseProducer<SendContext>, KafkaError> {
-    producer_config(&setup.kafka).create_with_context(SendContext {
-        reports: Mutex::new(Vec::new()),
-        kafka_up: setup.metrics.kafka_up.clone(),
-    })
+    producer_config(&setup.kafka)
+        .map_err(|e| KafkaError::ClientCreation(e.to_string()))?
+        .create_with_context(SendContext {
+            reports: Mutex::new(Vec::new()),
+            kafka_up: setup.metrics.kafka_up.clone(),
+        })
 }
 
 /// Create the producer; fails only on an unusable producer configuration.

@@ -192,6 +192,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         events_topic: events_topic.into(),
         alerts_topic: Some(alerts_topic.into()),
         state_dir: state_dir.clone(),
+        security: Default::default(),
         kafka_properties: Default::default(),
     };
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<crate::engine::WindowReport>();

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use driftwatch_common::kafka::{
+    check_properties, KafkaSecurity, Sasl, SaslMechanism, SecurityProtocol,
+};
 use driftwatch_common::telemetry;
 use driftwatch_detector::driver::file::{self as replay, ReplayError};
 use driftwatch_detector::driver::kafka::KafkaOptions;
@@ -26,7 +29,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Consume events from Kafka and analyse them against monitoring plans.
-    Detect(DetectArgs),
+    Detect(Box<DetectArgs>),
     /// Run a monitoring plan over files, offline; one JSON window report per line.
     Replay {
         /// The monitoring plan (TOML).
@@ -101,9 +104,91 @@ struct DetectArgs {
     /// Directory for persisted references.
     #[arg(long, env = "DRIFTWATCH_STATE_DIR", default_value = "driftwatch-state")]
     state_dir: PathBuf,
-    /// Extra librdkafka property KEY=VALUE (repeatable).
+    /// Extra librdkafka property KEY=VALUE (repeatable). Secrets are refused here
+    /// (flags show in `ps`): give them by file or environment variable.
     #[arg(long = "kafka-property", value_parser = parse_kv)]
     kafka_properties: Vec<(String, String)>,
+    #[command(flatten)]
+    security: SecurityArgs,
+    /// PEM file of extra CA(s) trusted for https webhook and Alertmanager URLs (besides
+    /// the system's).
+    #[arg(long, env = "DRIFTWATCH_RECEIVER_CA_FILE")]
+    receiver_ca_file: Option<PathBuf>,
+}
+
+/// Kafka TLS and SASL. The SASL password comes from `--kafka-sasl-password-file` or the
+/// `DRIFTWATCH_KAFKA_SASL_PASSWORD` variable, never from a flag's value.
+#[derive(clap::Args, Debug)]
+struct SecurityArgs {
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "DRIFTWATCH_KAFKA_SECURITY_PROTOCOL",
+        default_value = "plaintext"
+    )]
+    protocol: SecurityProtocol,
+    /// PEM file of the CA(s) that signed the brokers' certificates (default: the
+    /// system's trust store).
+    #[arg(long = "kafka-ca-file", env = "DRIFTWATCH_KAFKA_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate (TLS client authentication).
+    #[arg(long = "kafka-cert-file", env = "DRIFTWATCH_KAFKA_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long = "kafka-key-file", env = "DRIFTWATCH_KAFKA_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// File holding the password of an encrypted client key.
+    #[arg(
+        long = "kafka-key-password-file",
+        env = "DRIFTWATCH_KAFKA_KEY_PASSWORD_FILE"
+    )]
+    key_password_file: Option<PathBuf>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long = "kafka-sasl-mechanism", env = "DRIFTWATCH_KAFKA_SASL_MECHANISM")]
+    sasl_mechanism: Option<SaslMechanism>,
+    /// SASL username.
+    #[arg(long = "kafka-sasl-username", env = "DRIFTWATCH_KAFKA_SASL_USERNAME")]
+    sasl_username: Option<String>,
+    /// File holding the SASL password (or set DRIFTWATCH_KAFKA_SASL_PASSWORD).
+    #[arg(
+        long = "kafka-sasl-password-file",
+        env = "DRIFTWATCH_KAFKA_SASL_PASSWORD_FILE"
+    )]
+    sasl_password_file: Option<PathBuf>,
+}
+
+/// The environment variable the detector reads a SASL password from.
+const SASL_PASSWORD_ENV: &str = "DRIFTWATCH_KAFKA_SASL_PASSWORD";
+
+impl SecurityArgs {
+    fn security(&self) -> Result<KafkaSecurity, String> {
+        let sasl = match self.sasl_mechanism {
+            None => {
+                if self.sasl_username.is_some() || self.sasl_password_file.is_some() {
+                    return Err("--kafka-sasl-username and --kafka-sasl-password-file need --kafka-sasl-mechanism".into());
+                }
+                None
+            }
+            Some(mechanism) => Some(Sasl {
+                mechanism,
+                username: self.sasl_username.clone(),
+                username_file: None,
+                password_env: self
+                    .sasl_password_file
+                    .is_none()
+                    .then(|| SASL_PASSWORD_ENV.to_owned()),
+                password_file: self.sasl_password_file.clone(),
+            }),
+        };
+        Ok(KafkaSecurity {
+            protocol: self.protocol,
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            key_password_file: self.key_password_file.clone(),
+            sasl,
+        })
+    }
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -139,7 +224,7 @@ fn main() -> ExitCode {
             reference,
             events,
         } => run_replay(&plan, reference.as_deref(), &events),
-        Command::Detect(args) => runtime().block_on(run_detect(args)),
+        Command::Detect(args) => runtime().block_on(run_detect(*args)),
         #[cfg(feature = "demo")]
         Command::Demo { before, after } => runtime().block_on(async move {
             use driftwatch_detector::demo;
@@ -259,18 +344,53 @@ async fn run_detect(args: DetectArgs) -> ExitCode {
             )
         }
     };
+    let kafka_properties = args
+        .kafka_properties
+        .into_iter()
+        .collect::<BTreeMap<_, _>>();
+    if let Err(e) = check_properties("--kafka-property", &kafka_properties) {
+        return fail(EXIT_CONFIG, e);
+    }
+    let security = match args
+        .security
+        .security()
+        .and_then(|s| s.resolve().map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let receiver_roots = match &args.receiver_ca_file {
+        Some(path) => match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string()))
+            .and_then(|certs| {
+                if certs.is_empty() {
+                    Err("no PEM certificate in it".to_owned())
+                } else {
+                    Ok(certs)
+                }
+            }) {
+            Ok(certs) => certs,
+            Err(e) => {
+                return fail(
+                    EXIT_CONFIG,
+                    format!("--receiver-ca-file \"{}\": {e}", path.display()),
+                )
+            }
+        },
+        None => Vec::new(),
+    };
     let opts = KafkaOptions {
         brokers: args.brokers,
         group_id: args.group,
         events_topic: args.events_topic,
         alerts_topic: Some(args.alerts_topic).filter(|t| !t.is_empty()),
         state_dir: args.state_dir,
-        kafka_properties: args
-            .kafka_properties
-            .into_iter()
-            .collect::<BTreeMap<_, _>>(),
+        security,
+        kafka_properties,
     };
-    let config = ServiceConfig::new(opts, plans);
+    let mut config = ServiceConfig::new(opts, plans);
+    config.delivery.receiver_roots = receiver_roots;
     match service::run(listener, config, driftwatch_common::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ DetectError::Reference { .. }) => fail(EXIT_DATA, e),

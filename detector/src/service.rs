@@ -143,12 +143,15 @@ async fn serve(
     ready.set();
     let producer = match &opts.alerts_topic {
         Some(topic) => {
-            let p: FutureProducer =
-                driftwatch_common::kafka::client_config(&opts.brokers, &opts.kafka_properties)
-                    .set("enable.idempotence", "true")
-                    .set("compression.type", "lz4")
-                    .set("linger.ms", "5")
-                    .create()?;
+            let p: FutureProducer = driftwatch_common::kafka::client_config(
+                &opts.brokers,
+                &opts.security,
+                &opts.kafka_properties,
+            )
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .create()?;
             Some((p, topic.clone()))
         }
         None => None,

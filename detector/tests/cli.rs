@@ -400,3 +400,85 @@ fn replay_drops_retried_predictions_of_a_csv_export() {
         stderr(&retried)
     );
 }
+
+/// Kafka secrets never come from a flag (visible in `ps`), and a security setting that
+/// cannot work stops `detect` before it connects, naming the setting.
+#[test]
+fn detect_refuses_secrets_in_flags_and_names_unusable_security() {
+    let dir = TempDir::new("detect-security");
+    let plan = dir.path("plan.toml");
+    write(&plan, &demo_plan_toml("credit", 1000, 500));
+    let detect = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut c = bin();
+        c.arg("detect")
+            .arg("--plan")
+            .arg(&plan)
+            .args([
+                "--brokers",
+                "127.0.0.1:9",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--state-dir")
+            .arg(dir.path("state"))
+            .args(extra)
+            .env_remove("DRIFTWATCH_KAFKA_SASL_PASSWORD");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run")
+    };
+    let o = detect(&["--kafka-property", "sasl.password=hunter2"], &[]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--kafka-property: \"sasl.password\" carries a secret"),
+        "{}",
+        stderr(&o)
+    );
+    let o = detect(&["--kafka-security-protocol", "sasl_ssl"], &[]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains("protocol sasl_ssl needs SASL credentials"),
+        "{}",
+        stderr(&o)
+    );
+    let o = detect(
+        &[
+            "--kafka-security-protocol",
+            "sasl_plaintext",
+            "--kafka-sasl-mechanism",
+            "SCRAM-SHA-256",
+            "--kafka-sasl-username",
+            "dw",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains("environment variable DRIFTWATCH_KAFKA_SASL_PASSWORD is not set"),
+        "{}",
+        stderr(&o)
+    );
+    let o = detect(
+        &[
+            "--kafka-security-protocol",
+            "ssl",
+            "--kafka-ca-file",
+            "/nonexistent/ca.pem",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains("\"/nonexistent/ca.pem\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = detect(&["--receiver-ca-file", plan.to_str().expect("utf8")], &[]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains("--receiver-ca-file") && stderr(&o).contains("no PEM certificate"),
+        "{}",
+        stderr(&o)
+    );
+}

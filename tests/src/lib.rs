@@ -56,9 +56,70 @@ impl WebhookReceiver {
         Ok((r, format!("http://{addr}/alerts")))
     }
 
+    /// Start on a free loopback port behind TLS, with the test server certificate of
+    /// `tests/fixtures/tls` (signed by its `ca.pem`, for `localhost` and 127.0.0.1).
+    pub async fn start_tls() -> anyhow::Result<(WebhookReceiver, String)> {
+        let r = WebhookReceiver::default();
+        let listener = TlsListener::bind().await?;
+        let addr = listener.tcp.local_addr()?;
+        let app = Router::new()
+            .route("/alerts", post(record))
+            .with_state(r.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok((r, format!("https://localhost:{}/alerts", addr.port())))
+    }
+
     /// Alerts received so far.
     pub fn alerts(&self) -> Vec<Value> {
         self.received.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// The committed test TLS material (`tests/fixtures/tls`, made by its `gen.sh`).
+pub fn tls_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/tls")
+        .join(name)
+}
+
+/// A loopback TCP listener that completes a TLS handshake (test server certificate)
+/// before handing a connection to axum; failed handshakes are dropped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_native_tls::TlsAcceptor,
+}
+
+impl TlsListener {
+    async fn bind() -> anyhow::Result<TlsListener> {
+        let cert = std::fs::read(tls_fixture("server.pem"))?;
+        let key = std::fs::read(tls_fixture("server.key"))?;
+        let identity = native_tls::Identity::from_pkcs8(&cert, &key)?;
+        let acceptor = native_tls::TlsAcceptor::new(identity)?.into();
+        Ok(TlsListener {
+            tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            acceptor,
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_native_tls::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
     }
 }
 
@@ -237,6 +298,7 @@ pub async fn pipeline(
             events_topic: "driftwatch.events".into(),
             alerts_topic: Some("driftwatch.alerts".into()),
             state_dir: state.clone(),
+            security: Default::default(),
             kafka_properties: Default::default(),
         },
         vec![plan],

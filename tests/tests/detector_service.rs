@@ -89,6 +89,7 @@ fn kafka_options(brokers: &str, state: &Path) -> KafkaOptions {
         events_topic: "driftwatch.events".into(),
         alerts_topic: Some("driftwatch.alerts".into()),
         state_dir: state.into(),
+        security: Default::default(),
         kafka_properties: BTreeMap::new(),
     }
 }
@@ -504,4 +505,108 @@ async fn ready_waits_for_the_references() {
         "the built reference is kept"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Run the service on 6,000 predictions (drift after 4,000) with alerts to `url`, and
+/// `roots` trusted for https receivers; returns what the alerts topic got and the
+/// service's metrics page once every raised alert is on Kafka plus `settle`.
+async fn run_with_webhook(
+    name: &str,
+    url: &str,
+    roots: Vec<reqwest::Certificate>,
+    settle: Duration,
+) -> (usize, String) {
+    let dir = temp(name);
+    let (_cluster, brokers) = cluster();
+    let system = format!("credit-{name}");
+    let mut model = CreditModel::new(&system, 11);
+    let events: Vec<Event> = (0..6000)
+        .map(|i| {
+            let drift = if i < 4000 { Drift::NONE } else { Drift::DEMO };
+            Event::Prediction(model.next_prediction(drift))
+        })
+        .collect();
+    produce(&brokers, "driftwatch.events", &events);
+    let plan_text = demo_plan_toml(&system, 2000, 1000).replace(
+        "min_severity = \"critical\"",
+        &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
+    );
+    let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"));
+    let mut config = ServiceConfig::new(kafka_options(&brokers, &dir.join("state")), vec![plan]);
+    config.delivery.receiver_roots = roots;
+    let registry = config.registry.clone();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let service = tokio::spawn(service::run(listener, config, async move {
+        s.cancelled().await
+    }));
+    let series = format!("driftwatch_windows_total{{system=\"{system}\"}}");
+    let windows = eventually(Duration::from_secs(30), || {
+        let page = driftwatch_common::health::render(&registry);
+        let series = series.clone();
+        async move { metric(&page, &series).filter(|n| *n >= 4.0) }
+    })
+    .await;
+    assert_eq!(windows, Some(4.0), "every window evaluated");
+    let page = driftwatch_common::health::render(&registry);
+    let raised = metric(
+        &page,
+        &format!("driftwatch_alerts_total{{severity=\"critical\",system=\"{system}\"}}"),
+    )
+    .expect("alerts raised") as usize;
+    let on_kafka = tokio::task::spawn_blocking({
+        let brokers = brokers.clone();
+        move || read_topic(&brokers, "driftwatch.alerts", raised).len()
+    })
+    .await
+    .expect("join");
+    tokio::time::sleep(settle).await;
+    let page = driftwatch_common::health::render(&registry);
+    stop.cancel();
+    service.await.expect("join").expect("service ran");
+    let _ = std::fs::remove_dir_all(&dir);
+    (on_kafka, page)
+}
+
+/// An https webhook gets every alert when its CA is given (`--receiver-ca-file`), and
+/// none when it is not: the certificate is checked, never waved through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_is_reached_only_through_a_trusted_certificate() {
+    let ca = std::fs::read(driftwatch_e2e::tls_fixture("ca.pem")).expect("ca");
+    let roots = reqwest::Certificate::from_pem_bundle(&ca).expect("pem");
+
+    let (hook, url) = driftwatch_e2e::WebhookReceiver::start_tls()
+        .await
+        .expect("https receiver");
+    assert!(url.starts_with("https://"));
+    let (on_kafka, _) = run_with_webhook("https", &url, roots, Duration::ZERO).await;
+    assert!(on_kafka >= 2, "drift raised alerts");
+    let got = eventually(Duration::from_secs(20), || {
+        let n = hook.alerts().len();
+        async move { (n >= on_kafka).then_some(n) }
+    })
+    .await;
+    assert_eq!(got, Some(on_kafka), "every alert over https");
+
+    let (untrusting, url) = driftwatch_e2e::WebhookReceiver::start_tls()
+        .await
+        .expect("https receiver");
+    let (on_kafka, page) =
+        run_with_webhook("https-untrusted", &url, Vec::new(), Duration::from_secs(2)).await;
+    assert!(on_kafka >= 2);
+    assert!(
+        untrusting.alerts().is_empty(),
+        "an unknown CA must not be trusted"
+    );
+    assert!(
+        metric(
+            &page,
+            "driftwatch_alert_delivery_failures_total{sink=\"webhook\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "the refused handshakes are counted: {page}"
+    );
 }

@@ -42,6 +42,8 @@ pub struct DeliveryConfig {
     pub attempt_timeout: Duration,
     /// Longest wait between attempts.
     pub max_backoff: Duration,
+    /// CAs trusted for https receivers besides the system's trust store.
+    pub receiver_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for DeliveryConfig {
@@ -51,6 +53,7 @@ impl Default for DeliveryConfig {
             expiry: Duration::from_secs(3600),
             attempt_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30),
+            receiver_roots: Vec::new(),
         }
     }
 }
@@ -106,10 +109,14 @@ impl AlertDelivery {
         config: DeliveryConfig,
         metrics: DetectorMetrics,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(config.attempt_timeout)
-            .build()
-            .unwrap_or_default();
+        let mut http = reqwest::Client::builder().timeout(config.attempt_timeout);
+        for root in &config.receiver_roots {
+            http = http.add_root_certificate(root.clone());
+        }
+        let http = http.build().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot set up the HTTP client with the receiver CAs; using the system trust store only");
+            reqwest::Client::new()
+        });
         let mut workers = JoinSet::new();
         let mut by_receiver: HashMap<String, (&'static str, mpsc::Sender<Queued>)> = HashMap::new();
         let mut spawn = |key: String, receiver: Receiver| {
@@ -398,6 +405,7 @@ mod tests {
             expiry: Duration::from_millis(300),
             attempt_timeout: Duration::from_secs(1),
             max_backoff: Duration::from_millis(50),
+            receiver_roots: Vec::new(),
         };
         // A receiver that keeps failing: the first alert fills the queue of one, the
         // next two find it full; the queued one is retried until it expires.

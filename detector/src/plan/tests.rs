@@ -85,14 +85,18 @@ fn time_windows_and_learned_thresholds() {
 }
 
 #[test]
-fn alert_urls_must_be_http() {
-    let text = format!("{GOOD}\n[alerts]\nalertmanager_url = \"https://am:9093\"\n");
-    let e = err(&text);
-    assert!(
-        e.contains("alerts.alertmanager_url: \"https://am:9093\" must be an http:// URL"),
-        "{e}"
-    );
-    let ok = format!("{GOOD}\n[alerts]\nalertmanager_url = \"http://am:9093\"\nwebhook_url = \"http://hook/x\"\n");
+fn alert_urls_must_be_http_or_https() {
+    for bad in ["ftp://am:9093", "https://", "am:9093"] {
+        let text = format!("{GOOD}\n[alerts]\nalertmanager_url = \"{bad}\"\n");
+        let e = err(&text);
+        assert!(
+            e.contains(&format!(
+                "alerts.alertmanager_url: \"{bad}\" must be an http:// or https:// URL"
+            )),
+            "{e}"
+        );
+    }
+    let ok = format!("{GOOD}\n[alerts]\nalertmanager_url = \"http://am:9093\"\nwebhook_url = \"https://hook/x\"\n");
     assert!(parse(&ok).is_ok());
 }
 

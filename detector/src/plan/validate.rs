@@ -169,12 +169,14 @@ impl Plan {
             ("alerts.alertmanager_url", &self.alerts.alertmanager_url),
         ] {
             if let Some(url) = url {
-                // TLS is not built in yet (no TLS stack in the HTTP client): refuse https
-                // here rather than fail at the first alert.
-                if !url.starts_with("http://") {
+                // Refused here rather than at the first alert.
+                let host = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"));
+                if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
                     return Err(invalid(
                         key,
-                        format!("\"{url}\" must be an http:// URL (https is not supported yet)"),
+                        format!("\"{url}\" must be an http:// or https:// URL with a host"),
                     ));
                 }
             }

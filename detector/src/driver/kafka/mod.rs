@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use driftwatch_common::kafka::ResolvedSecurity;
 use driftwatch_schema::Event;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -48,6 +49,8 @@ pub struct KafkaOptions {
     pub alerts_topic: Option<String>,
     /// Where the file reference store keeps references.
     pub state_dir: PathBuf,
+    /// TLS and SASL, secrets already read.
+    pub security: ResolvedSecurity,
     /// Extra librdkafka properties for consumer and producer.
     pub kafka_properties: BTreeMap<String, String>,
 }
@@ -72,15 +75,18 @@ pub async fn consume(
     metrics: &DetectorMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    let consumer: StreamConsumer =
-        driftwatch_common::kafka::client_config(&opts.brokers, &opts.kafka_properties)
-            .set("group.id", &opts.group_id)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "range")
-            .create()?;
+    let consumer: StreamConsumer = driftwatch_common::kafka::client_config(
+        &opts.brokers,
+        &opts.security,
+        &opts.kafka_properties,
+    )
+    .set("group.id", &opts.group_id)
+    .set("enable.auto.commit", "true")
+    .set("auto.commit.interval.ms", "1000")
+    .set("enable.auto.offset.store", "false")
+    .set("auto.offset.reset", "earliest")
+    .set("partition.assignment.strategy", "range")
+    .create()?;
     consumer.subscribe(&[opts.events_topic.as_str()])?;
     let mut offsets = SafeOffsets::default();
     tracing::info!(topic = %opts.events_topic, group = %opts.group_id, systems = systems.len(), "driftwatch detector consuming");
