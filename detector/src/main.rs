@@ -297,24 +297,32 @@ fn run_replay(
     match replay::replay(plan, reference, events, &mut out) {
         Ok(s) => {
             let _ = out.flush();
-            eprintln!(
-                "driftwatch replay: {} predictions, {} outcomes, {} windows, {} alerts, max severity {}{}{}",
+            let mut line = format!(
+                "driftwatch replay: {} predictions, {} outcomes, {} windows, {} alerts, max severity {}",
                 s.predictions,
                 s.outcomes,
                 s.windows,
                 s.alerts,
                 s.max_severity.map_or("none", |m| m.as_str()),
-                if s.duplicates > 0 {
-                    format!(", {} repeated predictions dropped", s.duplicates)
-                } else {
-                    String::new()
-                },
-                if s.other_systems > 0 {
-                    format!(", {} events of other systems skipped", s.other_systems)
-                } else {
-                    String::new()
-                }
             );
+            if s.duplicates > 0 {
+                line += &format!(", {} repeated predictions dropped", s.duplicates);
+            }
+            if s.late > 0 {
+                line += &format!(", {} late predictions not evaluated", s.late);
+            }
+            if s.skewed_future + s.skewed_past > 0 {
+                line += &format!(
+                    ", {} predictions with a skewed timestamp skipped ({} in the future, {} in the past)",
+                    s.skewed_future + s.skewed_past,
+                    s.skewed_future,
+                    s.skewed_past
+                );
+            }
+            if s.other_systems > 0 {
+                line += &format!(", {} events of other systems skipped", s.other_systems);
+            }
+            eprintln!("{line}");
             ExitCode::SUCCESS
         }
         Err(ReplayError::Source(SourceError::Io { path, source })) => {

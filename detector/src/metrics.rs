@@ -17,6 +17,9 @@ pub struct DetectorMetrics {
     pub invalid: IntCounter,
     /// `driftwatch_events_late_total{system}`: predictions after their windows closed.
     pub late: IntCounterVec,
+    /// `driftwatch_events_skewed_total{system,direction}`: predictions whose timestamp
+    /// is beyond the plan's `max_skew_s` (`future` or `past`); in no window.
+    pub skewed: IntCounterVec,
     /// `driftwatch_events_duplicate_total{system}`: repeated predictions, dropped.
     pub duplicates: IntCounterVec,
     /// `driftwatch_windows_total{system}`.
@@ -64,6 +67,13 @@ impl DetectorMetrics {
                 "Predictions that arrived after all their windows had closed (not evaluated).",
             ),
             &["system"],
+        )?;
+        let skewed = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_events_skewed_total",
+                "Predictions whose timestamp lies beyond the plan's max_skew_s (after the clock, or before the latest timestamp); left out of every window.",
+            ),
+            &["system", "direction"],
         )?;
         let duplicates = IntCounterVec::new(
             Opts::new(
@@ -134,6 +144,7 @@ impl DetectorMetrics {
         registry.register(Box::new(unplanned.clone()))?;
         registry.register(Box::new(invalid.clone()))?;
         registry.register(Box::new(late.clone()))?;
+        registry.register(Box::new(skewed.clone()))?;
         registry.register(Box::new(duplicates.clone()))?;
         registry.register(Box::new(windows.clone()))?;
         registry.register(Box::new(value.clone()))?;
@@ -149,6 +160,7 @@ impl DetectorMetrics {
             unplanned,
             invalid,
             late,
+            skewed,
             duplicates,
             windows,
             value,

@@ -482,3 +482,55 @@ fn detect_refuses_secrets_in_flags_and_names_unusable_security() {
         stderr(&o)
     );
 }
+
+/// One event stamped 9999-12-31 used to move the watermark to year 9999: every later
+/// event was late and no window closed again. A far-future and a far-past event are now
+/// counted as skewed and change no window.
+#[test]
+fn a_far_future_or_far_past_timestamp_changes_no_window() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = TempDir::new("skew");
+    let plan = std::fs::read_to_string(golden.join("time.toml"))
+        .expect("plan")
+        .replace(
+            "file = \"reference.csv\"",
+            &format!("file = \"{}\"", golden.join("reference.csv").display()),
+        );
+    write(&dir.path("plan.toml"), &plan);
+    let events = std::fs::read_to_string(golden.join("events.ndjson")).expect("events");
+    let lines: Vec<&str> = events.lines().collect();
+    let mut skewed = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        skewed.push(line.to_string());
+        if i == 1000 || i == 3000 {
+            let mut v: Value = serde_json::from_str(line).expect("json");
+            v["prediction_id"] = Value::from(format!("skewed-{i}"));
+            v["timestamp"] = Value::from(if i == 1000 {
+                "9999-12-31T23:59:59Z"
+            } else {
+                "0000-01-01T00:00:00Z"
+            });
+            skewed.push(v.to_string());
+        }
+    }
+    write(&dir.path("clean.ndjson"), &events);
+    write(&dir.path("skewed.ndjson"), &(skewed.join("\n") + "\n"));
+    let clean = replay(&dir, "clean.ndjson");
+    assert!(clean.status.success(), "{}", stderr(&clean));
+    let with = replay(&dir, "skewed.ndjson");
+    assert!(with.status.success(), "{}", stderr(&with));
+    let windows = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().count();
+    assert!(windows(&clean) >= 15, "{}", stderr(&clean));
+    assert_eq!(windows(&with), windows(&clean), "{}", stderr(&with));
+    assert!(
+        with.stdout == clean.stdout,
+        "the same windows, the same numbers"
+    );
+    assert!(
+        stderr(&with).contains(
+            "2 predictions with a skewed timestamp skipped (1 in the future, 1 in the past)"
+        ),
+        "{}",
+        stderr(&with)
+    );
+}

@@ -39,6 +39,10 @@ pub struct ReplaySummary {
     pub max_severity: Option<Severity>,
     /// Predictions that arrived after their windows closed (time windows).
     pub late: u64,
+    /// Predictions stamped too far in the future (the plan's `max_skew_s`): in no window.
+    pub skewed_future: u64,
+    /// Predictions stamped too far before the latest timestamp: in no window.
+    pub skewed_past: u64,
 }
 
 /// A replay that could not finish.
@@ -163,6 +167,8 @@ fn record(
     summary: &mut ReplaySummary,
 ) -> std::io::Result<()> {
     summary.late += step.late as u64;
+    summary.skewed_future += step.skewed_future as u64;
+    summary.skewed_past += step.skewed_past as u64;
     for report in step.reports {
         summary.windows += 1;
         summary.alerts += alerts_for(&report, min).len() as u64;

@@ -59,6 +59,12 @@ pub struct Step {
     pub reference_frozen: Option<Arc<ReferenceProfile>>,
     /// Predictions that arrived after all their windows had closed: not evaluated.
     pub late: usize,
+    /// Predictions stamped further after the clock than the plan's `max_skew_s`: in no
+    /// window.
+    pub skewed_future: usize,
+    /// Predictions stamped further before the latest timestamp seen than `max_skew_s`:
+    /// in no window.
+    pub skewed_past: usize,
 }
 
 impl Step {
@@ -80,6 +86,63 @@ pub struct Monitor {
     held: Vec<Closed>,
     together: usize,
     threads: usize,
+    skew: SkewBound,
+}
+
+/// Which way a timestamp is skewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skew {
+    Future,
+    Past,
+}
+
+/// The bound on timestamps (see `[window] max_skew_s`): the wall clock, read once per
+/// 1,024 predictions, bounds the future; the latest accepted timestamp bounds the past.
+#[derive(Debug, Clone)]
+pub(crate) struct SkewBound {
+    bound_ms: i64,
+    pub(crate) latest_ms: i64,
+    now_ms: i64,
+    reads: u32,
+}
+
+impl SkewBound {
+    fn new(bound_ms: i64) -> Self {
+        SkewBound {
+            bound_ms,
+            latest_ms: i64::MIN,
+            now_ms: i64::MIN,
+            reads: 0,
+        }
+    }
+
+    /// Check one timestamp; an accepted one may become the latest.
+    fn check(&mut self, ts_ms: i64) -> Option<Skew> {
+        if ts_ms > self.latest_ms {
+            if self.reads == 0 || ts_ms > self.now_ms.saturating_add(self.bound_ms) {
+                self.now_ms = Utc::now().timestamp_millis();
+            }
+            self.reads = (self.reads + 1) % 1024;
+            if ts_ms > self.now_ms.saturating_add(self.bound_ms) {
+                return Some(Skew::Future);
+            }
+            self.latest_ms = ts_ms;
+            None
+        } else if ts_ms < self.latest_ms.saturating_sub(self.bound_ms) {
+            Some(Skew::Past)
+        } else {
+            None
+        }
+    }
+}
+
+impl Step {
+    fn skewed(&mut self, s: Skew) {
+        match s {
+            Skew::Future => self.skewed_future += 1,
+            Skew::Past => self.skewed_past += 1,
+        }
+    }
 }
 
 impl Monitor {
@@ -101,12 +164,13 @@ impl Monitor {
             }
         };
         Monitor {
-            plan,
             signals,
             phase,
             held: Vec::new(),
             together: 1,
             threads: 1,
+            skew: SkewBound::new(plan.window.max_skew_ms()),
+            plan,
         }
     }
 
@@ -227,6 +291,10 @@ impl Monitor {
         outcome: bool,
         step: &mut Step,
     ) {
+        if let Some(s) = self.skew.check(timestamp.timestamp_millis()) {
+            step.skewed(s);
+            return;
+        }
         if let Phase::Collecting(builder, how) = &mut self.phase {
             match *how {
                 Collect::FirstN(n) => {
@@ -280,13 +348,30 @@ impl Monitor {
             return;
         };
         let held = &mut self.held;
-        windows.add_columns(&self.signals, batch, i..batch.len(), |k, window| {
-            held.push(Closed {
-                k,
-                window,
-                complete: true,
-            })
-        });
+        // Runs of rows with sound timestamps go in column by column; a skewed row is
+        // counted and left out.
+        while i < batch.len() {
+            let mut j = i;
+            let mut skewed = None;
+            while j < batch.len() {
+                if let Some(s) = self.skew.check(batch.timestamp(j).timestamp_millis()) {
+                    skewed = Some(s);
+                    break;
+                }
+                j += 1;
+            }
+            windows.add_columns(&self.signals, batch, i..j, |k, window| {
+                held.push(Closed {
+                    k,
+                    window,
+                    complete: true,
+                })
+            });
+            if let Some(s) = skewed {
+                step.skewed(s);
+            }
+            i = j + 1;
+        }
     }
 
     /// Whether the next rows of a batch can go in column by column: monitoring count

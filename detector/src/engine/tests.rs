@@ -628,3 +628,87 @@ fn columns_give_the_reports_of_rows() {
         assert_eq!(got, want, "{window}, {threads} threads");
     }
 }
+
+/// A skewed timestamp (year 9999, year 0) leaves the row out of every window, on the
+/// row path and on the column path alike, and is counted.
+#[test]
+fn skewed_rows_are_left_out_on_rows_and_columns() {
+    use crate::synth::wide_plan_toml;
+    let rows = mixed_rows(1_200, 43);
+    let plan = plan_text(&wide_plan_toml("first_events = 300", 200));
+    let signals = plan.signals();
+    let base = at(0);
+    let stamped = |rows: &[MixedRow], skew_every: Option<usize>| {
+        let mut b = batch_of(&signals, rows);
+        b.timestamps = (0..rows.len())
+            .map(|i| match skew_every {
+                Some(k) if i % k == k - 1 && (i / k) % 2 == 0 => {
+                    DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+                        .expect("ts")
+                        .with_timezone(&Utc)
+                }
+                Some(k) if i % k == k - 1 => DateTime::<Utc>::MIN_UTC,
+                _ => base + chrono::Duration::seconds(i as i64),
+            })
+            .collect();
+        b
+    };
+    let clean = {
+        let mut m = Monitor::new(plan.clone(), None);
+        let b = stamped(&rows, None);
+        let mut out = m.observe(Input::Batch { batch: &b, from: 0 }).reports;
+        out.extend(m.finish());
+        out
+    };
+    // Every 97th row of a copy is skewed; the clean rows are the same as above.
+    let mut with_skew = Vec::new();
+    let mut clean_i = 0;
+    for i in 0.. {
+        if clean_i == rows.len() {
+            break;
+        }
+        if i % 97 == 96 {
+            with_skew.push(rows[0].clone());
+        } else {
+            with_skew.push(rows[clean_i].clone());
+            clean_i += 1;
+        }
+    }
+    let b = stamped(&with_skew, Some(97));
+    // Clean rows keep the clean timestamps: restamp them in order.
+    let mut b = b;
+    let mut n = 0;
+    for i in 0..b.timestamps.len() {
+        if i % 97 != 96 {
+            b.timestamps[i] = base + chrono::Duration::seconds(n);
+            n += 1;
+        }
+    }
+    let skewed = with_skew.len() - rows.len();
+    assert!(skewed >= 10);
+    let mut m = Monitor::new(plan.clone(), None);
+    let step = m.observe(Input::Batch { batch: &b, from: 0 });
+    let mut got = step.reports;
+    got.extend(m.finish());
+    assert_eq!(step.skewed_future + step.skewed_past, skewed);
+    assert!(step.skewed_future > 0 && step.skewed_past > 0);
+    assert_eq!(got, clean, "columns");
+    // Row by row.
+    let mut m = Monitor::new(plan, None);
+    let mut got = Vec::new();
+    let mut counted = 0;
+    let mut row = Vec::new();
+    for i in 0..b.len() {
+        b.row(i, &mut row);
+        let step = m.observe(Input::Row {
+            timestamp: b.timestamp(i),
+            values: &row,
+            outcome: b.has_outcome(i).then_some("repaid"),
+        });
+        counted += step.skewed_future + step.skewed_past;
+        got.extend(step.reports);
+    }
+    got.extend(m.finish());
+    assert_eq!(counted, skewed);
+    assert_eq!(got, clean, "rows");
+}

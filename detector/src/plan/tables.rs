@@ -127,6 +127,13 @@ pub struct WindowSpec {
     /// instead of tested (default: 30, or the window size if smaller).
     #[serde(default)]
     pub min_samples: Option<usize>,
+    /// How far a prediction's timestamp may lie after the clock, or before the latest
+    /// timestamp seen, before it is skewed: counted
+    /// (`driftwatch_events_skewed_total{direction}`) and left out of every window, so one
+    /// event stamped 9999 cannot move the watermark past every later window. Default one
+    /// day, or twice the window plus its lateness if that is longer.
+    #[serde(default)]
+    pub max_skew_s: Option<u64>,
 }
 
 /// Resolved windowing, in positions (sequence numbers or milliseconds).
@@ -150,6 +157,20 @@ impl WindowSpec {
             WindowKind::Time => 30,
         };
         self.min_samples.unwrap_or(30.min(cap))
+    }
+
+    /// The resolved skew bound in milliseconds (see [`WindowSpec::max_skew_s`]).
+    pub fn max_skew_ms(&self) -> i64 {
+        let day = 86_400_000i64;
+        let default = match self.kind {
+            WindowKind::Count => day,
+            WindowKind::Time => {
+                let w = self.windowing();
+                day.max(w.size.saturating_mul(2).saturating_add(w.lateness))
+            }
+        };
+        self.max_skew_s
+            .map_or(default, |s| (s.min(i64::MAX as u64 / 1000) as i64) * 1000)
     }
 
     /// The resolved windowing (valid after plan validation).

@@ -170,6 +170,20 @@ fn observe(
             tracing::error!(error = %e, "cannot keep the reference; a restart will collect a new one");
         }
     }
+    for (direction, n) in [("future", step.skewed_future), ("past", step.skewed_past)] {
+        if n > 0 {
+            metrics
+                .skewed
+                .with_label_values(&[system, direction])
+                .inc_by(n as u64);
+            tracing::warn!(
+                partition,
+                offset,
+                direction,
+                "a prediction with a skewed timestamp left out of every window"
+            );
+        }
+    }
     if step.late > 0 {
         metrics
             .late
