@@ -135,8 +135,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let cluster = MockCluster::new(1).context("cannot start the embedded Kafka")?;
     cluster.create_topic(events_topic, 3, 1)?;
     cluster.create_topic(alerts_topic, 1, 1)?;
+    cluster.create_topic(crate::driver::kafka::DEFAULT_STATE_TOPIC, 1, 1)?;
+    cluster.create_topic(crate::driver::kafka::DEFAULT_REPORTS_TOPIC, 1, 1)?;
     let brokers = cluster.bootstrap_servers();
-    println!("[1/5] embedded Kafka (librdkafka mock cluster) at {brokers}: topics {events_topic} (3 partitions), {alerts_topic}");
+    println!("[1/5] embedded Kafka (librdkafka mock cluster) at {brokers}: topics {events_topic} (3 partitions), {alerts_topic}, {}, {}", crate::driver::kafka::DEFAULT_REPORTS_TOPIC, crate::driver::kafka::DEFAULT_STATE_TOPIC);
 
     let stop = CancellationToken::new();
 
@@ -186,15 +188,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         + &format!("webhook_url = \"http://{hook_addr}/alerts\"\n");
     let plan = Arc::new(Plan::from_toml(&plan_text, "demo plan", PathBuf::new())?);
     let state_dir = std::env::temp_dir().join(format!("driftwatch-demo-{}", std::process::id()));
-    let detect_opts = KafkaOptions {
-        brokers: brokers.clone(),
-        group_id: "driftwatch-detector".into(),
-        events_topic: events_topic.into(),
-        alerts_topic: Some(alerts_topic.into()),
-        state_dir: state_dir.clone(),
-        security: Default::default(),
-        kafka_properties: Default::default(),
-    };
+    let mut detect_opts = KafkaOptions::new(&brokers, state_dir.clone());
+    detect_opts.events_topic = events_topic.into();
+    detect_opts.alerts_topic = Some(alerts_topic.into());
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<crate::engine::WindowReport>();
     let detector_stop = stop.clone();
     let mut detector_config = ServiceConfig::new(detect_opts, vec![plan.clone()]);

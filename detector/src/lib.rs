@@ -21,6 +21,7 @@
 //! ([`synth`]) together for `driftwatch demo`.
 
 pub mod alert;
+pub mod codec;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod driver;

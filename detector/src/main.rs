@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use driftwatch_common::kafka::{
@@ -94,6 +95,19 @@ struct DetectArgs {
     /// Alerts topic ("" for none).
     #[arg(long, env = "DRIFTWATCH_ALERTS_TOPIC", default_value = driftwatch_schema::DEFAULT_ALERTS_TOPIC)]
     alerts_topic: String,
+    /// Window reports topic, the record of every window ("" for none).
+    #[arg(long, env = "DRIFTWATCH_REPORTS_TOPIC", default_value = driftwatch_detector::driver::kafka::DEFAULT_REPORTS_TOPIC)]
+    reports_topic: String,
+    /// Compacted topic of per-system checkpoints (must exist; see README).
+    #[arg(long, env = "DRIFTWATCH_STATE_TOPIC", default_value = driftwatch_detector::driver::kafka::DEFAULT_STATE_TOPIC)]
+    state_topic: String,
+    /// How often changed systems are checkpointed and offsets move (milliseconds).
+    #[arg(
+        long,
+        env = "DRIFTWATCH_CHECKPOINT_INTERVAL_MS",
+        default_value_t = 5000
+    )]
+    checkpoint_interval_ms: u64,
     /// Address for /metrics, /live, /ready.
     #[arg(
         long,
@@ -388,15 +402,15 @@ async fn run_detect(args: DetectArgs) -> ExitCode {
         },
         None => Vec::new(),
     };
-    let opts = KafkaOptions {
-        brokers: args.brokers,
-        group_id: args.group,
-        events_topic: args.events_topic,
-        alerts_topic: Some(args.alerts_topic).filter(|t| !t.is_empty()),
-        state_dir: args.state_dir,
-        security,
-        kafka_properties,
-    };
+    let mut opts = KafkaOptions::new(&args.brokers, args.state_dir);
+    opts.group_id = args.group;
+    opts.events_topic = args.events_topic;
+    opts.alerts_topic = Some(args.alerts_topic).filter(|t| !t.is_empty());
+    opts.reports_topic = Some(args.reports_topic).filter(|t| !t.is_empty());
+    opts.state_topic = args.state_topic;
+    opts.checkpoint_interval = Duration::from_millis(args.checkpoint_interval_ms.max(10));
+    opts.security = security;
+    opts.kafka_properties = kafka_properties;
     let mut config = ServiceConfig::new(opts, plans);
     config.delivery.receiver_roots = receiver_roots;
     match service::run(listener, config, driftwatch_common::shutdown_signal()).await {

@@ -2,7 +2,7 @@
 //! and `method` come from plan files, never from event data; events of unplanned systems
 //! are counted without a system label.
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::engine::{CheckStatus, WindowReport};
 
@@ -41,6 +41,19 @@ pub struct DetectorMetrics {
     pub alert_queue_depth: IntGaugeVec,
     /// `driftwatch_reference_events{system}`: size of the frozen reference (0 while collecting).
     pub reference_events: IntGaugeVec,
+    /// `driftwatch_events_replayed_total`: events read again after a restart or
+    /// rebalance that a restored checkpoint already held (skipped).
+    pub replayed: IntCounter,
+    /// `driftwatch_checkpoints_total{outcome}`: `written` per system, `failed` per
+    /// attempt.
+    pub checkpoints: IntCounterVec,
+    /// `driftwatch_checkpoint_bytes{system}`: size of the last checkpoint.
+    pub checkpoint_bytes: IntGaugeVec,
+    /// `driftwatch_state_restores_total{outcome}`: `restored`, `discarded` (another
+    /// plan or reference), `damaged`.
+    pub restores: IntCounterVec,
+    /// `driftwatch_last_checkpoint_timestamp_seconds`: when offsets last moved.
+    pub last_checkpoint: Gauge,
 }
 
 impl DetectorMetrics {
@@ -140,6 +153,40 @@ impl DetectorMetrics {
             ),
             &["system"],
         )?;
+        let replayed = IntCounter::new(
+            "driftwatch_events_replayed_total",
+            "Events read again after a restart or rebalance that a restored checkpoint already held (skipped).",
+        )?;
+        let checkpoints = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_checkpoints_total",
+                "System checkpoints written to the state topic (written, per system) and failed attempts.",
+            ),
+            &["outcome"],
+        )?;
+        let checkpoint_bytes = IntGaugeVec::new(
+            Opts::new(
+                "driftwatch_checkpoint_bytes",
+                "Size of the system's last checkpoint.",
+            ),
+            &["system"],
+        )?;
+        let restores = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_state_restores_total",
+                "Checkpoints met at start or after a rebalance: restored, discarded (another plan or reference) or damaged.",
+            ),
+            &["outcome"],
+        )?;
+        let last_checkpoint = Gauge::new(
+            "driftwatch_last_checkpoint_timestamp_seconds",
+            "When the last checkpoint was written and offsets moved (Unix time).",
+        )?;
+        registry.register(Box::new(replayed.clone()))?;
+        registry.register(Box::new(checkpoints.clone()))?;
+        registry.register(Box::new(checkpoint_bytes.clone()))?;
+        registry.register(Box::new(restores.clone()))?;
+        registry.register(Box::new(last_checkpoint.clone()))?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(unplanned.clone()))?;
         registry.register(Box::new(invalid.clone()))?;
@@ -171,6 +218,11 @@ impl DetectorMetrics {
             alerts_dropped,
             alert_queue_depth,
             reference_events,
+            replayed,
+            checkpoints,
+            checkpoint_bytes,
+            restores,
+            last_checkpoint,
         })
     }
 

@@ -63,6 +63,9 @@ pub enum DetectError {
     /// Two plans name the same system.
     #[error("two plans monitor system \"{0}\"")]
     DuplicateSystem(String),
+    /// The state topic could not be read.
+    #[error("cannot read the state topic \"{0}\" (create it, compacted: see README): {1}")]
+    StateTopic(String, rdkafka::error::KafkaError),
     /// Kafka client set-up failed.
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -140,36 +143,50 @@ async fn serve(
             .with_label_values(&[id.as_str()])
             .set(s.monitor.reference().map_or(0, |r| r.events as i64));
     }
-    ready.set();
-    let producer = match &opts.alerts_topic {
-        Some(topic) => {
-            let p: FutureProducer = driftwatch_common::kafka::client_config(
-                &opts.brokers,
-                &opts.security,
-                &opts.kafka_properties,
-            )
-            .set("enable.idempotence", "true")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "5")
-            .create()?;
-            Some((p, topic.clone()))
+    // The state topic is read before /ready: a restart answers ready once it knows
+    // where every system stopped.
+    let state = {
+        let reader = opts.clone();
+        let reading = tokio::task::spawn_blocking(move || kafka::read_state(&reader));
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            read = reading => match read {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(DetectError::StateTopic(opts.state_topic.clone(), e)),
+                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+            },
         }
-        None => None,
     };
-    let flush = producer.as_ref().map(|(p, _)| p.clone());
+    tracing::info!(topic = %opts.state_topic, checkpoints = state.len(), "state topic read");
+    ready.set();
+    let producer: FutureProducer = opts
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()?;
+    let outbox = Arc::new(kafka::outbox::KafkaOutbox::new(
+        producer.clone(),
+        opts.reports_topic.clone(),
+        opts.alerts_topic.clone(),
+    ));
     let alerts = Arc::new(AlertDelivery::start(
         &plans,
-        producer,
+        None,
         delivery,
         metrics.clone(),
     ));
-    let mut outputs: Vec<Arc<dyn Output>> = vec![Arc::new(metrics.clone()), alerts.clone()];
+    let mut outputs: Vec<Arc<dyn Output>> =
+        vec![Arc::new(metrics.clone()), outbox.clone(), alerts.clone()];
     outputs.extend(extra);
     let consumed = kafka::consume(
         &opts,
         systems,
+        Some(state),
         store.as_ref(),
         &outputs,
+        &outbox,
+        &producer,
         &metrics,
         &mut shutdown,
     )
@@ -179,9 +196,7 @@ async fn serve(
         Ok(alerts) => alerts.shutdown(DRAIN_DEADLINE).await,
         Err(_) => tracing::error!("alert delivery still shared at shutdown; not drained"),
     }
-    if let Some(p) = flush {
-        let _ = kafka::off_worker(|| p.flush(Duration::from_secs(5)));
-    }
+    let _ = kafka::off_worker(|| producer.flush(Duration::from_secs(5)));
     consumed?;
     Ok(())
 }

@@ -180,7 +180,15 @@ pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Res
         .create()?;
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|(name, parts)| NewTopic::new(name, *parts, TopicReplication::Fixed(1)))
+        .map(|(name, parts)| {
+            let t = NewTopic::new(name, *parts, TopicReplication::Fixed(1));
+            // State topics are compacted, as README asks.
+            if name.ends_with(".state") {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
+        })
         .collect();
     let results = admin
         .create_topics(
@@ -264,9 +272,13 @@ pub async fn pipeline(
     cluster
         .create_topic("driftwatch.events", 3, 1)
         .expect("topic");
-    cluster
-        .create_topic("driftwatch.alerts", 1, 1)
-        .expect("topic");
+    for t in [
+        "driftwatch.alerts",
+        "driftwatch.reports",
+        "driftwatch.state",
+    ] {
+        cluster.create_topic(t, 1, 1).expect("topic");
+    }
     let brokers = cluster.bootstrap_servers();
     let stop = CancellationToken::new();
     let (hook, url) = WebhookReceiver::start().await.expect("webhook");
@@ -293,13 +305,8 @@ pub async fn pipeline(
     let s = stop.clone();
     let config = ServiceConfig::new(
         KafkaOptions {
-            brokers,
             group_id: format!("dw-{system}"),
-            events_topic: "driftwatch.events".into(),
-            alerts_topic: Some("driftwatch.alerts".into()),
-            state_dir: state.clone(),
-            security: Default::default(),
-            kafka_properties: Default::default(),
+            ..KafkaOptions::new(&brokers, state.clone())
         },
         vec![plan],
     );

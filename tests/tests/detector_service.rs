@@ -2,7 +2,6 @@
 //! mock cluster: one answer from both drivers, alert delivery that never holds up
 //! consumption, and a readiness latch that waits for the references.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,13 +83,8 @@ fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<serde_json::Value>
 
 fn kafka_options(brokers: &str, state: &Path) -> KafkaOptions {
     KafkaOptions {
-        brokers: brokers.into(),
         group_id: "dw-service-test".into(),
-        events_topic: "driftwatch.events".into(),
-        alerts_topic: Some("driftwatch.alerts".into()),
-        state_dir: state.into(),
-        security: Default::default(),
-        kafka_properties: BTreeMap::new(),
+        ..KafkaOptions::new(brokers, state)
     }
 }
 
@@ -102,9 +96,13 @@ fn cluster() -> (
     cluster
         .create_topic("driftwatch.events", 1, 1)
         .expect("topic");
-    cluster
-        .create_topic("driftwatch.alerts", 1, 1)
-        .expect("topic");
+    for t in [
+        "driftwatch.alerts",
+        "driftwatch.reports",
+        "driftwatch.state",
+    ] {
+        cluster.create_topic(t, 1, 1).expect("topic");
+    }
     let brokers = cluster.bootstrap_servers();
     (cluster, brokers)
 }

@@ -224,7 +224,15 @@ async fn both_binaries_over_tls_with_a_client_certificate_and_scram() {
     let dir = test_dir("kafka-security");
     let events = "secure.events";
     let alerts = "secure.alerts";
-    let (_broker, _socat, brokers) = secure_broker(&dir, &[(events, 3), (alerts, 1)]);
+    let (_broker, _socat, brokers) = secure_broker(
+        &dir,
+        &[
+            (events, 3),
+            (alerts, 1),
+            ("secure.state", 1),
+            ("secure.reports", 1),
+        ],
+    );
 
     // The agent: password from a file, client certificate, the test CA.
     let mut agent = start_agent(
@@ -253,6 +261,12 @@ async fn both_binaries_over_tls_with_a_client_certificate_and_scram() {
             .arg(&plan)
             .args(["--brokers", &brokers, "--events-topic", events])
             .args(["--alerts-topic", alerts, "--group", "dw-secure"])
+            .args([
+                "--state-topic",
+                "secure.state",
+                "--reports-topic",
+                "secure.reports",
+            ])
             .args(["--metrics-listen", &metrics_addr.to_string()])
             .arg("--state-dir")
             .arg(dir.join("state"))

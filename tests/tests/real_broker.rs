@@ -32,9 +32,19 @@ async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -
     );
     let events_topic = format!("dw-e2e-{unique}.events");
     let alerts_topic = format!("dw-e2e-{unique}.alerts");
-    create_topics(&brokers, &[(&events_topic, 3), (&alerts_topic, 1)])
-        .await
-        .expect("topics created");
+    let state_topic = format!("dw-e2e-{unique}.state");
+    let reports_topic = format!("dw-e2e-{unique}.reports");
+    create_topics(
+        &brokers,
+        &[
+            (&events_topic, 3),
+            (&alerts_topic, 1),
+            (&state_topic, 1),
+            (&reports_topic, 1),
+        ],
+    )
+    .await
+    .expect("topics created");
     let dir = std::env::temp_dir().join(format!("dw-real-{unique}"));
     std::fs::create_dir_all(&dir).expect("dir");
     let (hook, url) = WebhookReceiver::start().await.expect("webhook");
@@ -71,6 +81,12 @@ async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -
                 &format!("dw-{unique}"),
             ])
             .args(["--metrics-listen", &metrics_addr.to_string()])
+            .args([
+                "--state-topic",
+                &state_topic,
+                "--reports-topic",
+                &reports_topic,
+            ])
             .arg("--state-dir")
             .arg(dir.join("state")),
     );

@@ -88,6 +88,25 @@ impl Dedup {
         true
     }
 
+    /// The remembered id hashes, oldest first (what a checkpoint keeps).
+    pub fn remembered(&self) -> Vec<u64> {
+        if self.full {
+            let mut v = self.ring[self.next..].to_vec();
+            v.extend_from_slice(&self.ring[..self.next]);
+            v
+        } else {
+            self.ring[..self.next].to_vec()
+        }
+    }
+
+    /// Remember `hashes` (oldest first), as [`Dedup::remembered`] gave them.
+    pub fn restore(&mut self, hashes: &[u64]) {
+        *self = Dedup::new(self.ring.len());
+        for h in hashes {
+            self.first_time_hash(*h);
+        }
+    }
+
     fn key(hash: u64) -> u64 {
         if hash == EMPTY {
             1
@@ -148,6 +167,22 @@ mod tests {
                     model.push_back(h);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_restored_memory_answers_as_the_original() {
+        let mut rng = crate::synth::Rng::new(5);
+        let mut d = Dedup::new(100);
+        for _ in 0..350 {
+            d.first_time_hash(rng.next_u64() % 400);
+        }
+        let mut r = Dedup::new(100);
+        r.restore(&d.remembered());
+        assert_eq!(r.remembered(), d.remembered());
+        for _ in 0..2000 {
+            let h = rng.next_u64() % 400;
+            assert_eq!(r.first_time_hash(h), d.first_time_hash(h));
         }
     }
 

@@ -16,7 +16,11 @@
 //!    [`WindowReport`] comes out. A prediction whose windows have all closed is late:
 //!    counted, not evaluated.
 //!
-//! Identical input gives identical reports: nothing here reads a clock or a random source.
+//! Identical input gives identical reports: nothing here reads a random source, and the
+//! one clock read (the skew bound: a prediction stamped more than the plan's
+//! `max_skew_s` after the wall clock is left out) cannot change the reports of sound
+//! input. A monitor's state can be taken as bytes and restored
+//! ([`Monitor::snapshot`], [`Monitor::restore`]), with bit-identical reports after.
 //!
 //! Edge cases, defined: a signal with fewer than `window.min_samples` usable values (or
 //! none in the reference) is `insufficient`, never an alert; so is a check whose learned
@@ -30,6 +34,7 @@ mod monitor;
 mod reference;
 mod report;
 mod row;
+mod snapshot;
 mod window;
 
 pub use builder::ReferenceBuilder;

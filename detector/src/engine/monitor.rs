@@ -83,10 +83,10 @@ pub struct Monitor {
     pub(crate) signals: Vec<Signal>,
     pub(crate) phase: Phase,
     /// Closed windows awaiting evaluation (see [`Monitor::set_evaluation`]).
-    held: Vec<Closed>,
+    pub(crate) held: Vec<Closed>,
     together: usize,
     threads: usize,
-    skew: SkewBound,
+    pub(crate) skew: SkewBound,
 }
 
 /// Which way a timestamp is skewed.

@@ -712,3 +712,68 @@ fn skewed_rows_are_left_out_on_rows_and_columns() {
     assert_eq!(counted, skewed);
     assert_eq!(got, clean, "rows");
 }
+
+/// A monitor restored from a snapshot taken anywhere gives the reports of one that never
+/// stopped, bit for bit: count, sliding and time windows, with more categories than the
+/// short list holds.
+#[test]
+fn a_restored_monitor_continues_bit_for_bit() {
+    let plans = [
+        TIME_PLAN.replace(
+            "kind = \"time\"\nduration_s = 3600\nallowed_lateness_s = 600",
+            "size = 100",
+        ),
+        TIME_PLAN.replace(
+            "kind = \"time\"\nduration_s = 3600\nallowed_lateness_s = 600",
+            "size = 100\nslide = 30",
+        ),
+        TIME_PLAN.replace("duration_s = 3600", "duration_s = 3600\nslide_s = 1200"),
+    ];
+    for text in plans {
+        let text = text.replace("checks = [\"ks\"]", "")
+            + "[features.zip]\ntype = \"categorical\"\n[features.region]\ntype = \"categorical\"\n";
+        let plan = plan_text(&text);
+        let mut model = CreditModel::new("credit", 31);
+        let events: Vec<Event> = (0..1500)
+            .map(|i| {
+                let drift = if i < 1000 { Drift::NONE } else { Drift::DEMO };
+                // Mostly in order, some a few minutes late.
+                let minute = i as i64 - if i % 7 == 0 { 5 } else { 0 };
+                let mut e = pred_at(&mut model, at(minute.max(0)), drift);
+                if let Event::Prediction(p) = &mut e {
+                    p.features.insert(
+                        "zip".into(),
+                        FeatureValue::Text(format!("z{}", (i * 7919) % 50)),
+                    );
+                }
+                e
+            })
+            .collect();
+        let mut whole = Monitor::new(plan.clone(), None);
+        let all: Vec<Vec<WindowReport>> = events
+            .iter()
+            .map(|e| whole.observe(Input::Event(e)).reports)
+            .collect();
+        let reference = whole.reference().cloned().expect("frozen");
+        for cut in [650, 777, 1001, 1333] {
+            let mut first = Monitor::new(plan.clone(), None);
+            for e in &events[..cut] {
+                first.observe(Input::Event(e));
+            }
+            let (version, bytes) = first.snapshot().expect("a snapshot");
+            let mut restored = Monitor::new(plan.clone(), Some(reference.clone()));
+            restored.restore(&version, &bytes).expect("restores");
+            let want: Vec<WindowReport> = all[cut..].iter().flatten().cloned().collect();
+            let mut got = Vec::new();
+            for e in &events[cut..] {
+                got.extend(restored.observe(Input::Event(e)).reports);
+            }
+            assert!(!want.is_empty());
+            assert_eq!(got, want, "cut at {cut}: {text}");
+            // Damaged bytes are refused and leave the monitor as it was.
+            let mut fresh = Monitor::new(plan.clone(), Some(reference.clone()));
+            assert!(fresh.restore(&version, &bytes[..bytes.len() - 3]).is_err());
+            assert!(fresh.restore("fnv1a64:other", &bytes).is_err());
+        }
+    }
+}

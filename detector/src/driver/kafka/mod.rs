@@ -1,10 +1,22 @@
 //! The Kafka driver: consume the events topic in a consumer group, feed each system's
-//! engine, hand every window to the outputs (metrics, alert delivery, ...).
+//! engine, hand every window to the outputs (metrics, alert delivery, the reports and
+//! alerts topics), and checkpoint each system's state.
 //!
-//! **Offsets (at-least-once).** Offsets are stored by hand (`enable.auto.offset.store =
-//! false`) and committed by librdkafka's auto-commit; [`offsets`] keeps the stored offset
-//! of each partition at the first event of a system whose window (or first-N reference)
-//! is still open, so after a crash or restart the open window is rebuilt from Kafka.
+//! **State and offsets.** Every `checkpoint_interval` (and at shutdown) the driver waits
+//! until every report and alert of the windows evaluated so far is confirmed by Kafka
+//! ([`outbox`]), writes a [`checkpoint`] of each system that changed (its windows,
+//! watermark, duplicate memory, and the next offset of its partition it does not
+//! include) to the compacted state topic, and only then stores the partitions' offsets
+//! for commit. Offsets are per system: a restored system skips the events its state
+//! already holds, so a restart or a takeover continues exactly where the checkpoint
+//! stopped, with the same window numbers (an `alert_id` names one window forever). A
+//! system still collecting its reference from the stream has no checkpoint; the
+//! partition's stored offset stays at its first collected event.
+//!
+//! **Restore.** The state topic is read at start (before `/ready`) and again after a
+//! rebalance; a system's checkpoint is restored the first time its partition delivers
+//! an event in an assignment. A checkpoint of another plan, another reference or a
+//! damaged one is logged and counted, and the system starts afresh.
 //!
 //! **Alerts never wait here.** A window's alerts are queued for delivery
 //! ([`crate::alert::delivery`]) and the loop goes on; a receiver that hangs delays only
@@ -14,23 +26,32 @@
 //! consumption starts ([`crate::service`] latches `/ready` after), and a reference
 //! collected from the stream is saved there when it freezes.
 
-pub mod offsets;
+pub mod checkpoint;
+pub mod outbox;
 pub mod system;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use driftwatch_common::kafka::ResolvedSecurity;
 use driftwatch_schema::Event;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use self::offsets::SafeOffsets;
+use self::checkpoint::Checkpoint;
+use self::outbox::KafkaOutbox;
 use self::system::SystemState;
 use crate::alert::alerts_for;
+use crate::codec::CodecError;
 use crate::engine::Input;
 use crate::metrics::DetectorMetrics;
 use crate::output::Output;
@@ -47,6 +68,12 @@ pub struct KafkaOptions {
     pub events_topic: String,
     /// Where alerts are produced; `None` to write none to Kafka.
     pub alerts_topic: Option<String>,
+    /// Where every window report is produced; `None` for none.
+    pub reports_topic: Option<String>,
+    /// The compacted topic of per-system checkpoints.
+    pub state_topic: String,
+    /// How often changed systems are checkpointed (and offsets move).
+    pub checkpoint_interval: Duration,
     /// Where the file reference store keeps references.
     pub state_dir: PathBuf,
     /// TLS and SASL, secrets already read.
@@ -54,6 +81,39 @@ pub struct KafkaOptions {
     /// Extra librdkafka properties for consumer and producer.
     pub kafka_properties: BTreeMap<String, String>,
 }
+
+impl KafkaOptions {
+    /// The options of `brokers` with every other setting at its default: the default
+    /// topics, group and a 5 s checkpoint interval.
+    pub fn new(brokers: &str, state_dir: impl Into<PathBuf>) -> Self {
+        KafkaOptions {
+            brokers: brokers.into(),
+            group_id: "driftwatch-detector".into(),
+            events_topic: driftwatch_schema::DEFAULT_EVENTS_TOPIC.into(),
+            alerts_topic: Some(driftwatch_schema::DEFAULT_ALERTS_TOPIC.into()),
+            reports_topic: Some(DEFAULT_REPORTS_TOPIC.into()),
+            state_topic: DEFAULT_STATE_TOPIC.into(),
+            checkpoint_interval: Duration::from_secs(5),
+            state_dir: state_dir.into(),
+            security: ResolvedSecurity::default(),
+            kafka_properties: BTreeMap::new(),
+        }
+    }
+
+    /// A client configuration with the brokers, security and properties.
+    pub fn client_config(&self) -> ClientConfig {
+        driftwatch_common::kafka::client_config(
+            &self.brokers,
+            &self.security,
+            &self.kafka_properties,
+        )
+    }
+}
+
+/// The default topic of window reports.
+pub const DEFAULT_REPORTS_TOPIC: &str = "driftwatch.reports";
+/// The default compacted topic of per-system checkpoints.
+pub const DEFAULT_STATE_TOPIC: &str = "driftwatch.state";
 
 /// Run CPU or blocking work without stalling the other tasks on this worker: on a
 /// multi-thread runtime the worker hands its queue to another thread meanwhile; on a
@@ -66,34 +126,100 @@ pub(crate) fn off_worker<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Consume until `shutdown` resolves, then commit what is safe.
+/// Checkpoints read from the state topic, by system.
+pub type Restored = HashMap<String, Result<Checkpoint, CodecError>>;
+
+/// Read the state topic (at start, and after a rebalance).
+pub fn read_state(opts: &KafkaOptions) -> Result<Restored, rdkafka::error::KafkaError> {
+    checkpoint::read_topic(
+        opts.client_config(),
+        &opts.state_topic,
+        Duration::from_secs(30),
+    )
+}
+
+/// Counts rebalances and remembers revoked partitions, for the loop to act on.
+#[derive(Default)]
+struct RebalanceContext {
+    epoch: AtomicU64,
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                self.epoch.fetch_add(1, Ordering::SeqCst);
+            }
+            Rebalance::Revoke(tpl) => {
+                let mut r = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+                r.extend(tpl.elements().iter().map(|e| e.partition()));
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                self.epoch.fetch_add(1, Ordering::SeqCst);
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// What the loop keeps besides the systems.
+struct Progress {
+    /// Per partition, the offset after the last event processed.
+    positions: HashMap<i32, i64>,
+    /// Partitions whose systems were restored in this assignment.
+    restored: HashSet<i32>,
+    /// The state topic as last read (`None`: read again when needed).
+    state: Option<Restored>,
+    last_checkpoint: Instant,
+}
+
+/// Consume until `shutdown` resolves, checkpointing as it goes and at the end. `state`
+/// is the state topic read at start.
+#[allow(clippy::too_many_arguments)]
 pub async fn consume(
     opts: &KafkaOptions,
     mut systems: HashMap<String, SystemState>,
+    state: Option<Restored>,
     store: &dyn ReferenceStore,
     outputs: &[Arc<dyn Output>],
+    outbox: &KafkaOutbox,
+    producer: &FutureProducer,
     metrics: &DetectorMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    let consumer: StreamConsumer = driftwatch_common::kafka::client_config(
-        &opts.brokers,
-        &opts.security,
-        &opts.kafka_properties,
-    )
-    .set("group.id", &opts.group_id)
-    .set("enable.auto.commit", "true")
-    .set("auto.commit.interval.ms", "1000")
-    .set("enable.auto.offset.store", "false")
-    .set("auto.offset.reset", "earliest")
-    .set("partition.assignment.strategy", "range")
-    .create()?;
+    let consumer: StreamConsumer<RebalanceContext> = opts
+        .client_config()
+        .set("group.id", &opts.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(RebalanceContext::default())?;
     consumer.subscribe(&[opts.events_topic.as_str()])?;
-    let mut offsets = SafeOffsets::default();
-    tracing::info!(topic = %opts.events_topic, group = %opts.group_id, systems = systems.len(), "driftwatch detector consuming");
+    tracing::info!(topic = %opts.events_topic, group = %opts.group_id, state = %opts.state_topic, systems = systems.len(), "driftwatch detector consuming");
+    let mut progress = Progress {
+        positions: HashMap::new(),
+        restored: HashSet::new(),
+        state,
+        last_checkpoint: Instant::now(),
+    };
+    let mut epoch = consumer.context().epoch.load(Ordering::SeqCst);
+    let mut tick = tokio::time::interval(opts.checkpoint_interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
             _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                if progress.last_checkpoint.elapsed() >= opts.checkpoint_interval {
+                    checkpoint(opts, &consumer, &mut systems, &mut progress, (outbox, producer, store), metrics).await;
+                }
+                continue;
+            }
             m = consumer.recv() => m,
         };
         let message = match message {
@@ -104,7 +230,16 @@ pub async fn consume(
                 continue;
             }
         };
+        let now_epoch = consumer.context().epoch.load(Ordering::SeqCst);
+        if now_epoch != epoch {
+            epoch = now_epoch;
+            rebalanced(&consumer, &mut systems, &mut progress);
+        }
         let (partition, offset) = (message.partition(), message.offset());
+        if !progress.restored.contains(&partition) {
+            restore_partition(opts, partition, &mut systems, &mut progress, metrics);
+        }
+        progress.positions.insert(partition, offset + 1);
         match Event::from_wire(message.payload().unwrap_or_default()) {
             Err(e) => {
                 metrics.invalid.inc();
@@ -115,19 +250,44 @@ pub async fn consume(
                 match systems.get_mut(system) {
                     None => metrics.unplanned.inc(),
                     Some(state) => {
-                        let holds =
-                            observe(state, &event, store, outputs, metrics, partition, offset);
-                        offsets.update(system, partition, offset, holds);
+                        if state.partition == Some(partition) && offset < state.next_offset {
+                            // Already in the state restored from the checkpoint.
+                            metrics.replayed.inc();
+                        } else {
+                            if state.partition.is_some_and(|p| p != partition) {
+                                tracing::warn!(system, from = ?state.partition, to = partition, "the system's events moved to another partition (partitions added?)");
+                            }
+                            state.partition = Some(partition);
+                            state.dirty_from.get_or_insert(offset);
+                            state.next_offset = offset + 1;
+                            observe(state, &event, outputs, metrics, partition, offset);
+                        }
                     }
                 }
             }
         }
-        let safe = offsets.safe(partition, offset);
-        if let Err(e) = consumer.store_offset(&opts.events_topic, partition, safe) {
-            tracing::warn!(partition, error = %e, "cannot store offset");
+        if progress.last_checkpoint.elapsed() >= opts.checkpoint_interval {
+            checkpoint(
+                opts,
+                &consumer,
+                &mut systems,
+                &mut progress,
+                (outbox, producer, store),
+                metrics,
+            )
+            .await;
         }
     }
-    tracing::info!("detector stopping: committing offsets");
+    tracing::info!("detector stopping: checkpointing and committing offsets");
+    checkpoint(
+        opts,
+        &consumer,
+        &mut systems,
+        &mut progress,
+        (outbox, producer, store),
+        metrics,
+    )
+    .await;
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         // Nothing stored since the last auto-commit is a normal answer here.
         tracing::debug!(error = %e, "final commit");
@@ -135,24 +295,208 @@ pub async fn consume(
     Ok(())
 }
 
+/// After a rebalance: systems of revoked partitions start afresh (another instance
+/// continues them from their checkpoint), and the state topic is read again before
+/// any partition is restored.
+fn rebalanced(
+    consumer: &StreamConsumer<RebalanceContext>,
+    systems: &mut HashMap<String, SystemState>,
+    progress: &mut Progress,
+) {
+    let revoked: Vec<i32> = std::mem::take(
+        &mut *consumer
+            .context()
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    for s in systems.values_mut() {
+        if s.partition.is_some_and(|p| revoked.contains(&p)) {
+            s.reset();
+        }
+    }
+    for p in &revoked {
+        progress.positions.remove(p);
+    }
+    progress.restored.clear();
+    progress.state = None;
+}
+
+/// Restore the systems whose checkpoint names `partition` and which hold nothing yet.
+fn restore_partition(
+    opts: &KafkaOptions,
+    partition: i32,
+    systems: &mut HashMap<String, SystemState>,
+    progress: &mut Progress,
+    metrics: &DetectorMetrics,
+) {
+    if progress.state.is_none() {
+        match off_worker(|| read_state(opts)) {
+            Ok(s) => progress.state = Some(s),
+            Err(e) => {
+                tracing::error!(topic = %opts.state_topic, error = %e, "cannot read the state topic; systems start afresh");
+                progress.state = Some(HashMap::new());
+            }
+        }
+    }
+    let Some(state) = &progress.state else {
+        return;
+    };
+    for (system, s) in systems.iter_mut() {
+        if s.partition.is_some() || s.dirty_from.is_some() {
+            continue;
+        }
+        match state.get(system) {
+            None => {}
+            Some(Ok(c)) if c.partition != partition => {}
+            Some(Ok(c)) => match s.restore(c) {
+                Ok(()) => {
+                    metrics.restores.with_label_values(&["restored"]).inc();
+                    tracing::info!(
+                        system,
+                        partition,
+                        next_offset = c.next_offset,
+                        generation = c.generation,
+                        "state restored from checkpoint"
+                    );
+                }
+                Err(e) => {
+                    metrics.restores.with_label_values(&["discarded"]).inc();
+                    tracing::error!(system, error = %e, "checkpoint not restored; the system starts afresh from the committed offset");
+                }
+            },
+            Some(Err(e)) => {
+                metrics.restores.with_label_values(&["damaged"]).inc();
+                tracing::error!(system, error = %e, "checkpoint damaged; the system starts afresh from the committed offset");
+            }
+        }
+    }
+    progress.restored.insert(partition);
+}
+
+/// Reports and alerts confirmed, then every changed system's checkpoint written, then
+/// the offsets they cover stored for commit. Anything failing leaves offsets where they
+/// were (the events are read again after a restart).
+async fn checkpoint(
+    opts: &KafkaOptions,
+    consumer: &StreamConsumer<RebalanceContext>,
+    systems: &mut HashMap<String, SystemState>,
+    progress: &mut Progress,
+    (outbox, producer, store): (&KafkaOutbox, &FutureProducer, &dyn ReferenceStore),
+    metrics: &DetectorMetrics,
+) {
+    progress.last_checkpoint = Instant::now();
+    if !outbox.settle(Duration::from_secs(30)).await {
+        metrics.checkpoints.with_label_values(&["failed"]).inc();
+        tracing::warn!("reports or alerts not yet confirmed by Kafka; offsets stay until they are");
+        return;
+    }
+    let mut sends = Vec::new();
+    let mut written = Vec::new();
+    for (name, s) in systems.iter() {
+        if s.dirty_from.is_none() {
+            continue;
+        }
+        let Some(c) = s.checkpoint() else {
+            continue;
+        };
+        let records = c.records();
+        let mut ok = true;
+        for (key, value) in &records {
+            match producer.send_result(
+                FutureRecord::to(&opts.state_topic)
+                    .key(key.as_str())
+                    .payload(value.as_slice()),
+            ) {
+                Ok(f) => sends.push(f),
+                Err((e, _)) => {
+                    tracing::warn!(system = %name, error = %e, "cannot queue a checkpoint");
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            written.push((
+                name.clone(),
+                c.generation,
+                records.iter().map(|(_, v)| v.len()).sum::<usize>(),
+            ));
+        }
+    }
+    let mut failed = false;
+    for f in sends {
+        match tokio::time::timeout(Duration::from_secs(30), f).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err((e, _)))) => {
+                tracing::warn!(error = %e, "a checkpoint was not confirmed by Kafka");
+                failed = true;
+            }
+            _ => failed = true,
+        }
+    }
+    if failed {
+        metrics.checkpoints.with_label_values(&["failed"]).inc();
+        return;
+    }
+    for (name, generation, bytes) in written {
+        if let Some(s) = systems.get_mut(&name) {
+            s.generation = generation;
+            if let Some(r) = s.unsaved_reference.take() {
+                if let Err(e) = store.save(&r) {
+                    // Offsets stay at the first collected event: a restart collects
+                    // the same reference again.
+                    tracing::error!(system = %name, error = %e, "cannot keep the reference collected from the stream");
+                    s.unsaved_reference = Some(r);
+                    continue;
+                }
+            }
+            s.dirty_from = None;
+        }
+        metrics.checkpoints.with_label_values(&["written"]).inc();
+        metrics
+            .checkpoint_bytes
+            .with_label_values(&[&name])
+            .set(bytes as i64);
+    }
+    // A partition's safe offset: past every event processed, except where a system
+    // still holds events no checkpoint covers (a reference being collected). Stored as
+    // given (rd_kafka_offsets_store; rd_kafka_offset_store would add one).
+    let mut tpl = TopicPartitionList::new();
+    for (partition, position) in &progress.positions {
+        let hold = systems
+            .values()
+            .filter(|s| s.partition == Some(*partition))
+            .filter_map(|s| s.dirty_from)
+            .min();
+        let safe = hold.map_or(*position, |h| h.min(*position));
+        let _ = tpl.add_partition_offset(&opts.events_topic, *partition, Offset::Offset(safe));
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            tracing::debug!(error = %e, "cannot store offsets (partition revoked?)");
+        }
+    }
+    metrics
+        .last_checkpoint
+        .set(chrono::Utc::now().timestamp() as f64);
+}
+
 /// One event of a planned system: drop a repeat, feed the engine, hand out its windows.
-/// Whether the system still holds events no report covers.
 fn observe(
     state: &mut SystemState,
     event: &Event,
-    store: &dyn ReferenceStore,
     outputs: &[Arc<dyn Output>],
     metrics: &DetectorMetrics,
     partition: i32,
     offset: i64,
-) -> bool {
+) {
     let system = event.system_id();
     if let Event::Prediction(p) = event {
         if !state.dedup.first_time(&p.prediction_id) {
             metrics.duplicates.with_label_values(&[system]).inc();
             tracing::debug!(partition, offset, "dropping a repeated prediction");
-            // A repeat is fully processed: its offset may be stored.
-            return state.monitor.has_pending();
+            return;
         }
     }
     let step = off_worker(|| state.monitor.observe(Input::Event(event)));
@@ -166,9 +510,7 @@ fn observe(
             .reference_events
             .with_label_values(&[system])
             .set(r.events as i64);
-        if let Err(e) = store.save(r) {
-            tracing::error!(error = %e, "cannot keep the reference; a restart will collect a new one");
-        }
+        state.unsaved_reference = Some(r.clone());
     }
     for (direction, n) in [("future", step.skewed_future), ("past", step.skewed_past)] {
         if n > 0 {
@@ -202,5 +544,4 @@ fn observe(
             out.window(&report, &alerts);
         }
     }
-    state.monitor.has_pending()
 }

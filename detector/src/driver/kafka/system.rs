@@ -1,10 +1,14 @@
 //! The state the Kafka driver keeps per AI system: its monitor, its duplicate memory,
-//! and what the plan says about its alerts.
+//! what the plan says about its alerts, and where its input stands: the partition its
+//! events come on, the next offset its state does not include, and the first offset
+//! applied since its last checkpoint.
 
 use std::sync::Arc;
 
+use super::checkpoint::Checkpoint;
+use crate::codec::CodecError;
 use crate::driver::dedup::Dedup;
-use crate::engine::{Monitor, ReferenceProfile};
+use crate::engine::{fnv1a64, plan_fingerprint, Monitor, ReferenceProfile};
 use crate::plan::{Plan, Severity};
 
 /// One monitored system.
@@ -15,6 +19,32 @@ pub struct SystemState {
     pub dedup: Dedup,
     /// Alerts below this are not raised.
     pub min_severity: Severity,
+    /// The events partition of the system, once an event or a checkpoint said.
+    pub partition: Option<i32>,
+    /// The first offset of `partition` the state does not include.
+    pub next_offset: i64,
+    /// The first offset applied since the last checkpoint (`None`: nothing since).
+    pub dirty_from: Option<i64>,
+    /// The last checkpoint's generation.
+    pub generation: u64,
+    /// A reference frozen from the stream, kept in the reference store only once a
+    /// checkpoint of the windows after it is written (so a restart never takes the
+    /// reference's own events for window events, nor collects a new reference from
+    /// events past the committed offset).
+    pub unsaved_reference: Option<Arc<ReferenceProfile>>,
+    plan: Arc<Plan>,
+}
+
+/// What a checkpoint is tied to: the plan's signals and checks and its windowing. A
+/// checkpoint under another fingerprint is not restored.
+pub fn state_fingerprint(plan: &Plan) -> String {
+    let text = format!(
+        "{}|{:?}|{}",
+        plan_fingerprint(plan),
+        plan.window.windowing(),
+        plan.window.max_skew_ms()
+    );
+    format!("fnv1a64:{:016x}", fnv1a64(text.as_bytes(), 0))
 }
 
 impl SystemState {
@@ -24,7 +54,61 @@ impl SystemState {
         SystemState {
             dedup: Dedup::for_plan(&plan),
             min_severity: plan.alerts.min_severity,
-            monitor: Monitor::new(plan, reference),
+            monitor: Monitor::new(plan.clone(), reference),
+            partition: None,
+            next_offset: 0,
+            dirty_from: None,
+            generation: 0,
+            unsaved_reference: None,
+            plan,
         }
+    }
+
+    /// Back to a fresh start with the same reference (the system's partition went to
+    /// another instance).
+    pub fn reset(&mut self) {
+        let reference = self.monitor.reference().cloned();
+        let generation = self.generation;
+        *self = SystemState::new(self.plan.clone(), reference);
+        self.generation = generation;
+    }
+
+    /// This system's checkpoint now, if its state can be taken (not while a reference
+    /// is being collected).
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        let partition = self.partition?;
+        let (reference_version, engine) = self.monitor.snapshot()?;
+        Some(Checkpoint {
+            system: self.plan.system.id.clone(),
+            plan_fingerprint: state_fingerprint(&self.plan),
+            reference_version,
+            partition,
+            next_offset: self.next_offset,
+            generation: self.generation + 1,
+            dedup: self.dedup.remembered(),
+            engine,
+        })
+    }
+
+    /// Continue from a checkpoint; refused (state unchanged) if it belongs to another
+    /// plan, reference or system, or is damaged.
+    pub fn restore(&mut self, c: &Checkpoint) -> Result<(), CodecError> {
+        if c.system != self.plan.system.id {
+            return Err(CodecError("a checkpoint of another system".into()));
+        }
+        let fingerprint = state_fingerprint(&self.plan);
+        if c.plan_fingerprint != fingerprint {
+            return Err(CodecError(format!(
+                "taken under plan fingerprint {}, the plan now is {fingerprint} (signals, checks or windows changed)",
+                c.plan_fingerprint
+            )));
+        }
+        self.monitor.restore(&c.reference_version, &c.engine)?;
+        self.dedup.restore(&c.dedup);
+        self.partition = Some(c.partition);
+        self.next_offset = c.next_offset;
+        self.dirty_from = None;
+        self.generation = c.generation;
+        Ok(())
     }
 }

@@ -1,0 +1,383 @@
+//! The detector killed and restarted mid-stream (its task aborted: no final checkpoint,
+//! no drain) keeps its promises, on librdkafka's mock cluster: the union of the window
+//! reports of every run equals a replay of the same events, a window evaluated twice
+//! (before a crash, and again after it because its checkpoint was not yet written) has
+//! the same content both times, so every `alert_id` names one window forever, and a
+//! clean restart after a finished run re-sends nothing. Two systems share one partition;
+//! count, sliding and event-time windows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driftwatch_detector::alert::alerts_for;
+use driftwatch_detector::driver::file::replay;
+use driftwatch_detector::driver::kafka::KafkaOptions;
+use driftwatch_detector::engine::WindowReport;
+use driftwatch_detector::input;
+use driftwatch_detector::plan::Plan;
+use driftwatch_detector::service::{self, ServiceConfig};
+use driftwatch_e2e::{eventually, metric};
+use driftwatch_schema::Event;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const SYSTEMS: [&str; 2] = ["golden", "golden-b"];
+
+fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../detector/tests/golden")
+}
+
+fn plan_of(file: &str, system: &str) -> Arc<Plan> {
+    let text = std::fs::read_to_string(golden().join(file))
+        .expect("plan")
+        .replace("id = \"golden\"", &format!("id = \"{system}\""));
+    Arc::new(Plan::from_toml(&text, file, golden()).expect("plan"))
+}
+
+/// The golden events of both systems, interleaved one for one.
+fn events() -> Vec<Event> {
+    let a: Vec<Event> = input::open_ndjson(&golden().join("events.ndjson"))
+        .expect("open")
+        .map(|e| e.expect("valid"))
+        .collect();
+    let mut out = Vec::new();
+    for e in a {
+        let wire = String::from_utf8(e.to_wire()).expect("utf8");
+        let b = Event::from_wire(
+            wire.replace("\"system_id\":\"golden\"", "\"system_id\":\"golden-b\"")
+                .as_bytes(),
+        )
+        .expect("b");
+        out.push(e);
+        out.push(b);
+    }
+    out
+}
+
+fn produce(brokers: &str, events: &[Event]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for e in events {
+        let payload = e.to_wire();
+        let mut record = BaseRecord::to("driftwatch.events")
+            .key(e.system_id())
+            .payload(&payload);
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Every payload of a one-partition topic, until `quiet` passes without one.
+fn read_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<serde_json::Value> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{topic}-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .expect("partition");
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < quiet {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push(serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON"));
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+/// What replay says, per system: complete windows by index.
+fn replayed(
+    plan_file: &str,
+    events: &[Event],
+    dir: &Path,
+) -> BTreeMap<(String, i64), serde_json::Value> {
+    let mut want = BTreeMap::new();
+    for system in SYSTEMS {
+        let export = dir.join(format!("{system}.ndjson"));
+        std::fs::write(
+            &export,
+            events
+                .iter()
+                .filter(|e| e.system_id() == system)
+                .map(|e| String::from_utf8(e.to_wire()).expect("utf8") + "\n")
+                .collect::<String>(),
+        )
+        .expect("export");
+        let mut out = Vec::new();
+        replay(plan_of(plan_file, system), None, &export, &mut out).expect("replay");
+        for line in String::from_utf8(out).expect("utf8").lines() {
+            let r: WindowReport = serde_json::from_str(line).expect("report");
+            if r.window.complete {
+                want.insert(
+                    (system.to_owned(), r.window.index),
+                    serde_json::to_value(&r).expect("json"),
+                );
+            }
+        }
+    }
+    want
+}
+
+struct Run {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), service::DetectError>>,
+    reports: mpsc::UnboundedReceiver<WindowReport>,
+    registry: prometheus::Registry,
+}
+
+async fn start(brokers: &str, plan_file: &str, state: &Path) -> Run {
+    let (tx, rx) = mpsc::unbounded_channel::<WindowReport>();
+    let mut opts = KafkaOptions::new(brokers, state);
+    opts.group_id = "dw-restart".into();
+    opts.checkpoint_interval = Duration::from_millis(150);
+    // A killed consumer stays in the group until its session times out; keep that short.
+    opts.kafka_properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    opts.kafka_properties
+        .insert("heartbeat.interval.ms".into(), "500".into());
+    let plans = SYSTEMS.iter().map(|s| plan_of(plan_file, s)).collect();
+    let mut config = ServiceConfig::new(opts, plans);
+    config.outputs.push(Arc::new(tx));
+    let registry = config.registry.clone();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let handle = tokio::spawn(service::run(listener, config, async move {
+        s.cancelled().await
+    }));
+    Run {
+        stop,
+        handle,
+        reports: rx,
+        registry,
+    }
+}
+
+/// Record a streamed report: a window seen before must have the same content.
+fn record(
+    seen: &mut BTreeMap<(String, i64), serde_json::Value>,
+    r: &WindowReport,
+    again: &mut usize,
+) {
+    let v = serde_json::to_value(r).expect("json");
+    let key = (r.system_id.clone(), r.window.index);
+    if let Some(before) = seen.get(&key) {
+        assert_eq!(
+            before, &v,
+            "window {key:?} evaluated twice with different content"
+        );
+        *again += 1;
+    } else {
+        seen.insert(key, v);
+    }
+}
+
+async fn crash_and_restart(plan_file: &str, crashes: usize) {
+    let dir = std::env::temp_dir().join(format!(
+        "dw-restart-{}-{}",
+        plan_file.replace('.', "-"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let events = events();
+    let want = replayed(plan_file, &events, &dir);
+    assert!(want.len() >= 10, "{} windows", want.len());
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for t in [
+        "driftwatch.events",
+        "driftwatch.alerts",
+        "driftwatch.reports",
+        "driftwatch.state",
+    ] {
+        cluster.create_topic(t, 1, 1).expect("topic");
+    }
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, &events);
+
+    let mut seen = BTreeMap::new();
+    let mut again = 0;
+    driftwatch_common::telemetry::init_tracing();
+    let every = (want.len() / (crashes + 1)).max(1);
+    for crash in 0..=crashes {
+        let mut run = start(&brokers, plan_file, &dir.join("state")).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut got = 0;
+        // Crash after `every` new reports (the last run goes to the end).
+        while seen.len() < want.len() && (crash == crashes || got < every) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, run.reports.recv()).await {
+                Ok(Some(r)) => {
+                    if r.window.complete {
+                        let before = seen.len();
+                        record(&mut seen, &r, &mut again);
+                        got += seen.len() - before;
+                    }
+                }
+                _ => break,
+            }
+        }
+        if crash < crashes {
+            // Give a checkpoint a chance to land sometimes, not always.
+            if crash % 2 == 1 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            run.handle.abort();
+            let _ = run.handle.await;
+            // What reached the outputs before the crash counts: a checkpoint can only
+            // cover windows already handed to them.
+            while let Ok(r) = run.reports.try_recv() {
+                if r.window.complete {
+                    record(&mut seen, &r, &mut again);
+                }
+            }
+        } else {
+            run.stop.cancel();
+            run.handle.await.expect("join").expect("service ran");
+        }
+    }
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{plan_file}: the same windows as replay, numbered the same"
+    );
+    for (k, v) in &want {
+        assert_eq!(&seen[k], v, "{plan_file}: window {k:?} as replay");
+    }
+
+    // Alerts: each id once in content, and exactly the ids replay raises.
+    let want_alerts: BTreeMap<String, ()> = want
+        .values()
+        .map(|v| serde_json::from_value::<WindowReport>(v.clone()).expect("report"))
+        .flat_map(|r| {
+            let min = plan_of(plan_file, &r.system_id).alerts.min_severity;
+            alerts_for(&r, min)
+        })
+        .map(|a| (a.alert_id, ()))
+        .collect();
+    let on_kafka = read_all(&brokers, "driftwatch.alerts", Duration::from_secs(2));
+    let mut by_id: HashMap<String, serde_json::Value> = HashMap::new();
+    for a in &on_kafka {
+        let id = a["alert_id"].as_str().expect("alert_id").to_owned();
+        // The detected-at time may differ between evaluations; the rest may not.
+        let mut content = a.clone();
+        content.as_object_mut().map(|o| o.remove("raised_at"));
+        if let Some(before) = by_id.get(&id) {
+            assert_eq!(before, &content, "alert id {id} reused for other content");
+        }
+        by_id.insert(id, content);
+    }
+    let got_alerts: BTreeMap<String, ()> = by_id.keys().map(|k| (k.clone(), ())).collect();
+    assert_eq!(got_alerts, want_alerts, "{plan_file}: alert ids");
+
+    // Every report is on the reports topic too.
+    let on_reports = read_all(&brokers, "driftwatch.reports", Duration::from_secs(1));
+    let complete: std::collections::BTreeSet<(String, i64)> = on_reports
+        .iter()
+        .filter(|r| r["window"]["complete"] == true)
+        .map(|r| {
+            (
+                r["system_id"].as_str().expect("system").to_owned(),
+                r["window"]["index"].as_i64().expect("index"),
+            )
+        })
+        .collect();
+    assert_eq!(complete.len(), want.len(), "reports topic");
+
+    // A clean restart after the finished run: nothing read again, nothing evaluated
+    // again, nothing re-sent. One more prediction per system (at its last timestamp:
+    // no window closes) restores each system from its checkpoint.
+    let alerts_before = on_kafka.len();
+    let mut run = start(&brokers, plan_file, &dir.join("state")).await;
+    let more: Vec<Event> = SYSTEMS
+        .iter()
+        .map(|system| {
+            let last = events
+                .iter()
+                .rev()
+                .find(|e| e.system_id() == *system && matches!(e, Event::Prediction(_)))
+                .expect("a prediction");
+            let wire = String::from_utf8(last.to_wire())
+                .expect("utf8")
+                .replace("\"prediction_id\":\"", "\"prediction_id\":\"after-restart-");
+            Event::from_wire(wire.as_bytes()).expect("event")
+        })
+        .collect();
+    produce(&brokers, &more);
+    let page = eventually(Duration::from_secs(30), || {
+        let page = driftwatch_common::health::render(&run.registry);
+        async move {
+            metric(
+                &page,
+                "driftwatch_state_restores_total{outcome=\"restored\"}",
+            )
+            .filter(|n| *n >= 2.0)
+            .map(|_| page)
+        }
+    })
+    .await
+    .expect("both systems restored from their checkpoints");
+    let quiet = tokio::time::timeout(Duration::from_secs(1), run.reports.recv()).await;
+    assert!(
+        !matches!(quiet, Ok(Some(ref r)) if r.window.complete),
+        "a clean restart re-evaluated a window"
+    );
+    assert_eq!(
+        metric(&page, "driftwatch_events_replayed_total"),
+        Some(0.0),
+        "the committed offset is exact: nothing read twice"
+    );
+    run.stop.cancel();
+    run.handle.await.expect("join").expect("service ran");
+    let after = read_all(&brokers, "driftwatch.alerts", Duration::from_secs(1)).len();
+    assert_eq!(after, alerts_before, "nothing re-sent");
+    println!(
+        "{plan_file}: {} windows, {crashes} crashes, {again} windows evaluated again with identical content, {} alerts ({} on Kafka with repeats)",
+        want.len(),
+        want_alerts.len(),
+        alerts_before
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_windows_survive_crashes() {
+    crash_and_restart("count.toml", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sliding_windows_with_a_stream_reference_survive_crashes() {
+    crash_and_restart("sliding.toml", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_windows_survive_crashes() {
+    crash_and_restart("time.toml", 3).await;
+}
