@@ -48,7 +48,7 @@ fi
 echo "real-broker: suite against $DRIFTWATCH_TEST_BROKERS"
 cargo build --workspace --bins
 status=0
-cargo test -p driftwatch-e2e --test real_broker --test agent_durability --test kafka_security -- --ignored --test-threads=1 --nocapture || status=$?
+cargo test -p driftwatch-e2e --test real_broker --test detector_kill --test agent_durability --test kafka_security -- --ignored --test-threads=1 --nocapture || status=$?
 if [ "$status" -ne 0 ] && [ -f "$log_dir/tansu.log" ]; then
   echo "--- last lines of the tansu log ---"; tail -n 40 "$log_dir/tansu.log"
 fi

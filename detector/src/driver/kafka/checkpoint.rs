@@ -256,13 +256,22 @@ pub fn read_topic(
     }
     consumer.assign(&tpl)?;
     let deadline = std::time::Instant::now() + timeout;
-    while !ends.is_empty() {
+    // Read to the high watermarks, then on until the topic is quiet for QUIET: a broker
+    // may report a high watermark short of its last records (tansu 0.6 reports the
+    // last batch's base offset + 1), and a checkpoint missed here would be an older
+    // one.
+    const QUIET: Duration = Duration::from_millis(500);
+    let mut quiet_since: Option<std::time::Instant> = None;
+    loop {
         if std::time::Instant::now() > deadline {
             return Err(KafkaError::MessageConsumption(
                 rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
             ));
         }
-        match consumer.poll(Duration::from_millis(100)) {
+        if quiet_since.is_some_and(|t| t.elapsed() >= QUIET) {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
                 if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
                     assembler.feed(key, m.payload());
@@ -272,6 +281,9 @@ pub fn read_topic(
                     .is_some_and(|e| m.offset() + 1 >= *e)
                 {
                     ends.remove(&m.partition());
+                }
+                if ends.is_empty() {
+                    quiet_since = Some(std::time::Instant::now());
                 }
             }
             Some(Err(e)) => return Err(e),
