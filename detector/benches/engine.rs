@@ -132,6 +132,23 @@ fn engine(c: &mut Criterion) {
         },
     );
     group.finish();
+    // Decoding the wire payloads the detector consumes (the Kafka driver's first step),
+    // per event, against the engine's own cost per event above.
+    let wire: Vec<Vec<u8>> = events.iter().map(Event::to_wire).collect();
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.sample_size(10);
+    group.bench_function("from_wire/15 features", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            for w in &wire {
+                n += usize::from(Event::from_wire(w).is_ok());
+            }
+            assert_eq!(n, EVENTS);
+            n
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, engine);

@@ -91,7 +91,11 @@ pub use alert::{Alert, AlertWireError, Severity, WindowInfo};
 pub use control::{Control, ControlAction, ControlError};
 
 /// One feature value as posted by the model server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Decoded by a hand-written visitor: serde's `untagged` buffers each value and tries
+/// every variant in turn, building and dropping an error per miss, which was the
+/// largest cost of decoding an event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum FeatureValue {
     /// Explicitly missing (`null`).
@@ -102,6 +106,49 @@ pub enum FeatureValue {
     Number(f64),
     /// A string, treated as a categorical value.
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for FeatureValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FeatureValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number, a string, a boolean or null")
+            }
+            fn visit_unit<E>(self) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Null)
+            }
+            fn visit_none<E>(self) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Null)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<FeatureValue, D::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Bool(b))
+            }
+            fn visit_f64<E>(self, x: f64) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Number(x))
+            }
+            fn visit_i64<E>(self, x: i64) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Number(x as f64))
+            }
+            fn visit_u64<E>(self, x: u64) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Number(x as f64))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Text(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Text(s))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// What the model predicted. At least one of the three is present.

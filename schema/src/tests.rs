@@ -281,3 +281,35 @@ fn control_messages_round_trip_and_refuse_what_cannot_be_enforced() {
     v2["shutdown_everything"] = json!(true);
     assert!(err(v2.to_string().as_bytes()).contains("unknown field"));
 }
+
+#[test]
+fn feature_values_decode_without_trying_each_variant() {
+    let v: std::collections::BTreeMap<String, FeatureValue> = serde_json::from_str(
+        r#"{"n": null, "b": true, "i": -3, "u": 18446744073709551615, "f": 0.25, "s": "north"}"#,
+    )
+    .expect("decodes");
+    assert_eq!(v["n"], FeatureValue::Null);
+    assert_eq!(v["b"], FeatureValue::Bool(true));
+    assert_eq!(v["i"], FeatureValue::Number(-3.0));
+    assert_eq!(v["u"], FeatureValue::Number(18446744073709551615.0));
+    assert_eq!(v["f"], FeatureValue::Number(0.25));
+    assert_eq!(v["s"], FeatureValue::Text("north".into()));
+    for bad in [r#"{"x": [1]}"#, r#"{"x": {"a": 1}}"#] {
+        let e = serde_json::from_str::<std::collections::BTreeMap<String, FeatureValue>>(bad)
+            .expect_err("not a feature value")
+            .to_string();
+        assert!(
+            e.contains("expected a number, a string, a boolean or null"),
+            "{e}"
+        );
+    }
+    // The wire form is unchanged.
+    assert_eq!(
+        serde_json::to_string(&FeatureValue::Text("a".into())).expect("json"),
+        "\"a\""
+    );
+    assert_eq!(
+        serde_json::to_string(&FeatureValue::Null).expect("json"),
+        "null"
+    );
+}
