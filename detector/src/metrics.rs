@@ -54,6 +54,12 @@ pub struct DetectorMetrics {
     pub restores: IntCounterVec,
     /// `driftwatch_last_checkpoint_timestamp_seconds`: when offsets last moved.
     pub last_checkpoint: Gauge,
+    /// `driftwatch_consumer_lag{partition}`: events of the partition not yet processed
+    /// (high watermark minus position), measured at each checkpoint.
+    pub lag: IntGaugeVec,
+    /// `driftwatch_last_window_timestamp_seconds{system}`: when the system's last window
+    /// was evaluated.
+    pub last_window: GaugeVec,
 }
 
 impl DetectorMetrics {
@@ -182,6 +188,22 @@ impl DetectorMetrics {
             "driftwatch_last_checkpoint_timestamp_seconds",
             "When the last checkpoint was written and offsets moved (Unix time).",
         )?;
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "driftwatch_consumer_lag",
+                "Events of an assigned partition not yet processed (high watermark minus position), at the last checkpoint.",
+            ),
+            &["partition"],
+        )?;
+        let last_window = GaugeVec::new(
+            Opts::new(
+                "driftwatch_last_window_timestamp_seconds",
+                "When the system's last window was evaluated (Unix time).",
+            ),
+            &["system"],
+        )?;
+        registry.register(Box::new(lag.clone()))?;
+        registry.register(Box::new(last_window.clone()))?;
         registry.register(Box::new(replayed.clone()))?;
         registry.register(Box::new(checkpoints.clone()))?;
         registry.register(Box::new(checkpoint_bytes.clone()))?;
@@ -223,6 +245,8 @@ impl DetectorMetrics {
             checkpoint_bytes,
             restores,
             last_checkpoint,
+            lag,
+            last_window,
         })
     }
 
@@ -230,6 +254,9 @@ impl DetectorMetrics {
     pub fn record(&self, report: &WindowReport) {
         let system = report.system_id.as_str();
         self.windows.with_label_values(&[system]).inc();
+        self.last_window
+            .with_label_values(&[system])
+            .set(chrono::Utc::now().timestamp() as f64);
         for c in &report.checks {
             let labels = [system, c.signal.as_str(), c.method.as_str()];
             if c.status == CheckStatus::Evaluated {

@@ -233,7 +233,7 @@ pub async fn consume(
         let now_epoch = consumer.context().epoch.load(Ordering::SeqCst);
         if now_epoch != epoch {
             epoch = now_epoch;
-            rebalanced(&consumer, &mut systems, &mut progress);
+            rebalanced(&consumer, &mut systems, &mut progress, metrics);
         }
         let (partition, offset) = (message.partition(), message.offset());
         if !progress.restored.contains(&partition) {
@@ -302,6 +302,7 @@ fn rebalanced(
     consumer: &StreamConsumer<RebalanceContext>,
     systems: &mut HashMap<String, SystemState>,
     progress: &mut Progress,
+    metrics: &DetectorMetrics,
 ) {
     let revoked: Vec<i32> = std::mem::take(
         &mut *consumer
@@ -317,6 +318,7 @@ fn rebalanced(
     }
     for p in &revoked {
         progress.positions.remove(p);
+        let _ = metrics.lag.remove_label_values(&[&p.to_string()]);
     }
     progress.restored.clear();
     progress.state = None;
@@ -480,6 +482,17 @@ async fn checkpoint(
     metrics
         .last_checkpoint
         .set(chrono::Utc::now().timestamp() as f64);
+    // Lag per assigned partition, from the broker's high watermark.
+    for (partition, position) in &progress.positions {
+        if let Ok((_, high)) = off_worker(|| {
+            consumer.fetch_watermarks(&opts.events_topic, *partition, Duration::from_secs(1))
+        }) {
+            metrics
+                .lag
+                .with_label_values(&[&partition.to_string()])
+                .set((high - position).max(0));
+        }
+    }
 }
 
 /// One event of a planned system: drop a repeat, feed the engine, hand out its windows.
