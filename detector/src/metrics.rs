@@ -257,6 +257,14 @@ impl DetectorMetrics {
         self.last_window
             .with_label_values(&[system])
             .set(chrono::Utc::now().timestamp() as f64);
+        self.record_gauges(report);
+    }
+
+    /// Set the per-check gauges (value, statistic, severity) from a report, counting
+    /// nothing: what a restart restores from the last window of a checkpoint, so the
+    /// rules built on the gauges do not resolve because the process restarted.
+    pub fn record_gauges(&self, report: &WindowReport) {
+        let system = report.system_id.as_str();
         for c in &report.checks {
             let labels = [system, c.signal.as_str(), c.method.as_str()];
             if c.status == CheckStatus::Evaluated {

@@ -316,6 +316,38 @@ async fn crash_and_restart(plan_file: &str, crashes: usize) {
     // no window closes) restores each system from its checkpoint.
     let alerts_before = on_kafka.len();
     let mut run = start(&brokers, plan_file, &dir.join("state")).await;
+    // Before any event, the drift gauges are back: the last window's verdicts.
+    let last_severity = want
+        .iter()
+        .rev()
+        .find(|((s, _), _)| s == "golden")
+        .map(|(_, v)| v["checks"][0]["severity"].clone())
+        .expect("a window");
+    let series = format!(
+        "driftwatch_drift_severity{{method=\"{}\",signal=\"{}\",system=\"golden\"}}",
+        want.values().next().expect("w")["checks"][0]["method"]
+            .as_str()
+            .expect("m"),
+        want.values().next().expect("w")["checks"][0]["signal"]
+            .as_str()
+            .expect("s"),
+    );
+    let gauge = eventually(Duration::from_secs(20), || {
+        let page = driftwatch_common::health::render(&run.registry);
+        let series = series.clone();
+        async move { metric(&page, &series) }
+    })
+    .await;
+    let expected = match last_severity.as_str() {
+        Some("critical") => 2.0,
+        Some("warning") => 1.0,
+        _ => 0.0,
+    };
+    assert_eq!(
+        gauge,
+        Some(expected),
+        "{series} restored from the checkpoint"
+    );
     let more: Vec<Event> = SYSTEMS
         .iter()
         .map(|system| {

@@ -55,6 +55,9 @@ pub struct Checkpoint {
     pub dedup: Vec<u64>,
     /// The engine snapshot.
     pub engine: Vec<u8>,
+    /// The last window report (JSON; empty before the first), whose gauges a restore
+    /// sets again.
+    pub last_report: Vec<u8>,
 }
 
 impl Checkpoint {
@@ -74,6 +77,7 @@ impl Checkpoint {
             w.u64(*h);
         }
         w.bytes(&self.engine);
+        w.bytes(&self.last_report);
         w.0
     }
 
@@ -96,6 +100,7 @@ impl Checkpoint {
                 (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?
             },
             engine: r.bytes()?.to_vec(),
+            last_report: r.bytes()?.to_vec(),
         };
         if !r.done() {
             return Err(CodecError("trailing bytes".into()));
@@ -307,6 +312,7 @@ mod tests {
             generation,
             dedup: (0..1000).collect(),
             engine: (0..engine_len).map(|i| (i * 31 % 251) as u8).collect(),
+            last_report: b"{}".to_vec(),
         }
     }
 

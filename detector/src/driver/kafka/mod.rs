@@ -201,6 +201,15 @@ pub async fn consume(
         .create_with_context(RebalanceContext::default())?;
     consumer.subscribe(&[opts.events_topic.as_str()])?;
     tracing::info!(topic = %opts.events_topic, group = %opts.group_id, state = %opts.state_topic, systems = systems.len(), "driftwatch detector consuming");
+    // The drift gauges of each system's last window, at once: a restart must not look
+    // like the drift ended (rules on the gauges would resolve).
+    for (system, c) in state.iter().flatten() {
+        if let (true, Ok(c)) = (systems.contains_key(system), c) {
+            if let Ok(r) = serde_json::from_slice::<crate::engine::WindowReport>(&c.last_report) {
+                metrics.record_gauges(&r);
+            }
+        }
+    }
     let mut progress = Progress {
         positions: HashMap::new(),
         restored: HashSet::new(),
@@ -354,6 +363,9 @@ fn restore_partition(
             Some(Ok(c)) => match s.restore(c) {
                 Ok(()) => {
                     metrics.restores.with_label_values(&["restored"]).inc();
+                    if let Some(r) = &s.last_report {
+                        metrics.record_gauges(r);
+                    }
                     tracing::info!(
                         system,
                         partition,
@@ -556,5 +568,6 @@ fn observe(
         for out in outputs {
             out.window(&report, &alerts);
         }
+        state.last_report = Some(Arc::new(report));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::checkpoint::Checkpoint;
 use crate::codec::CodecError;
 use crate::driver::dedup::Dedup;
-use crate::engine::{fnv1a64, plan_fingerprint, Monitor, ReferenceProfile};
+use crate::engine::{fnv1a64, plan_fingerprint, Monitor, ReferenceProfile, WindowReport};
 use crate::plan::{Plan, Severity};
 
 /// One monitored system.
@@ -32,6 +32,8 @@ pub struct SystemState {
     /// reference's own events for window events, nor collects a new reference from
     /// events past the committed offset).
     pub unsaved_reference: Option<Arc<ReferenceProfile>>,
+    /// The last window report (checkpointed, so a restart restores its gauges).
+    pub last_report: Option<Arc<WindowReport>>,
     plan: Arc<Plan>,
 }
 
@@ -60,6 +62,7 @@ impl SystemState {
             dirty_from: None,
             generation: 0,
             unsaved_reference: None,
+            last_report: None,
             plan,
         }
     }
@@ -87,6 +90,11 @@ impl SystemState {
             generation: self.generation + 1,
             dedup: self.dedup.remembered(),
             engine,
+            last_report: self
+                .last_report
+                .as_ref()
+                .and_then(|r| serde_json::to_vec(r.as_ref()).ok())
+                .unwrap_or_default(),
         })
     }
 
@@ -109,6 +117,7 @@ impl SystemState {
         self.next_offset = c.next_offset;
         self.dirty_from = None;
         self.generation = c.generation;
+        self.last_report = serde_json::from_slice(&c.last_report).ok().map(Arc::new);
         Ok(())
     }
 }
