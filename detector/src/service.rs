@@ -170,9 +170,20 @@ async fn serve(
         opts.reports_topic.clone(),
         opts.alerts_topic.clone(),
     ));
+    // With an alerts topic, receivers read it (the durable outbox); without one they
+    // are fed from memory.
+    let source = opts
+        .alerts_topic
+        .as_ref()
+        .map(|topic| crate::alert::delivery::TopicSource {
+            client: opts.client_config(),
+            topic: topic.clone(),
+            group_prefix: opts.group_id.clone(),
+        });
     let alerts = Arc::new(AlertDelivery::start(
         &plans,
         None,
+        source,
         delivery,
         metrics.clone(),
     ));

@@ -593,7 +593,7 @@ async fn an_https_webhook_is_reached_only_through_a_trusted_certificate() {
         .await
         .expect("https receiver");
     let (on_kafka, page) =
-        run_with_webhook("https-untrusted", &url, Vec::new(), Duration::from_secs(2)).await;
+        run_with_webhook("https-untrusted", &url, Vec::new(), Duration::from_secs(6)).await;
     assert!(on_kafka >= 2);
     assert!(
         untrusting.alerts().is_empty(),
@@ -607,4 +607,140 @@ async fn an_https_webhook_is_reached_only_through_a_trusted_certificate() {
         .is_some_and(|n| n >= 1.0),
         "the refused handshakes are counted: {page}"
     );
+}
+
+/// A webhook that answers 503 until switched on, recording what it accepts.
+#[derive(Clone, Default)]
+struct SwitchedHook {
+    on: Arc<std::sync::atomic::AtomicBool>,
+    received: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+async fn switched(
+    State(h): State<SwitchedHook>,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    if !h.on.load(std::sync::atomic::Ordering::SeqCst) {
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if let (Ok(v), Ok(mut list)) = (serde_json::from_slice(&body), h.received.lock()) {
+        list.push(v);
+    }
+    axum::http::StatusCode::OK
+}
+
+/// The alerts topic is the receivers' outbox: a webhook that is down for the whole of
+/// one detector run, and the detector stopped meanwhile, still gets every alert from
+/// the next run (which raises no new one: it has nothing new to read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_for_a_webhook_down_across_a_restart_arrive_after_it() {
+    let dir = temp("outbox");
+    let hook = SwitchedHook::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+    let app = Router::new()
+        .route("/alerts", post(switched))
+        .with_state(hook.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (_cluster, brokers) = cluster();
+    let mut model = CreditModel::new("credit-outbox", 5);
+    let events: Vec<Event> = (0..6000)
+        .map(|i| {
+            let drift = if i < 4000 { Drift::NONE } else { Drift::DEMO };
+            Event::Prediction(model.next_prediction(drift))
+        })
+        .collect();
+    produce(&brokers, "driftwatch.events", &events);
+    let plan_text = demo_plan_toml("credit-outbox", 2000, 1000).replace(
+        "min_severity = \"critical\"",
+        &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
+    );
+    let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"));
+    let run = |plan: Arc<Plan>| {
+        let config = ServiceConfig::new(kafka_options(&brokers, &dir.join("state")), vec![plan]);
+        let registry = config.registry.clone();
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let handle = tokio::spawn(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            service::run(listener, config, async move { s.cancelled().await }).await
+        });
+        (registry, stop, handle)
+    };
+
+    // First run: every window evaluated, every alert on Kafka; the webhook refuses all.
+    let (registry, stop, handle) = run(plan.clone());
+    let windows = eventually(Duration::from_secs(30), || {
+        let page = driftwatch_common::health::render(&registry);
+        async move {
+            metric(&page, "driftwatch_windows_total{system=\"credit-outbox\"}")
+                .filter(|n| *n >= 4.0)
+        }
+    })
+    .await;
+    assert_eq!(windows, Some(4.0));
+    let page = driftwatch_common::health::render(&registry);
+    let raised = metric(
+        &page,
+        "driftwatch_alerts_total{severity=\"critical\",system=\"credit-outbox\"}",
+    )
+    .expect("alerts raised") as usize;
+    assert!(raised >= 2);
+    let on_kafka: Vec<String> = tokio::task::spawn_blocking({
+        let brokers = brokers.clone();
+        move || read_topic(&brokers, "driftwatch.alerts", raised)
+    })
+    .await
+    .expect("join")
+    .iter()
+    .map(|a| a["alert_id"].as_str().expect("id").to_owned())
+    .collect();
+    assert_eq!(on_kafka.len(), raised);
+    let failed = eventually(Duration::from_secs(20), || {
+        let page = driftwatch_common::health::render(&registry);
+        async move {
+            metric(
+                &page,
+                "driftwatch_alert_delivery_failures_total{sink=\"webhook\"}",
+            )
+            .filter(|n| *n >= 1.0)
+        }
+    })
+    .await;
+    assert!(failed.is_some(), "the webhook was tried and refused");
+    stop.cancel();
+    handle.await.expect("join").expect("service ran");
+    assert!(hook.received.lock().expect("lock").is_empty());
+
+    // The webhook comes back; the next run delivers every alert, in order.
+    hook.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (registry, stop, handle) = run(plan);
+    let all = eventually(Duration::from_secs(60), || {
+        let n = hook.received.lock().map(|v| v.len()).unwrap_or(0);
+        async move { (n >= raised).then_some(n) }
+    })
+    .await;
+    assert_eq!(all, Some(raised), "every alert after the restart");
+    let delivered: Vec<String> = hook
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|a| a["alert_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(delivered, on_kafka, "in the order raised");
+    let page = driftwatch_common::health::render(&registry);
+    assert_eq!(
+        metric(&page, "driftwatch_windows_total{system=\"credit-outbox\"}"),
+        None,
+        "nothing evaluated again"
+    );
+    stop.cancel();
+    handle.await.expect("join").expect("service ran");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,12 @@
 //! Alert delivery off the consumer loop: one worker per receiver (each webhook URL, each
-//! Alertmanager, the alerts topic), each behind a bounded queue, each retrying on its
-//! own, so a receiver that hangs or is down delays nothing but its own queue.
+//! Alertmanager), each retrying on its own, so a receiver that hangs or is down delays
+//! nothing but itself.
 //!
+//! - **Source.** With an alerts topic (the service's default), each worker reads the
+//!   topic in a consumer group of its own ([`TopicSource`]) and stores an alert's
+//!   offset once it is delivered or given up: the topic is the durable outbox, and an
+//!   alert not yet delivered when the process stops is delivered after the restart.
+//!   Without one, workers are fed from bounded in-memory queues.
 //! - **Order.** A worker delivers its queue in order, one alert at a time.
 //! - **Retries.** A failed attempt (connection error, timeout of 5 s, 5xx, 429) is
 //!   retried after 100 ms, doubling to at most 30 s between attempts, until it succeeds
@@ -12,8 +17,9 @@
 //!   `refused` (a 4xx other than 429: retrying will not help), or `queue_full` (the
 //!   queue of [`DeliveryConfig::queue`] alerts is full because the receiver has been down
 //!   for that long). `driftwatch_alert_queue_depth{sink}` shows a queue growing.
-//! - **Shutdown.** [`AlertDelivery::shutdown`] closes the queues and waits, up to a
-//!   deadline, for the workers to deliver what is queued.
+//! - **Shutdown.** [`AlertDelivery::shutdown`] stops the topic workers at once (what they
+//!   have not delivered stays on the topic), closes the in-memory queues and waits, up to
+//!   a deadline, for their workers to deliver what is queued.
 //!
 //! Receivers deduplicate by `alert_id`: a retry after a lost answer delivers twice.
 
@@ -98,14 +104,18 @@ pub struct AlertDelivery {
     routes: HashMap<String, Vec<(&'static str, mpsc::Sender<Queued>)>>,
     metrics: DetectorMetrics,
     workers: JoinSet<()>,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl AlertDelivery {
     /// Start a worker per distinct receiver of `plans` (and one for the alerts topic if
-    /// `kafka` is given: a producer and the topic).
+    /// `kafka` is given: a producer and the topic). With `source`, webhook and
+    /// Alertmanager receivers read their alerts from the alerts topic (the durable
+    /// outbox) instead of in-memory queues.
     pub fn start(
         plans: &[Arc<Plan>],
         kafka: Option<(FutureProducer, String)>,
+        source: Option<TopicSource>,
         config: DeliveryConfig,
         metrics: DetectorMetrics,
     ) -> Self {
@@ -138,6 +148,49 @@ impl AlertDelivery {
         };
         let kafka_tx =
             kafka.map(|(p, topic)| spawn(format!("kafka:{topic}"), Receiver::Kafka(p, topic)));
+        let stop = tokio_util::sync::CancellationToken::new();
+        if let Some(source) = source {
+            // One consumer per distinct receiver, serving every system routed to it.
+            let mut fed: HashMap<String, (Receiver, std::collections::HashSet<String>)> =
+                HashMap::new();
+            for plan in plans {
+                let system = plan.system.id.clone();
+                if let Some(url) = &plan.alerts.webhook_url {
+                    fed.entry(format!("webhook:{url}"))
+                        .or_insert_with(|| (Receiver::Webhook(url.clone()), Default::default()))
+                        .1
+                        .insert(system.clone());
+                }
+                if let Some(url) = &plan.alerts.alertmanager_url {
+                    fed.entry(format!("alertmanager:{url}"))
+                        .or_insert_with(|| {
+                            (Receiver::Alertmanager(url.clone()), Default::default())
+                        })
+                        .1
+                        .insert(system.clone());
+                }
+            }
+            for (key, (receiver, systems)) in fed {
+                workers.spawn(topic_worker(
+                    receiver,
+                    key,
+                    systems,
+                    source.clone(),
+                    stop.clone(),
+                    (http.clone(), config.clone(), metrics.clone()),
+                ));
+            }
+            let routes = plans
+                .iter()
+                .map(|p| (p.system.id.clone(), kafka_tx.clone().into_iter().collect()))
+                .collect();
+            return AlertDelivery {
+                routes,
+                metrics,
+                workers,
+                stop,
+            };
+        }
         let mut routes = HashMap::new();
         for plan in plans {
             let mut queues = Vec::new();
@@ -160,6 +213,7 @@ impl AlertDelivery {
             routes,
             metrics,
             workers,
+            stop,
         }
     }
 
@@ -210,6 +264,9 @@ impl AlertDelivery {
     /// hold; what is left is logged.
     pub async fn shutdown(mut self, deadline: Duration) {
         self.routes.clear();
+        // Receivers fed from the alerts topic stop at once: what they have not
+        // delivered stays on the topic for the next start.
+        self.stop.cancel();
         let all = async { while self.workers.join_next().await.is_some() {} };
         if tokio::time::timeout(deadline, all).await.is_err() {
             tracing::error!(
@@ -239,54 +296,167 @@ async fn worker(
     let depth = metrics.alert_queue_depth.with_label_values(&[sink]);
     while let Some(q) = rx.recv().await {
         depth.set(rx.len() as i64);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let result = match &receiver {
-                Receiver::Webhook(url) => post(&http, url, q.body.to_vec()).await,
-                Receiver::Alertmanager(base) => match alertmanager_body(&q.body) {
-                    Some(body) => {
-                        let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-                        post(&http, &url, body).await
-                    }
-                    None => Err(Failure::Refused("not an alert payload".into())),
-                },
-                Receiver::Kafka(producer, topic) => {
-                    let record = FutureRecord::to(topic).key(&*q.key).payload(&*q.body);
-                    match producer.send(record, config.attempt_timeout).await {
-                        Ok(_) => Ok(()),
-                        Err((e, _)) => Err(Failure::Retry(e.to_string())),
-                    }
+        deliver_one(&receiver, &q, &http, &config, &metrics).await;
+        depth.set(rx.len() as i64);
+    }
+}
+
+/// Deliver one alert to one receiver: retried with backoff until it succeeds, is
+/// refused (4xx) or outlives the expiry; every give-up counted.
+async fn deliver_one(
+    receiver: &Receiver,
+    q: &Queued,
+    http: &reqwest::Client,
+    config: &DeliveryConfig,
+    metrics: &DetectorMetrics,
+) {
+    let sink = receiver.sink();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = match receiver {
+            Receiver::Webhook(url) => post(http, url, q.body.to_vec()).await,
+            Receiver::Alertmanager(base) => match alertmanager_body(&q.body) {
+                Some(body) => {
+                    let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+                    post(http, &url, body).await
                 }
-            };
-            match result {
-                Ok(()) => break,
-                Err(Failure::Refused(e)) => {
-                    metrics.alert_failures.with_label_values(&[sink]).inc();
+                None => Err(Failure::Refused("not an alert payload".into())),
+            },
+            Receiver::Kafka(producer, topic) => {
+                let record = FutureRecord::to(topic).key(&*q.key).payload(&*q.body);
+                match producer.send(record, config.attempt_timeout).await {
+                    Ok(_) => Ok(()),
+                    Err((e, _)) => Err(Failure::Retry(e.to_string())),
+                }
+            }
+        };
+        match result {
+            Ok(()) => return,
+            Err(Failure::Refused(e)) => {
+                metrics.alert_failures.with_label_values(&[sink]).inc();
+                metrics
+                    .alerts_dropped
+                    .with_label_values(&[sink, "refused"])
+                    .inc();
+                tracing::error!(alert_id = %q.alert_id, sink, error = %e, "receiver refused the alert; not retried");
+                return;
+            }
+            Err(Failure::Retry(e)) => {
+                metrics.alert_failures.with_label_values(&[sink]).inc();
+                if q.raised.elapsed() + backoff > config.expiry {
                     metrics
                         .alerts_dropped
-                        .with_label_values(&[sink, "refused"])
+                        .with_label_values(&[sink, "expired"])
                         .inc();
-                    tracing::error!(alert_id = %q.alert_id, sink, error = %e, "receiver refused the alert; not retried");
-                    break;
+                    tracing::error!(alert_id = %q.alert_id, sink, error = %e, "alert not delivered before its expiry; given up");
+                    return;
                 }
-                Err(Failure::Retry(e)) => {
-                    metrics.alert_failures.with_label_values(&[sink]).inc();
-                    if q.raised.elapsed() + backoff > config.expiry {
-                        metrics
-                            .alerts_dropped
-                            .with_label_values(&[sink, "expired"])
-                            .inc();
-                        tracing::error!(alert_id = %q.alert_id, sink, error = %e, "alert not delivered before its expiry; given up");
-                        break;
-                    }
-                    tracing::warn!(alert_id = %q.alert_id, sink, error = %e, retry_in = ?backoff, "alert delivery failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(config.max_backoff);
+                tracing::warn!(alert_id = %q.alert_id, sink, error = %e, retry_in = ?backoff, "alert delivery failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(config.max_backoff);
+            }
+        }
+    }
+}
+
+/// Where receivers read their alerts when the alerts topic is the outbox.
+#[derive(Clone)]
+pub struct TopicSource {
+    /// Client configuration (brokers, security, properties).
+    pub client: rdkafka::config::ClientConfig,
+    /// The alerts topic.
+    pub topic: String,
+    /// Prefix of each receiver's consumer group (the detector's group).
+    pub group_prefix: String,
+}
+
+/// A receiver fed from the alerts topic: its own consumer group, so its position
+/// survives restarts and several instances share the partitions; an alert's offset is
+/// stored only once it is delivered or given up, so one pending at a crash is
+/// delivered after the restart (at least once; receivers deduplicate by `alert_id`).
+async fn topic_worker(
+    receiver: Receiver,
+    key: String,
+    systems: std::collections::HashSet<String>,
+    source: TopicSource,
+    stop: tokio_util::sync::CancellationToken,
+    (http, config, metrics): (reqwest::Client, DeliveryConfig, DetectorMetrics),
+) {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    let sink = receiver.sink();
+    let group = format!(
+        "{}.deliver.{sink}.{:016x}",
+        source.group_prefix,
+        crate::engine::fnv1a64(key.as_bytes(), 0)
+    );
+    let consumer: StreamConsumer = match source
+        .client
+        .clone()
+        .set("group.id", &group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .create()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(sink, error = %e, "cannot start a receiver's consumer; its alerts wait on the alerts topic");
+            return;
+        }
+    };
+    if let Err(e) = consumer.subscribe(&[source.topic.as_str()]) {
+        tracing::error!(sink, error = %e, "cannot subscribe to the alerts topic");
+        return;
+    }
+    tracing::info!(sink, group = %group, "delivering alerts from the alerts topic");
+    loop {
+        let m = tokio::select! {
+            _ = stop.cancelled() => break,
+            m = consumer.recv() => m,
+        };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(sink, error = %e, "alerts topic consumer error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let payload = m.payload().unwrap_or_default();
+        if let Ok(alert) = Alert::from_wire(payload) {
+            if systems.contains(&alert.system_id) {
+                // Its age counts from when it was written, across restarts.
+                let written = m.timestamp().to_millis().unwrap_or(0);
+                let age_ms = (chrono::Utc::now().timestamp_millis() - written).max(0) as u64;
+                let raised = Instant::now()
+                    .checked_sub(Duration::from_millis(age_ms))
+                    .unwrap_or_else(Instant::now);
+                let q = Queued {
+                    alert_id: alert.alert_id.as_str().into(),
+                    body: payload.into(),
+                    key: alert.system_id.as_str().into(),
+                    raised,
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = deliver_one(&receiver, &q, &http, &config, &metrics) => {}
                 }
             }
         }
-        depth.set(rx.len() as i64);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(
+            m.topic(),
+            m.partition(),
+            rdkafka::Offset::Offset(m.offset() + 1),
+        );
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            tracing::debug!(sink, error = %e, "cannot store a delivery offset");
+        }
     }
+    let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), Failure> {
@@ -410,8 +580,13 @@ mod tests {
         // A receiver that keeps failing: the first alert fills the queue of one, the
         // next two find it full; the queued one is retried until it expires.
         let failing = receiver(StatusCode::INTERNAL_SERVER_ERROR).await;
-        let delivery =
-            AlertDelivery::start(&[plan(&failing)], None, config.clone(), metrics.clone());
+        let delivery = AlertDelivery::start(
+            &[plan(&failing)],
+            None,
+            None,
+            config.clone(),
+            metrics.clone(),
+        );
         for n in 0..3 {
             delivery.send(&alert(n));
         }
@@ -422,7 +597,8 @@ mod tests {
 
         // A receiver that refuses: not retried, counted once.
         let refusing = receiver(StatusCode::BAD_REQUEST).await;
-        let delivery = AlertDelivery::start(&[plan(&refusing)], None, config, metrics.clone());
+        let delivery =
+            AlertDelivery::start(&[plan(&refusing)], None, None, config, metrics.clone());
         delivery.send(&alert(9));
         delivery.shutdown(Duration::from_secs(10)).await;
         assert_eq!(dropped(&metrics, "refused"), 1);
