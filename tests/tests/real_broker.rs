@@ -129,6 +129,19 @@ async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -
     .await
     .unwrap_or(0.0);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The webhook reads the alerts topic in its own consumer group: wait until it has
+    // caught up with the topic.
+    let alerts_in_kafka = tokio::task::spawn_blocking({
+        let (b, t) = (brokers.clone(), alerts_topic.clone());
+        move || count(&b, &t)
+    })
+    .await
+    .expect("count");
+    let _ = eventually(Duration::from_secs(60), || {
+        let n = hook.alerts().len();
+        async move { (n >= alerts_in_kafka).then_some(n) }
+    })
+    .await;
 
     assert_eq!(
         agent.terminate(),
@@ -136,9 +149,6 @@ async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -
         "agent drains and exits 0 on SIGTERM"
     );
     assert_eq!(detector.terminate(), Some(0), "detector exits 0 on SIGTERM");
-    let alerts_in_kafka = tokio::task::spawn_blocking(move || count(&brokers, &alerts_topic))
-        .await
-        .expect("count");
     drop((agent, detector));
     let _ = std::fs::remove_dir_all(&dir);
     Run {
