@@ -174,6 +174,8 @@ struct Progress {
     /// The state topic as last read (`None`: read again when needed).
     state: Option<Restored>,
     last_checkpoint: Instant,
+    /// The positions as of the last checkpoint, for the lag sampler.
+    lag_positions: Arc<Mutex<HashMap<i32, i64>>>,
 }
 
 /// Consume until `shutdown` resolves, checkpointing as it goes and at the end. `state`
@@ -215,7 +217,15 @@ pub async fn consume(
         restored: HashSet::new(),
         state,
         last_checkpoint: Instant::now(),
+        lag_positions: Arc::default(),
     };
+    let stop_sampler = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    lag_sampler(
+        opts,
+        progress.lag_positions.clone(),
+        metrics.clone(),
+        stop_sampler.clone(),
+    );
     let mut epoch = consumer.context().epoch.load(Ordering::SeqCst);
     let mut tick = tokio::time::interval(opts.checkpoint_interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -242,7 +252,7 @@ pub async fn consume(
         let now_epoch = consumer.context().epoch.load(Ordering::SeqCst);
         if now_epoch != epoch {
             epoch = now_epoch;
-            rebalanced(&consumer, &mut systems, &mut progress, metrics);
+            rebalanced(&consumer, &mut systems, &mut progress);
         }
         let (partition, offset) = (message.partition(), message.offset());
         if !progress.restored.contains(&partition) {
@@ -287,6 +297,7 @@ pub async fn consume(
             .await;
         }
     }
+    stop_sampler.store(true, Ordering::SeqCst);
     tracing::info!("detector stopping: checkpointing and committing offsets");
     checkpoint(
         opts,
@@ -311,7 +322,6 @@ fn rebalanced(
     consumer: &StreamConsumer<RebalanceContext>,
     systems: &mut HashMap<String, SystemState>,
     progress: &mut Progress,
-    metrics: &DetectorMetrics,
 ) {
     let revoked: Vec<i32> = std::mem::take(
         &mut *consumer
@@ -327,7 +337,6 @@ fn rebalanced(
     }
     for p in &revoked {
         progress.positions.remove(p);
-        let _ = metrics.lag.remove_label_values(&[&p.to_string()]);
     }
     progress.restored.clear();
     progress.state = None;
@@ -494,17 +503,65 @@ async fn checkpoint(
     metrics
         .last_checkpoint
         .set(chrono::Utc::now().timestamp() as f64);
-    // Lag per assigned partition, from the broker's high watermark.
-    for (partition, position) in &progress.positions {
-        if let Ok((_, high)) = off_worker(|| {
-            consumer.fetch_watermarks(&opts.events_topic, *partition, Duration::from_secs(1))
-        }) {
-            metrics
-                .lag
-                .with_label_values(&[&partition.to_string()])
-                .set((high - position).max(0));
+    // The next checkpoint comes a whole interval after this one ends, however long it
+    // took.
+    progress.last_checkpoint = Instant::now();
+    // The lag sampler reads these; it never blocks this loop.
+    *progress
+        .lag_positions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = progress.positions.clone();
+}
+
+/// Every 10 s, the lag of each partition this instance holds: the broker's high
+/// watermark (a query that can take a second or more) minus the position, on a thread
+/// and a client of its own so the consume loop never waits on it.
+fn lag_sampler(
+    opts: &KafkaOptions,
+    positions: Arc<Mutex<HashMap<i32, i64>>>,
+    metrics: DetectorMetrics,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let client: BaseConsumer = match opts
+        .client_config()
+        .set("group.id", format!("{}.lag", opts.group_id))
+        .set("enable.auto.commit", "false")
+        .create()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no lag metric: cannot create its client");
+            return;
         }
-    }
+    };
+    let topic = opts.events_topic.clone();
+    std::thread::spawn(move || {
+        let mut seen: HashSet<i32> = HashSet::new();
+        while !stop.load(Ordering::SeqCst) {
+            let now: HashMap<i32, i64> =
+                positions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for gone in seen.difference(&now.keys().copied().collect()) {
+                let _ = metrics.lag.remove_label_values(&[&gone.to_string()]);
+            }
+            seen = now.keys().copied().collect();
+            for (partition, position) in now {
+                if let Ok((_, high)) =
+                    client.fetch_watermarks(&topic, partition, Duration::from_secs(5))
+                {
+                    metrics
+                        .lag
+                        .with_label_values(&[&partition.to_string()])
+                        .set((high - position).max(0));
+                }
+            }
+            for _ in 0..100 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
 }
 
 /// One event of a planned system: drop a repeat, feed the engine, hand out its windows.
