@@ -334,7 +334,21 @@ pub async fn pipeline(
         &format!("driftwatch_events_duplicate_total{{system=\"{system}\"}}"),
     )
     .unwrap_or(0.0);
-    // Stopping drains the detector's alert queues into the webhook.
+    // The webhook reads the alerts topic in a consumer group of its own: wait until it
+    // has every alert raised before stopping (stopping does not wait for it).
+    let raised_series = [
+        format!("driftwatch_alerts_total{{severity=\"critical\",system=\"{system}\"}}"),
+        format!("driftwatch_alerts_total{{severity=\"warning\",system=\"{system}\"}}"),
+    ];
+    let raised: usize = raised_series
+        .iter()
+        .map(|s| metric(&driftwatch_agent::metrics::render(&registry), s).unwrap_or(0.0) as usize)
+        .sum();
+    let _ = eventually(Duration::from_secs(30), || {
+        let n = hook.alerts().len();
+        async move { (n >= raised).then_some(n) }
+    })
+    .await;
     stop.cancel();
     let _ = agent.await;
     let _ = detector.await;

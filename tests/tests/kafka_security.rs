@@ -313,7 +313,7 @@ async fn both_binaries_over_tls_with_a_client_certificate_and_scram() {
         "the agent delivered everything over TLS + SCRAM"
     );
     assert_eq!(metric(&page, "driftwatch_agent_kafka_up"), Some(1.0));
-    let alerted = eventually(Duration::from_secs(20), || {
+    let alerted = eventually(Duration::from_secs(60), || {
         let n = hook.alerts().len();
         async move { (n > 0).then_some(n) }
     })
