@@ -291,7 +291,16 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         agent_metric("driftwatch_agent_kafka_delivered_total"),
         agent_metric("driftwatch_agent_spool_backlog_events"),
     );
-    // Stopping drains the detector's alert queues into the webhook and Kafka.
+    // The webhook reads the alerts topic in a consumer group of its own: wait until it
+    // has every alert the windows raised (stopping does not wait for it).
+    let raised: usize = reports
+        .iter()
+        .map(|r| crate::alert::alerts_for(r, plan.alerts.min_severity).len())
+        .sum();
+    let wait = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < wait && received.alerts.lock().map(|v| v.len()).unwrap_or(0) < raised {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
     let _ = tokio::time::timeout(Duration::from_secs(15), detector).await;
