@@ -280,13 +280,6 @@ impl ResolvedSecurity {
             c.set(*k, v);
         }
     }
-    /// The protocol in one word, for logs.
-    pub fn protocol(&self) -> &str {
-        self.props
-            .iter()
-            .find(|(k, _)| *k == "security.protocol")
-            .map_or("plaintext", |(_, v)| v.as_str())
-    }
 }
 
 fn readable(setting: &'static str, path: &Path) -> Result<String, SecurityError> {
@@ -480,7 +473,7 @@ mod tests {
     #[test]
     fn plaintext_by_default_and_sasl_ssl_resolves_secrets_from_file_and_env() {
         let r = KafkaSecurity::default().resolve().expect("default");
-        assert_eq!(r.protocol(), "plaintext");
+        assert_eq!(get(&r, "security.protocol"), Some("plaintext"));
 
         let d = tmpdir("sasl");
         let ca = write(&d, "ca.pem", "-----BEGIN CERTIFICATE-----\n");

@@ -182,7 +182,6 @@ async fn serve(
         });
     let alerts = Arc::new(AlertDelivery::start(
         &plans,
-        None,
         source,
         delivery,
         metrics.clone(),

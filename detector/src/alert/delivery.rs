@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftwatch_schema::Alert;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -68,7 +67,6 @@ impl Default for DeliveryConfig {
 struct Queued {
     alert_id: Arc<str>,
     body: Arc<[u8]>,
-    key: Arc<str>,
     raised: Instant,
 }
 
@@ -77,7 +75,6 @@ struct Queued {
 enum Receiver {
     Webhook(String),
     Alertmanager(String),
-    Kafka(FutureProducer, String),
 }
 
 impl Receiver {
@@ -85,8 +82,22 @@ impl Receiver {
         match self {
             Receiver::Webhook(_) => "webhook",
             Receiver::Alertmanager(_) => "alertmanager",
-            Receiver::Kafka(..) => "kafka",
         }
+    }
+
+    /// A plan's receivers, each with the key that makes it one worker across plans.
+    fn of(plan: &Plan) -> Vec<(String, Receiver)> {
+        let mut out = Vec::new();
+        if let Some(url) = &plan.alerts.webhook_url {
+            out.push((format!("webhook:{url}"), Receiver::Webhook(url.clone())));
+        }
+        if let Some(url) = &plan.alerts.alertmanager_url {
+            out.push((
+                format!("alertmanager:{url}"),
+                Receiver::Alertmanager(url.clone()),
+            ));
+        }
+        out
     }
 }
 
@@ -108,13 +119,11 @@ pub struct AlertDelivery {
 }
 
 impl AlertDelivery {
-    /// Start a worker per distinct receiver of `plans` (and one for the alerts topic if
-    /// `kafka` is given: a producer and the topic). With `source`, webhook and
-    /// Alertmanager receivers read their alerts from the alerts topic (the durable
-    /// outbox) instead of in-memory queues.
+    /// Start a worker per distinct receiver of `plans`. With `source`, receivers read
+    /// their alerts from the alerts topic (the durable outbox) instead of in-memory
+    /// queues.
     pub fn start(
         plans: &[Arc<Plan>],
-        kafka: Option<(FutureProducer, String)>,
         source: Option<TopicSource>,
         config: DeliveryConfig,
         metrics: DetectorMetrics,
@@ -146,28 +155,18 @@ impl AlertDelivery {
                 })
                 .clone()
         };
-        let kafka_tx =
-            kafka.map(|(p, topic)| spawn(format!("kafka:{topic}"), Receiver::Kafka(p, topic)));
         let stop = tokio_util::sync::CancellationToken::new();
+        let mut routes = HashMap::new();
         if let Some(source) = source {
             // One consumer per distinct receiver, serving every system routed to it.
             let mut fed: HashMap<String, (Receiver, std::collections::HashSet<String>)> =
                 HashMap::new();
             for plan in plans {
-                let system = plan.system.id.clone();
-                if let Some(url) = &plan.alerts.webhook_url {
-                    fed.entry(format!("webhook:{url}"))
-                        .or_insert_with(|| (Receiver::Webhook(url.clone()), Default::default()))
+                for (key, receiver) in Receiver::of(plan) {
+                    fed.entry(key)
+                        .or_insert_with(|| (receiver, Default::default()))
                         .1
-                        .insert(system.clone());
-                }
-                if let Some(url) = &plan.alerts.alertmanager_url {
-                    fed.entry(format!("alertmanager:{url}"))
-                        .or_insert_with(|| {
-                            (Receiver::Alertmanager(url.clone()), Default::default())
-                        })
-                        .1
-                        .insert(system.clone());
+                        .insert(plan.system.id.clone());
                 }
             }
             for (key, (receiver, systems)) in fed {
@@ -180,34 +179,14 @@ impl AlertDelivery {
                     (http.clone(), config.clone(), metrics.clone()),
                 ));
             }
-            let routes = plans
-                .iter()
-                .map(|p| (p.system.id.clone(), kafka_tx.clone().into_iter().collect()))
-                .collect();
-            return AlertDelivery {
-                routes,
-                metrics,
-                workers,
-                stop,
-            };
-        }
-        let mut routes = HashMap::new();
-        for plan in plans {
-            let mut queues = Vec::new();
-            if let Some(url) = &plan.alerts.webhook_url {
-                queues.push(spawn(
-                    format!("webhook:{url}"),
-                    Receiver::Webhook(url.clone()),
-                ));
+        } else {
+            for plan in plans {
+                let queues = Receiver::of(plan)
+                    .into_iter()
+                    .map(|(key, receiver)| spawn(key, receiver))
+                    .collect();
+                routes.insert(plan.system.id.clone(), queues);
             }
-            if let Some(url) = &plan.alerts.alertmanager_url {
-                queues.push(spawn(
-                    format!("alertmanager:{url}"),
-                    Receiver::Alertmanager(url.clone()),
-                ));
-            }
-            queues.extend(kafka_tx.clone());
-            routes.insert(plan.system.id.clone(), queues);
         }
         AlertDelivery {
             routes,
@@ -235,13 +214,11 @@ impl AlertDelivery {
         };
         let body: Arc<[u8]> = alert.to_wire().into();
         let alert_id: Arc<str> = alert.alert_id.as_str().into();
-        let key: Arc<str> = alert.system_id.as_str().into();
         let raised = Instant::now();
         for (sink, tx) in queues {
             let q = Queued {
                 alert_id: alert_id.clone(),
                 body: body.clone(),
-                key: key.clone(),
                 raised,
             };
             match tx.try_send(q) {
@@ -322,13 +299,6 @@ async fn deliver_one(
                 }
                 None => Err(Failure::Refused("not an alert payload".into())),
             },
-            Receiver::Kafka(producer, topic) => {
-                let record = FutureRecord::to(topic).key(&*q.key).payload(&*q.body);
-                match producer.send(record, config.attempt_timeout).await {
-                    Ok(_) => Ok(()),
-                    Err((e, _)) => Err(Failure::Retry(e.to_string())),
-                }
-            }
         };
         match result {
             Ok(()) => return,
@@ -437,7 +407,6 @@ async fn topic_worker(
                 let q = Queued {
                     alert_id: alert.alert_id.as_str().into(),
                     body: payload.into(),
-                    key: alert.system_id.as_str().into(),
                     raised,
                 };
                 tokio::select! {
@@ -580,13 +549,8 @@ mod tests {
         // A receiver that keeps failing: the first alert fills the queue of one, the
         // next two find it full; the queued one is retried until it expires.
         let failing = receiver(StatusCode::INTERNAL_SERVER_ERROR).await;
-        let delivery = AlertDelivery::start(
-            &[plan(&failing)],
-            None,
-            None,
-            config.clone(),
-            metrics.clone(),
-        );
+        let delivery =
+            AlertDelivery::start(&[plan(&failing)], None, config.clone(), metrics.clone());
         for n in 0..3 {
             delivery.send(&alert(n));
         }
@@ -597,8 +561,7 @@ mod tests {
 
         // A receiver that refuses: not retried, counted once.
         let refusing = receiver(StatusCode::BAD_REQUEST).await;
-        let delivery =
-            AlertDelivery::start(&[plan(&refusing)], None, None, config, metrics.clone());
+        let delivery = AlertDelivery::start(&[plan(&refusing)], None, config, metrics.clone());
         delivery.send(&alert(9));
         delivery.shutdown(Duration::from_secs(10)).await;
         assert_eq!(dropped(&metrics, "refused"), 1);

@@ -71,28 +71,19 @@ impl KafkaOutbox {
                 self.send(r);
             }
             let pending = std::mem::take(&mut *lock(&self.pending));
-            let mut failed = 0usize;
             for (record, f) in pending {
                 match tokio::time::timeout_at(until, f).await {
                     Ok(Ok(Ok(_))) => {}
                     Ok(Ok(Err((e, _)))) => {
-                        failed += 1;
                         tracing::warn!(topic = %record.0, error = %e, "a report or alert was not confirmed by Kafka; sending it again");
                         lock(&self.retry).push(record);
                     }
                     // Cancelled (the producer went away) or out of time: keep it.
-                    Ok(Err(_)) | Err(_) => {
-                        failed += 1;
-                        lock(&self.retry).push(record);
-                    }
+                    Ok(Err(_)) | Err(_) => lock(&self.retry).push(record),
                 }
             }
-            let outstanding = lock(&self.retry).len() + lock(&self.pending).len();
-            if outstanding == 0 {
+            if lock(&self.retry).is_empty() && lock(&self.pending).is_empty() {
                 return true;
-            }
-            if failed > 0 && tokio::time::Instant::now() >= until {
-                return false;
             }
             if tokio::time::Instant::now() >= until {
                 return false;
