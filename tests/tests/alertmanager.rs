@@ -50,6 +50,18 @@ async fn drift_alerts_are_active_in_alertmanager() {
             assert_eq!(l("alertname"), "DriftwatchDrift");
             assert_eq!(l("system"), system);
             assert_eq!(a["status"]["state"], "active", "{a}");
+            // Without endsAt, Alertmanager would resolve the alert after its
+            // resolve_timeout (5 min) while the drift goes on: the detector holds it
+            // firing past the next expected window (at least 10 minutes).
+            let ends = a["endsAt"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .unwrap_or_else(|| panic!("endsAt: {a}"));
+            let held = ends.with_timezone(&chrono::Utc) - chrono::Utc::now();
+            assert!(
+                held > chrono::Duration::minutes(9),
+                "an alert must stay firing past the next window, not expire after resolve_timeout: {a}"
+            );
             assert!(
                 a["annotations"]["summary"]
                     .as_str()

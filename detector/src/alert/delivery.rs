@@ -49,6 +49,11 @@ pub struct DeliveryConfig {
     pub max_backoff: Duration,
     /// CAs trusted for https receivers besides the system's trust store.
     pub receiver_roots: Vec<reqwest::Certificate>,
+    /// The shortest time an alert posted to Alertmanager stays firing (its `endsAt`).
+    /// Each alert is held for twice its window's span, at least this long and at most
+    /// a day, so a condition that goes on is re-posted by the next breaching window
+    /// before it ends, and one that clears resolves about two windows later.
+    pub alertmanager_hold: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -59,6 +64,7 @@ impl Default for DeliveryConfig {
             attempt_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30),
             receiver_roots: Vec::new(),
+            alertmanager_hold: Duration::from_secs(600),
         }
     }
 }
@@ -292,7 +298,11 @@ async fn deliver_one(
     loop {
         let result = match receiver {
             Receiver::Webhook(url) => post(http, url, q.body.to_vec()).await,
-            Receiver::Alertmanager(base) => match alertmanager_body(&q.body) {
+            Receiver::Alertmanager(base) => match alertmanager_body(
+                &q.body,
+                chrono::Utc::now(),
+                config.alertmanager_hold,
+            ) {
                 Some(body) => {
                     let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
                     post(http, &url, body).await
@@ -445,10 +455,37 @@ async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), Fa
     }
 }
 
-/// The Alertmanager v2 body for an alert payload.
-fn alertmanager_body(payload: &[u8]) -> Option<Vec<u8>> {
+/// How long an alert posted at `now` stays firing in Alertmanager: twice its window's
+/// span (event time; a time window's length), within `[min, 24 h]`.
+fn alertmanager_ends_at(
+    alert: &Alert,
+    now: chrono::DateTime<chrono::Utc>,
+    min: Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    let w = &alert.window;
+    let span = match (w.start, w.end) {
+        (Some(s), Some(e)) => e - s,
+        _ => w.last_event_at - w.first_event_at,
+    };
+    let min = chrono::Duration::from_std(min).unwrap_or(chrono::Duration::minutes(10));
+    let hold = (span * 2).clamp(min, chrono::Duration::hours(24).max(min));
+    now + hold
+}
+
+/// The Alertmanager v2 body for an alert payload posted at `now`. The labels name the
+/// condition (system, signal, method, severity), not the window, so every breaching
+/// window re-posts the same Alertmanager alert and extends its `endsAt`; when the
+/// condition clears, no window re-posts it and Alertmanager resolves it at `endsAt`.
+fn alertmanager_body(
+    payload: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+    hold: Duration,
+) -> Option<Vec<u8>> {
     let alert = Alert::from_wire(payload).ok()?;
+    let ends_at = alertmanager_ends_at(&alert, now, hold);
     let body = serde_json::json!([{
+        "startsAt": alert.window.last_event_at.min(now).to_rfc3339(),
+        "endsAt": ends_at.to_rfc3339(),
         "labels": {
             "alertname": "DriftwatchDrift",
             "system": alert.system_id,
@@ -509,6 +546,53 @@ mod tests {
         }
     }
 
+    #[test]
+    fn alertmanager_holds_an_alert_for_two_windows_within_bounds() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let min = Duration::from_secs(600);
+        let held = |first: &str, last: &str, window: Option<(&str, &str)>| {
+            let t = |s: &str| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .expect("time")
+                    .with_timezone(&chrono::Utc)
+            };
+            let mut a = alert(1);
+            a.window.first_event_at = t(first);
+            a.window.last_event_at = t(last);
+            if let Some((s, e)) = window {
+                a.window.start = Some(t(s));
+                a.window.end = Some(t(e));
+            }
+            (alertmanager_ends_at(&a, now, min) - now).num_minutes()
+        };
+        // A count window whose events span 30 minutes: held an hour.
+        assert_eq!(held("2026-11-27T11:00:00Z", "2026-11-27T11:30:00Z", None), 60);
+        // A minute's window: the 10-minute floor.
+        assert_eq!(held("2026-11-27T11:59:00Z", "2026-11-27T12:00:00Z", None), 10);
+        // A time window is held for twice its length, whatever its events span.
+        assert_eq!(
+            held(
+                "2026-11-27T08:00:00Z",
+                "2026-11-27T08:01:00Z",
+                Some(("2026-11-27T08:00:00Z", "2026-11-27T10:00:00Z"))
+            ),
+            240
+        );
+        // Days: a day at most, so a forgotten condition ends.
+        assert_eq!(held("2026-11-20T00:00:00Z", "2026-11-27T00:00:00Z", None), 24 * 60);
+
+        let body = alertmanager_body(&alert(3).to_wire(), now, min).expect("an alert");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v[0]["endsAt"], "2026-11-27T12:10:00+00:00");
+        // The labels name the condition, not the window: the next breaching window
+        // re-posts the same Alertmanager alert.
+        let other = alertmanager_body(&alert(4).to_wire(), now, min).expect("an alert");
+        let w: serde_json::Value = serde_json::from_slice(&other).expect("json");
+        assert_eq!(v[0]["labels"], w[0]["labels"]);
+    }
+
     /// A receiver answering `status` to everything; its URL.
     async fn receiver(status: StatusCode) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -544,7 +628,7 @@ mod tests {
             expiry: Duration::from_millis(300),
             attempt_timeout: Duration::from_secs(1),
             max_backoff: Duration::from_millis(50),
-            receiver_roots: Vec::new(),
+            ..DeliveryConfig::default()
         };
         // A receiver that keeps failing: the first alert fills the queue of one, the
         // next two find it full; the queued one is retried until it expires.
