@@ -34,6 +34,9 @@ pub struct DetectorMetrics {
     pub alerts: IntCounterVec,
     /// `driftwatch_alert_delivery_failures_total{sink}`: failed delivery attempts.
     pub alert_failures: IntCounterVec,
+    /// `driftwatch_alert_repeats_total{sink}`: alerts a receiver already had (written
+    /// again after a crash or a takeover evaluated their window again), not sent again.
+    pub alert_repeats: IntCounterVec,
     /// `driftwatch_alerts_dropped_total{sink,reason}`: alerts given up (`expired`,
     /// `refused`, `queue_full`).
     pub alerts_dropped: IntCounterVec,
@@ -138,6 +141,13 @@ impl DetectorMetrics {
             ),
             &["sink"],
         )?;
+        let alert_repeats = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_alert_repeats_total",
+                "Alerts a receiver already had (evaluated again after a crash or takeover), not sent again.",
+            ),
+            &["sink"],
+        )?;
         let alerts_dropped = IntCounterVec::new(
             Opts::new(
                 "driftwatch_alerts_dropped_total",
@@ -222,6 +232,7 @@ impl DetectorMetrics {
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(alert_failures.clone()))?;
         registry.register(Box::new(alerts_dropped.clone()))?;
+        registry.register(Box::new(alert_repeats.clone()))?;
         registry.register(Box::new(alert_queue_depth.clone()))?;
         registry.register(Box::new(reference_events.clone()))?;
         Ok(DetectorMetrics {
@@ -237,6 +248,7 @@ impl DetectorMetrics {
             severity,
             alerts,
             alert_failures,
+            alert_repeats,
             alerts_dropped,
             alert_queue_depth,
             reference_events,

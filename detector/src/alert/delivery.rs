@@ -298,17 +298,15 @@ async fn deliver_one(
     loop {
         let result = match receiver {
             Receiver::Webhook(url) => post(http, url, q.body.to_vec()).await,
-            Receiver::Alertmanager(base) => match alertmanager_body(
-                &q.body,
-                chrono::Utc::now(),
-                config.alertmanager_hold,
-            ) {
-                Some(body) => {
-                    let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-                    post(http, &url, body).await
+            Receiver::Alertmanager(base) => {
+                match alertmanager_body(&q.body, chrono::Utc::now(), config.alertmanager_hold) {
+                    Some(body) => {
+                        let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+                        post(http, &url, body).await
+                    }
+                    None => Err(Failure::Refused("not an alert payload".into())),
                 }
-                None => Err(Failure::Refused("not an alert payload".into())),
-            },
+            }
         };
         match result {
             Ok(()) => return,
@@ -392,6 +390,8 @@ async fn topic_worker(
         return;
     }
     tracing::info!(sink, group = %group, "delivering alerts from the alerts topic");
+    let mut delivered = Delivered::default();
+    let mut warmed: std::collections::HashSet<i32> = std::collections::HashSet::new();
     loop {
         let m = tokio::select! {
             _ = stop.cancelled() => break,
@@ -405,9 +405,38 @@ async fn topic_worker(
                 continue;
             }
         };
+        if warmed.insert(m.partition()) {
+            // What this receiver got before this consumer held the partition (another
+            // instance, an earlier run): an alert evaluated again after a crash or a
+            // takeover is written again, and must not notify twice.
+            let (client, topic, partition, offset) = (
+                source.client.clone(),
+                source.topic.clone(),
+                m.partition(),
+                m.offset(),
+            );
+            match tokio::task::spawn_blocking(move || {
+                read_back(client, &topic, partition, offset, WARM)
+            })
+            .await
+            {
+                Ok(Ok(ids)) => {
+                    for id in ids {
+                        delivered.insert(id);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(sink, partition = m.partition(), error = %e, "cannot read back earlier alerts; a repeat of one may be delivered again");
+                }
+                Err(_) => {}
+            }
+        }
         let payload = m.payload().unwrap_or_default();
         if let Ok(alert) = Alert::from_wire(payload) {
-            if systems.contains(&alert.system_id) {
+            if delivered.contains(&alert.alert_id) {
+                metrics.alert_repeats.with_label_values(&[sink]).inc();
+                tracing::debug!(sink, alert_id = %alert.alert_id, "alert already delivered; not sent again");
+            } else if systems.contains(&alert.system_id) {
                 // Its age counts from when it was written, across restarts.
                 let written = m.timestamp().to_millis().unwrap_or(0);
                 let age_ms = (chrono::Utc::now().timestamp_millis() - written).max(0) as u64;
@@ -423,6 +452,7 @@ async fn topic_worker(
                     _ = stop.cancelled() => break,
                     _ = deliver_one(&receiver, &q, &http, &config, &metrics) => {}
                 }
+                delivered.insert(q.alert_id);
             }
         }
         let mut tpl = rdkafka::TopicPartitionList::new();
@@ -434,8 +464,91 @@ async fn topic_worker(
         if let Err(e) = consumer.store_offsets(&tpl) {
             tracing::debug!(sink, error = %e, "cannot store a delivery offset");
         }
+        // Committed at once (not at the next auto-commit): an instance that dies now
+        // leaves the fewest delivered alerts for the next owner to send again.
+        if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async) {
+            tracing::debug!(sink, error = %e, "cannot commit a delivery offset");
+        }
     }
     let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+}
+
+/// How many alerts before its position a receiver's consumer reads back when it gets a
+/// partition, to know what was delivered before it.
+const WARM: i64 = 10_000;
+
+/// The alert ids a receiver delivered (or gave up) lately, to deliver a repeat (an alert
+/// evaluated again after a crash) only once. Bounded: the oldest are forgotten.
+#[derive(Default)]
+struct Delivered {
+    ids: std::collections::HashSet<Arc<str>>,
+    order: std::collections::VecDeque<Arc<str>>,
+}
+
+impl Delivered {
+    const CAP: usize = 100_000;
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: Arc<str>) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAP {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// The alert ids of the `back` messages of `partition` before `offset`: alerts written
+/// (and delivered, the committed offset says) before this consumer took the partition.
+fn read_back(
+    client: rdkafka::config::ClientConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    back: i64,
+) -> Result<Vec<Arc<str>>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let timeout = Duration::from_secs(10);
+    let consumer: BaseConsumer = client
+        .clone()
+        .set("group.id", "driftwatch-alert-read-back")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let (low, _) = consumer.fetch_watermarks(topic, partition, timeout)?;
+    let from = (offset - back).max(low);
+    let mut ids = Vec::new();
+    if from >= offset {
+        return Ok(ids);
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(from))?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if m.offset() >= offset {
+                    break;
+                }
+                if let Ok(a) = Alert::from_wire(m.payload().unwrap_or_default()) {
+                    ids.push(a.alert_id.into());
+                }
+                if m.offset() + 1 >= offset {
+                    break;
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    Ok(ids)
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), Failure> {
@@ -568,9 +681,15 @@ mod tests {
             (alertmanager_ends_at(&a, now, min) - now).num_minutes()
         };
         // A count window whose events span 30 minutes: held an hour.
-        assert_eq!(held("2026-11-27T11:00:00Z", "2026-11-27T11:30:00Z", None), 60);
+        assert_eq!(
+            held("2026-11-27T11:00:00Z", "2026-11-27T11:30:00Z", None),
+            60
+        );
         // A minute's window: the 10-minute floor.
-        assert_eq!(held("2026-11-27T11:59:00Z", "2026-11-27T12:00:00Z", None), 10);
+        assert_eq!(
+            held("2026-11-27T11:59:00Z", "2026-11-27T12:00:00Z", None),
+            10
+        );
         // A time window is held for twice its length, whatever its events span.
         assert_eq!(
             held(
@@ -581,7 +700,10 @@ mod tests {
             240
         );
         // Days: a day at most, so a forgotten condition ends.
-        assert_eq!(held("2026-11-20T00:00:00Z", "2026-11-27T00:00:00Z", None), 24 * 60);
+        assert_eq!(
+            held("2026-11-20T00:00:00Z", "2026-11-27T00:00:00Z", None),
+            24 * 60
+        );
 
         let body = alertmanager_body(&alert(3).to_wire(), now, min).expect("an alert");
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
