@@ -39,7 +39,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 DRIFTWATCH_LOG=warn "$bin" detect --plan "$work/plan.toml" --brokers "$brokers" \
   --events-topic "$t.events" --alerts-topic "$t.alerts" --reports-topic "$t.reports" \
   --state-topic "$t.state" --group "detect-$$" --checkpoint-interval-ms "$interval" \
-  --metrics-listen "127.0.0.1:$port" --state-dir "$work/state" 2>"$work/detect.log" &
+  --metrics-listen "127.0.0.1:$port" 2>"$work/detect.log" &
 pid=$!
 seen() { curl -s "127.0.0.1:$port/metrics" | awk '/^driftwatch_events_total\{/ {s += $2} END {print s + 0}'; }
 until [ "$(seen)" -ge 1 ] 2>/dev/null; do sleep 0.05; done

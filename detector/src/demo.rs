@@ -187,8 +187,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let plan_text = demo_plan_toml(system, opts.reference, opts.window)
         + &format!("webhook_url = \"http://{hook_addr}/alerts\"\n");
     let plan = Arc::new(Plan::from_toml(&plan_text, "demo plan", PathBuf::new())?);
-    let state_dir = std::env::temp_dir().join(format!("driftwatch-demo-{}", std::process::id()));
-    let mut detect_opts = KafkaOptions::new(&brokers, state_dir.clone());
+    let mut detect_opts = KafkaOptions::new(&brokers);
     detect_opts.events_topic = events_topic.into();
     detect_opts.alerts_topic = Some(alerts_topic.into());
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<crate::engine::WindowReport>();
@@ -311,7 +310,6 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         move || count_topic(&brokers, alerts_topic)
     })
     .await??;
-    let _ = std::fs::remove_dir_all(&state_dir);
     let _ = std::fs::remove_dir_all(&agent_dir);
 
     let alerts = received

@@ -115,9 +115,6 @@ struct DetectArgs {
         default_value = "127.0.0.1:9464"
     )]
     metrics_listen: SocketAddr,
-    /// Directory for persisted references.
-    #[arg(long, env = "DRIFTWATCH_STATE_DIR", default_value = "driftwatch-state")]
-    state_dir: PathBuf,
     /// Extra librdkafka property KEY=VALUE (repeatable). Secrets are refused here
     /// (flags show in `ps`): give them by file or environment variable.
     #[arg(long = "kafka-property", value_parser = parse_kv)]
@@ -402,7 +399,7 @@ async fn run_detect(args: DetectArgs) -> ExitCode {
         },
         None => Vec::new(),
     };
-    let mut opts = KafkaOptions::new(&args.brokers, args.state_dir);
+    let mut opts = KafkaOptions::new(&args.brokers);
     opts.group_id = args.group;
     opts.events_topic = args.events_topic;
     opts.alerts_topic = Some(args.alerts_topic).filter(|t| !t.is_empty());

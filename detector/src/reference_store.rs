@@ -8,9 +8,10 @@
 //! freezes, so a restart does not take a new reference from later, possibly drifted,
 //! data.
 //!
-//! [`FileStore`] keeps one JSON file per system in a directory (the detector's state
-//! volume); [`MemoryStore`] keeps them in the process (a replay, a test). A store shared
-//! by several detector instances implements the same trait.
+//! The detector service keeps them on its state topic
+//! ([`crate::driver::kafka::references::KafkaStore`]), shared by every instance;
+//! [`FileStore`] keeps one JSON file per system in a directory (a single process without
+//! Kafka); [`MemoryStore`] keeps them in the process (a replay, a test).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -30,6 +31,14 @@ pub enum StoreError {
     /// The reference file holds no prediction of the system.
     #[error("reference {0} holds no predictions of system \"{1}\"")]
     EmptyReference(String, String),
+    /// The Kafka store could not write a reference.
+    #[error("reference store on topic {topic}: {what}")]
+    Kafka {
+        /// The state topic.
+        topic: String,
+        /// Why.
+        what: String,
+    },
     /// The store itself failed (a directory or file of the file store).
     #[error("reference store {path}: {source}")]
     Io {

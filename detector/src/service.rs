@@ -16,11 +16,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::delivery::{AlertDelivery, DeliveryConfig};
+use crate::driver::kafka::references::KafkaStore;
 use crate::driver::kafka::{self, system::SystemState, KafkaOptions};
 use crate::metrics::DetectorMetrics;
 use crate::output::Output;
 use crate::plan::Plan;
-use crate::reference_store::{self, FileStore, ReferenceStore, StoreError};
+use crate::reference_store::{self, ReferenceStore, StoreError};
 
 /// What the service runs.
 pub struct ServiceConfig {
@@ -123,8 +124,33 @@ async fn serve(
     ready: Readiness,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DetectError> {
-    let store: Arc<dyn ReferenceStore> = Arc::new(FileStore::new(&opts.state_dir));
     tokio::pin!(shutdown);
+    let producer: FutureProducer = opts
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()?;
+    // The state topic is read first: it holds the references kept by every instance
+    // and where every system stopped; a restart answers ready once it knows both.
+    let state = {
+        let reader = opts.clone();
+        let reading = tokio::task::spawn_blocking(move || kafka::read_state(&reader));
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            read = reading => match read {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(DetectError::StateTopic(opts.state_topic.clone(), e)),
+                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+            },
+        }
+    };
+    tracing::info!(topic = %opts.state_topic, checkpoints = state.checkpoints.len(), references = state.references.len(), "state topic read");
+    let store = Arc::new(KafkaStore::new(
+        producer.clone(),
+        opts.state_topic.clone(),
+        &state,
+    ));
     // References are built off the async workers; a shutdown meanwhile stops waiting.
     let building = {
         let (plans, store) = (plans.clone(), store.clone());
@@ -143,28 +169,7 @@ async fn serve(
             .with_label_values(&[id.as_str()])
             .set(s.monitor.reference().map_or(0, |r| r.events as i64));
     }
-    // The state topic is read before /ready: a restart answers ready once it knows
-    // where every system stopped.
-    let state = {
-        let reader = opts.clone();
-        let reading = tokio::task::spawn_blocking(move || kafka::read_state(&reader));
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            read = reading => match read {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(DetectError::StateTopic(opts.state_topic.clone(), e)),
-                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
-            },
-        }
-    };
-    tracing::info!(topic = %opts.state_topic, checkpoints = state.len(), "state topic read");
     ready.set();
-    let producer: FutureProducer = opts
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .create()?;
     let outbox = Arc::new(kafka::outbox::KafkaOutbox::new(
         producer.clone(),
         opts.reports_topic.clone(),
@@ -193,7 +198,7 @@ async fn serve(
         &opts,
         systems,
         Some(state),
-        store.as_ref(),
+        &store,
         &outputs,
         &outbox,
         &producer,

@@ -419,8 +419,6 @@ fn detect_refuses_secrets_in_flags_and_names_unusable_security() {
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
-            .arg("--state-dir")
-            .arg(dir.path("state"))
             .args(extra)
             .env_remove("DRIFTWATCH_KAFKA_SASL_PASSWORD");
         for (k, v) in env {

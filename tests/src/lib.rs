@@ -306,7 +306,7 @@ pub async fn pipeline(
     let config = ServiceConfig::new(
         KafkaOptions {
             group_id: format!("dw-{system}"),
-            ..KafkaOptions::new(&brokers, state.clone())
+            ..KafkaOptions::new(&brokers)
         },
         vec![plan],
     );

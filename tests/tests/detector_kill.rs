@@ -168,9 +168,7 @@ fn detector(dir: &Path, topics: &Topics, plans: &[PathBuf], metrics: std::net::S
         .args(["--group", &format!("{}-group", topics.events)])
         .args(["--checkpoint-interval-ms", "300"])
         .args(["--metrics-listen", &metrics.to_string()])
-        .args(["--kafka-property", "session.timeout.ms=6000"])
-        .arg("--state-dir")
-        .arg(dir.join("state"));
+        .args(["--kafka-property", "session.timeout.ms=6000"]);
     Proc::spawn("driftwatch detect", dir.join("detector.log"), &mut cmd)
 }
 

@@ -18,7 +18,7 @@ use driftwatch_detector::engine::WindowReport;
 use driftwatch_detector::input;
 use driftwatch_detector::plan::Plan;
 use driftwatch_detector::service::{self, ServiceConfig};
-use driftwatch_e2e::{eventually, metric};
+use driftwatch_e2e::{eventually, metric, WebhookReceiver};
 use driftwatch_schema::Event;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -35,9 +35,15 @@ fn golden() -> PathBuf {
 }
 
 fn plan_of(file: &str, system: &str) -> Arc<Plan> {
+    plan_with(file, system, "")
+}
+
+/// The golden plan `file` for `system`, with `alerts` appended to its `[alerts]`.
+fn plan_with(file: &str, system: &str, alerts: &str) -> Arc<Plan> {
     let text = std::fs::read_to_string(golden().join(file))
         .expect("plan")
-        .replace("id = \"golden\"", &format!("id = \"{system}\""));
+        .replace("id = \"golden\"", &format!("id = \"{system}\""))
+        + alerts;
     Arc::new(Plan::from_toml(&text, file, golden()).expect("plan"))
 }
 
@@ -109,6 +115,26 @@ fn read_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<serde_json::Valu
     out
 }
 
+/// The offset `group` committed on partition 0 of the events topic (-1: none).
+fn committed(brokers: &str, group: &str) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition("driftwatch.events", 0);
+    c.committed_offsets(tpl, Duration::from_secs(5))
+        .ok()
+        .and_then(|t| t.elements().first().map(|e| e.offset()))
+        .and_then(|o| match o {
+            rdkafka::Offset::Offset(n) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(-1)
+}
+
 /// What replay says, per system: complete windows by index.
 fn replayed(
     plan_file: &str,
@@ -149,9 +175,13 @@ struct Run {
     registry: prometheus::Registry,
 }
 
-async fn start(brokers: &str, plan_file: &str, state: &Path) -> Run {
+async fn start(brokers: &str, plan_file: &str) -> Run {
+    start_with(brokers, plan_file, "").await
+}
+
+async fn start_with(brokers: &str, plan_file: &str, alerts: &str) -> Run {
     let (tx, rx) = mpsc::unbounded_channel::<WindowReport>();
-    let mut opts = KafkaOptions::new(brokers, state);
+    let mut opts = KafkaOptions::new(brokers);
     opts.group_id = "dw-restart".into();
     opts.checkpoint_interval = Duration::from_millis(150);
     // A killed consumer stays in the group until its session times out; keep that short.
@@ -159,7 +189,10 @@ async fn start(brokers: &str, plan_file: &str, state: &Path) -> Run {
         .insert("session.timeout.ms".into(), "6000".into());
     opts.kafka_properties
         .insert("heartbeat.interval.ms".into(), "500".into());
-    let plans = SYSTEMS.iter().map(|s| plan_of(plan_file, s)).collect();
+    let plans = SYSTEMS
+        .iter()
+        .map(|s| plan_with(plan_file, s, alerts))
+        .collect();
     let mut config = ServiceConfig::new(opts, plans);
     config.outputs.push(Arc::new(tx));
     let registry = config.registry.clone();
@@ -227,10 +260,13 @@ async fn crash_and_restart(plan_file: &str, crashes: usize) {
     driftwatch_common::telemetry::init_tracing();
     let every = (want.len() / (crashes + 1)).max(1);
     for crash in 0..=crashes {
-        let mut run = start(&brokers, plan_file, &dir.join("state")).await;
+        let mut run = start(&brokers, plan_file).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut got = 0;
-        // Crash after `every` new reports (the last run goes to the end).
+        // Crash after `every` new reports. The last run goes to the end: until every
+        // window is seen and its offsets are committed at the end of the topic (an
+        // earlier run may have seen every window before it crashed, so this one
+        // evaluates some again).
         while seen.len() < want.len() && (crash == crashes || got < every) {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, run.reports.recv()).await {
@@ -259,6 +295,26 @@ async fn crash_and_restart(plan_file: &str, crashes: usize) {
                 }
             }
         } else {
+            let end = events.len() as i64;
+            let at_end = eventually(Duration::from_secs(60), || {
+                let brokers = brokers.clone();
+                async move {
+                    let c = tokio::task::spawn_blocking(move || committed(&brokers, "dw-restart"))
+                        .await
+                        .expect("join");
+                    (c == end).then_some(())
+                }
+            })
+            .await;
+            assert!(
+                at_end.is_some(),
+                "{plan_file}: the last run committed the end of the topic"
+            );
+            while let Ok(r) = run.reports.try_recv() {
+                if r.window.complete {
+                    record(&mut seen, &r, &mut again);
+                }
+            }
             run.stop.cancel();
             run.handle.await.expect("join").expect("service ran");
         }
@@ -315,7 +371,7 @@ async fn crash_and_restart(plan_file: &str, crashes: usize) {
     // again, nothing re-sent. One more prediction per system (at its last timestamp:
     // no window closes) restores each system from its checkpoint.
     let alerts_before = on_kafka.len();
-    let mut run = start(&brokers, plan_file, &dir.join("state")).await;
+    let mut run = start(&brokers, plan_file).await;
     // Before any event, the drift gauges are back: the last window's verdicts.
     let last_severity = want
         .iter()
@@ -412,4 +468,164 @@ async fn sliding_windows_with_a_stream_reference_survive_crashes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_windows_survive_crashes() {
     crash_and_restart("time.toml", 3).await;
+}
+
+/// Two instances in one group, sharing nothing but Kafka (two pods): the first runs
+/// alone for a while, the second joins, then the first is killed mid-window.
+/// Whichever instance holds the partition, the windows are those of replay, numbered the
+/// same, compared against the same reference: one collected from the stream by the
+/// first instance is the one the second continues with.
+async fn takeover(plan_file: &str) {
+    let dir = std::env::temp_dir().join(format!(
+        "dw-takeover-{}-{}",
+        plan_file.replace('.', "-"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let events = events();
+    let want = replayed(plan_file, &events, &dir);
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for t in [
+        "driftwatch.events",
+        "driftwatch.alerts",
+        "driftwatch.reports",
+        "driftwatch.state",
+    ] {
+        cluster.create_topic(t, 1, 1).expect("topic");
+    }
+    let brokers = cluster.bootstrap_servers();
+    // The first instance sees the first 40% of the stream (past the reference), the
+    // second the rest: the kill lands with windows open.
+    let (early, late) = events.split_at(events.len() * 2 / 5);
+    produce(&brokers, early);
+    driftwatch_common::telemetry::init_tracing();
+
+    let (hook, url) = WebhookReceiver::start().await.expect("webhook");
+    let alerts = format!("webhook_url = \"{url}\"\n");
+    let mut seen = BTreeMap::new();
+    let mut again = 0;
+    let mut first = start_with(&brokers, plan_file, &alerts).await;
+    // The first instance evaluates what it has, then goes quiet.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let wait = if seen.is_empty() {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_secs(2)
+        };
+        match tokio::time::timeout(wait, first.reports.recv()).await {
+            Ok(Some(r)) if r.window.complete => record(&mut seen, &r, &mut again),
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    assert!(
+        !seen.is_empty(),
+        "{plan_file}: the first instance evaluated no window"
+    );
+    let mut second = start_with(&brokers, plan_file, &alerts).await;
+    // Let the second instance join, then send the rest of the stream and kill whichever
+    // instance evaluates it, right after its first new window: mid-stream, with
+    // windows open and (likely) evaluated since its last checkpoint.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let by_first = seen.len();
+    assert!(
+        by_first < want.len() / 2,
+        "{by_first} of {} windows before the kill",
+        want.len()
+    );
+    produce(&brokers, late);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first_busy = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (busy, r) = tokio::select! {
+            r = first.reports.recv() => (true, r),
+            r = second.reports.recv() => (false, r),
+            _ = tokio::time::sleep(left) => panic!("{plan_file}: no instance went on"),
+        };
+        if let Some(r) = r.filter(|r| r.window.complete) {
+            record(&mut seen, &r, &mut again);
+            break busy;
+        }
+    };
+    let (mut killed, mut survivor) = if first_busy {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    killed.handle.abort();
+    let _ = killed.handle.await;
+    while let Ok(r) = killed.reports.try_recv() {
+        if r.window.complete {
+            record(&mut seen, &r, &mut again);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while seen.len() < want.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, survivor.reports.recv()).await {
+            Ok(Some(r)) if r.window.complete => record(&mut seen, &r, &mut again),
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    // Every alert of replay reaches the webhook exactly once, though the first
+    // instance's receiver died with it and windows were evaluated again.
+    let want_alerts: std::collections::BTreeSet<String> = want
+        .values()
+        .map(|v| serde_json::from_value::<WindowReport>(v.clone()).expect("report"))
+        .flat_map(|r| {
+            let min = plan_of(plan_file, &r.system_id).alerts.min_severity;
+            alerts_for(&r, min)
+        })
+        .map(|a| a.alert_id)
+        .collect();
+    let ids = |hook: &WebhookReceiver| -> Vec<String> {
+        hook.alerts()
+            .iter()
+            .map(|a| a["alert_id"].as_str().expect("alert_id").to_owned())
+            .collect()
+    };
+    eventually(Duration::from_secs(60), || {
+        let got: std::collections::BTreeSet<String> = ids(&hook).into_iter().collect();
+        let done = got.len() >= want_alerts.len();
+        async move { done.then_some(()) }
+    })
+    .await;
+    // Room for a repeat to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    survivor.stop.cancel();
+    survivor.handle.await.expect("join").expect("service ran");
+    let delivered = ids(&hook);
+    let unique: std::collections::BTreeSet<String> = delivered.iter().cloned().collect();
+    assert_eq!(unique, want_alerts, "{plan_file}: the alert ids of replay");
+    assert_eq!(
+        delivered.len(),
+        unique.len(),
+        "{plan_file}: each alert delivered exactly once across the takeover"
+    );
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{plan_file}: the same windows as replay across the takeover"
+    );
+    for (k, v) in &want {
+        assert_eq!(&seen[k], v, "{plan_file}: window {k:?} as replay");
+    }
+    println!(
+        "{plan_file}: {} windows across a takeover ({by_first} by the first instance), {again} evaluated again with identical content",
+        want.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_takes_over_count_windows() {
+    takeover("count.toml").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_takes_over_a_stream_reference() {
+    takeover("sliding.toml").await;
 }

@@ -81,10 +81,10 @@ fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<serde_json::Value>
     out
 }
 
-fn kafka_options(brokers: &str, state: &Path) -> KafkaOptions {
+fn kafka_options(brokers: &str) -> KafkaOptions {
     KafkaOptions {
         group_id: "dw-service-test".into(),
-        ..KafkaOptions::new(brokers, state)
+        ..KafkaOptions::new(brokers)
     }
 }
 
@@ -177,7 +177,7 @@ async fn both_drivers_one_answer(plan_file: &str) {
     let (_cluster, brokers) = cluster();
     produce(&brokers, "driftwatch.events", &events);
     let (tx, mut rx) = mpsc::unbounded_channel::<WindowReport>();
-    let mut config = ServiceConfig::new(kafka_options(&brokers, &dir.join("state")), vec![plan]);
+    let mut config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
     config.outputs.push(Arc::new(tx));
     let registry = config.registry.clone();
     let stop = CancellationToken::new();
@@ -312,7 +312,7 @@ async fn a_hanging_webhook_delays_nothing_and_still_gets_every_alert() {
         &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
     );
     let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"));
-    let config = ServiceConfig::new(kafka_options(&brokers, &dir.join("state")), vec![plan]);
+    let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
     let registry = config.registry.clone();
     let stop = CancellationToken::new();
     let s = stop.clone();
@@ -421,7 +421,7 @@ async fn ready_waits_for_the_references() {
     .expect("plan");
     let plan = Arc::new(Plan::from_file(&dir.join("plan.toml")).expect("plan"));
     let (_cluster, brokers) = cluster();
-    let config = ServiceConfig::new(kafka_options(&brokers, &dir.join("state")), vec![plan]);
+    let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
     let stop = CancellationToken::new();
     let s = stop.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -530,7 +530,7 @@ async fn run_with_webhook(
         &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
     );
     let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"));
-    let mut config = ServiceConfig::new(kafka_options(&brokers, &dir.join("state")), vec![plan]);
+    let mut config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
     config.delivery.receiver_roots = roots;
     let registry = config.registry.clone();
     let stop = CancellationToken::new();
@@ -660,7 +660,7 @@ async fn alerts_for_a_webhook_down_across_a_restart_arrive_after_it() {
     );
     let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"));
     let run = |plan: Arc<Plan>| {
-        let config = ServiceConfig::new(kafka_options(&brokers, &dir.join("state")), vec![plan]);
+        let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
         let registry = config.registry.clone();
         let stop = CancellationToken::new();
         let s = stop.clone();

@@ -268,8 +268,6 @@ async fn both_binaries_over_tls_with_a_client_certificate_and_scram() {
                 "secure.reports",
             ])
             .args(["--metrics-listen", &metrics_addr.to_string()])
-            .arg("--state-dir")
-            .arg(dir.join("state"))
             .env("DRIFTWATCH_KAFKA_SECURITY_PROTOCOL", "sasl_ssl")
             .env("DRIFTWATCH_KAFKA_CA_FILE", tls_fixture("ca.pem"))
             .env("DRIFTWATCH_KAFKA_CERT_FILE", tls_fixture("client.pem"))

@@ -86,9 +86,7 @@ async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -
                 &state_topic,
                 "--reports-topic",
                 &reports_topic,
-            ])
-            .arg("--state-dir")
-            .arg(dir.join("state")),
+            ]),
     );
     let client = reqwest::Client::new();
     let ready = eventually(Duration::from_secs(20), || {

@@ -16,8 +16,14 @@
 //! overwrites a chunk of the generation g its manifest still names: a crash halfway
 //! leaves the previous checkpoint whole. Compaction keeps the last value of each key.
 //!
+//! **References** collected from the stream or built from a file live on the same topic
+//! ([`super::references::KafkaStore`]), as JSON blobs chunked the same way under the
+//! key `system␞fingerprint`: every instance that takes a system over finds the frozen
+//! reference its checkpoint was computed against.
+//!
 //! **Reading.** [`Assembler`] takes every record of the topic in offset order and gives,
-//! per system, the checkpoint of its last manifest, or why it cannot be used.
+//! per system, the checkpoint of its last manifest, and each kept reference, or why one
+//! cannot be used ([`StateRead`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -35,6 +41,49 @@ pub const CHUNK: usize = 512 * 1024;
 const MAGIC: &[u8; 4] = b"DWCK";
 const FORMAT: u8 = 1;
 const SEP: char = '\u{1f}';
+/// Separates system and fingerprint in the key of a reference blob.
+const REF: char = '\u{1e}';
+
+/// The key of the reference of `system` under `fingerprint` on the state topic.
+pub fn reference_key(system: &str, fingerprint: &str) -> String {
+    format!("{system}{REF}{fingerprint}")
+}
+
+/// The records (key, value) that hold `payload` under `key`: chunks of at most
+/// [`CHUNK`] bytes, then the manifest under `key` itself.
+pub fn blob_records(key: &str, generation: u64, payload: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let parity = generation % 2;
+    let mut out: Vec<(String, Vec<u8>)> = payload
+        .chunks(CHUNK)
+        .enumerate()
+        .map(|(i, data)| {
+            let mut w = Writer::default();
+            w.u8(b'C');
+            w.u64(generation);
+            w.bytes(data);
+            (format!("{key}{SEP}{parity}{SEP}{i}"), w.0)
+        })
+        .collect();
+    let mut w = Writer::default();
+    w.u8(b'M');
+    w.u64(generation);
+    w.len(out.len());
+    w.len(payload.len());
+    w.u64(u64::from(crc32c::crc32c(payload)));
+    out.push((key.to_owned(), w.0));
+    out
+}
+
+/// What the state topic holds: each system's last checkpoint and every kept reference
+/// (JSON of a [`crate::engine::ReferenceProfile`]) by system and fingerprint, or why one
+/// cannot be used.
+#[derive(Debug, Default)]
+pub struct StateRead {
+    /// Last checkpoint by system.
+    pub checkpoints: HashMap<String, Result<Checkpoint, CodecError>>,
+    /// Reference JSON by (system, fingerprint).
+    pub references: HashMap<(String, String), Result<Vec<u8>, CodecError>>,
+}
 
 /// One system's state and the input it covers.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,27 +160,7 @@ impl Checkpoint {
     /// The Kafka records (key, value) that hold this checkpoint: chunks, then the
     /// manifest.
     pub fn records(&self) -> Vec<(String, Vec<u8>)> {
-        let payload = self.encode();
-        let parity = self.generation % 2;
-        let mut out: Vec<(String, Vec<u8>)> = payload
-            .chunks(CHUNK)
-            .enumerate()
-            .map(|(i, data)| {
-                let mut w = Writer::default();
-                w.u8(b'C');
-                w.u64(self.generation);
-                w.bytes(data);
-                (format!("{}{SEP}{parity}{SEP}{i}", self.system), w.0)
-            })
-            .collect();
-        let mut w = Writer::default();
-        w.u8(b'M');
-        w.u64(self.generation);
-        w.len(out.len());
-        w.len(payload.len());
-        w.u64(u64::from(crc32c::crc32c(&payload)));
-        out.push((self.system.clone(), w.0));
-        out
+        blob_records(&self.system, self.generation, &self.encode())
     }
 }
 
@@ -186,39 +215,55 @@ impl Assembler {
         }
     }
 
-    /// Each system's last checkpoint, or why it cannot be used.
-    pub fn finish(self) -> HashMap<String, Result<Checkpoint, CodecError>> {
-        let mut out = HashMap::new();
-        for (system, m) in self.manifests {
-            let c = m.and_then(|m| {
-                let parity = m.generation % 2;
-                let mut payload = Vec::with_capacity(m.len.min(1 << 30));
-                for i in 0..m.chunks {
-                    match self.chunks.get(&format!("{system}{SEP}{parity}{SEP}{i}")) {
-                        Some((g, data)) if *g == m.generation => payload.extend_from_slice(data),
-                        _ => {
-                            return Err(CodecError(format!(
-                                "chunk {i} of generation {} is missing",
-                                m.generation
-                            )))
-                        }
-                    }
-                }
-                if payload.len() != m.len || u64::from(crc32c::crc32c(&payload)) != m.crc {
-                    return Err(CodecError(format!(
-                        "generation {} does not match its manifest (length or CRC)",
-                        m.generation
-                    )));
-                }
-                let c = Checkpoint::decode(&payload)?;
-                if c.system != system || c.generation != m.generation {
+    /// Each system's last checkpoint and every reference, or why one cannot be used.
+    pub fn finish(self) -> StateRead {
+        let mut out = StateRead::default();
+        for (key, m) in &self.manifests {
+            let payload = match m {
+                Err(e) => Err(CodecError(e.0.clone())),
+                Ok(m) => self.payload(key, m).map(|p| (m.generation, p)),
+            };
+            if let Some((system, fingerprint)) = key.split_once(REF) {
+                out.references.insert(
+                    (system.to_owned(), fingerprint.to_owned()),
+                    payload.map(|(_, p)| p),
+                );
+                continue;
+            }
+            let c = payload.and_then(|(generation, p)| {
+                let c = Checkpoint::decode(&p)?;
+                if c.system != *key || c.generation != generation {
                     return Err(CodecError("a checkpoint under another key".into()));
                 }
                 Ok(c)
             });
-            out.insert(system, c);
+            out.checkpoints.insert(key.clone(), c);
         }
         out
+    }
+
+    /// The bytes `m` names under `key`, checked against its length and CRC.
+    fn payload(&self, key: &str, m: &Manifest) -> Result<Vec<u8>, CodecError> {
+        let parity = m.generation % 2;
+        let mut payload = Vec::with_capacity(m.len.min(1 << 30));
+        for i in 0..m.chunks {
+            match self.chunks.get(&format!("{key}{SEP}{parity}{SEP}{i}")) {
+                Some((g, data)) if *g == m.generation => payload.extend_from_slice(data),
+                _ => {
+                    return Err(CodecError(format!(
+                        "chunk {i} of generation {} is missing",
+                        m.generation
+                    )))
+                }
+            }
+        }
+        if payload.len() != m.len || u64::from(crc32c::crc32c(&payload)) != m.crc {
+            return Err(CodecError(format!(
+                "generation {} does not match its manifest (length or CRC)",
+                m.generation
+            )));
+        }
+        Ok(payload)
     }
 }
 
@@ -227,7 +272,7 @@ pub fn read_topic(
     config: ClientConfig,
     topic: &str,
     timeout: Duration,
-) -> Result<HashMap<String, Result<Checkpoint, CodecError>>, KafkaError> {
+) -> Result<StateRead, KafkaError> {
     let consumer: BaseConsumer = config
         .clone()
         .set("group.id", "driftwatch-state-reader")
@@ -321,7 +366,7 @@ mod tests {
         for (k, v) in records {
             a.feed(k, Some(v));
         }
-        a.finish()
+        a.finish().checkpoints
     }
 
     #[test]
@@ -350,6 +395,33 @@ mod tests {
         let got = assemble(&records);
         let e = got["credit"].as_ref().expect_err("damaged").to_string();
         assert!(e.contains("generation 7"), "{e}");
+    }
+
+    #[test]
+    fn references_share_the_topic_without_touching_checkpoints() {
+        let c = sample(4, 10);
+        let reference: Vec<u8> = (0..CHUNK + 100).map(|i| (i % 97) as u8).collect();
+        let mut records = c.records();
+        records.extend(blob_records(
+            &reference_key("credit", "fnv1a64:2"),
+            11,
+            &reference,
+        ));
+        records.extend(blob_records(
+            &reference_key("credit", "fnv1a64:3"),
+            12,
+            b"{}",
+        ));
+        let mut a = Assembler::default();
+        for (k, v) in &records {
+            a.feed(k, Some(v));
+        }
+        let read = a.finish();
+        assert_eq!(read.checkpoints.len(), 1);
+        assert_eq!(read.checkpoints["credit"].as_ref().expect("whole"), &c);
+        let key = ("credit".to_owned(), "fnv1a64:2".to_owned());
+        assert_eq!(read.references[&key].as_ref().expect("whole"), &reference);
+        assert_eq!(read.references.len(), 2, "one per fingerprint");
     }
 
     #[test]

@@ -28,11 +28,11 @@
 
 pub mod checkpoint;
 pub mod outbox;
+pub mod references;
 pub mod system;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,11 +47,12 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use self::checkpoint::Checkpoint;
+use self::checkpoint::StateRead;
 use self::outbox::KafkaOutbox;
+use self::references::KafkaStore;
 use self::system::SystemState;
 use crate::alert::alerts_for;
-use crate::codec::CodecError;
+use crate::engine::plan_fingerprint;
 use crate::engine::Input;
 use crate::metrics::DetectorMetrics;
 use crate::output::Output;
@@ -74,8 +75,6 @@ pub struct KafkaOptions {
     pub state_topic: String,
     /// How often changed systems are checkpointed (and offsets move).
     pub checkpoint_interval: Duration,
-    /// Where the file reference store keeps references.
-    pub state_dir: PathBuf,
     /// TLS and SASL, secrets already read.
     pub security: ResolvedSecurity,
     /// Extra librdkafka properties for consumer and producer.
@@ -85,7 +84,7 @@ pub struct KafkaOptions {
 impl KafkaOptions {
     /// The options of `brokers` with every other setting at its default: the default
     /// topics, group and a 5 s checkpoint interval.
-    pub fn new(brokers: &str, state_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(brokers: &str) -> Self {
         KafkaOptions {
             brokers: brokers.into(),
             group_id: "driftwatch-detector".into(),
@@ -94,7 +93,6 @@ impl KafkaOptions {
             reports_topic: Some(DEFAULT_REPORTS_TOPIC.into()),
             state_topic: DEFAULT_STATE_TOPIC.into(),
             checkpoint_interval: Duration::from_secs(5),
-            state_dir: state_dir.into(),
             security: ResolvedSecurity::default(),
             kafka_properties: BTreeMap::new(),
         }
@@ -126,11 +124,8 @@ pub(crate) fn off_worker<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Checkpoints read from the state topic, by system.
-pub type Restored = HashMap<String, Result<Checkpoint, CodecError>>;
-
-/// Read the state topic (at start, and after a rebalance).
-pub fn read_state(opts: &KafkaOptions) -> Result<Restored, rdkafka::error::KafkaError> {
+/// Read the state topic (at start, and after a rebalance): checkpoints and references.
+pub fn read_state(opts: &KafkaOptions) -> Result<StateRead, rdkafka::error::KafkaError> {
     checkpoint::read_topic(
         opts.client_config(),
         &opts.state_topic,
@@ -172,7 +167,7 @@ struct Progress {
     /// Partitions whose systems were restored in this assignment.
     restored: HashSet<i32>,
     /// The state topic as last read (`None`: read again when needed).
-    state: Option<Restored>,
+    state: Option<StateRead>,
     last_checkpoint: Instant,
     /// The positions as of the last checkpoint, for the lag sampler.
     lag_positions: Arc<Mutex<HashMap<i32, i64>>>,
@@ -184,8 +179,8 @@ struct Progress {
 pub async fn consume(
     opts: &KafkaOptions,
     mut systems: HashMap<String, SystemState>,
-    state: Option<Restored>,
-    store: &dyn ReferenceStore,
+    state: Option<StateRead>,
+    store: &KafkaStore,
     outputs: &[Arc<dyn Output>],
     outbox: &KafkaOutbox,
     producer: &FutureProducer,
@@ -205,7 +200,7 @@ pub async fn consume(
     tracing::info!(topic = %opts.events_topic, group = %opts.group_id, state = %opts.state_topic, systems = systems.len(), "driftwatch detector consuming");
     // The drift gauges of each system's last window, at once: a restart must not look
     // like the drift ended (rules on the gauges would resolve).
-    for (system, c) in state.iter().flatten() {
+    for (system, c) in state.iter().flat_map(|s| s.checkpoints.iter()) {
         if let (true, Ok(c)) = (systems.contains_key(system), c) {
             if let Ok(r) = serde_json::from_slice::<crate::engine::WindowReport>(&c.last_report) {
                 metrics.record_gauges(&r);
@@ -234,6 +229,13 @@ pub async fn consume(
         let message = tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {
+                // A rebalance may have run inside a recv() this tick cancelled: never
+                // checkpoint a system whose partition went to another instance.
+                let now_epoch = consumer.context().epoch.load(Ordering::SeqCst);
+                if now_epoch != epoch {
+                    epoch = now_epoch;
+                    rebalanced(&consumer, &mut systems, &mut progress);
+                }
                 if progress.last_checkpoint.elapsed() >= opts.checkpoint_interval {
                     checkpoint(opts, &consumer, &mut systems, &mut progress, (outbox, producer, store), metrics).await;
                 }
@@ -256,7 +258,7 @@ pub async fn consume(
         }
         let (partition, offset) = (message.partition(), message.offset());
         if !progress.restored.contains(&partition) {
-            restore_partition(opts, partition, &mut systems, &mut progress, metrics);
+            restore_partition(opts, partition, &mut systems, &mut progress, store, metrics);
         }
         progress.positions.insert(partition, offset + 1);
         match Event::from_wire(message.payload().unwrap_or_default()) {
@@ -298,6 +300,9 @@ pub async fn consume(
         }
     }
     stop_sampler.store(true, Ordering::SeqCst);
+    if consumer.context().epoch.load(Ordering::SeqCst) != epoch {
+        rebalanced(&consumer, &mut systems, &mut progress);
+    }
     tracing::info!("detector stopping: checkpointing and committing offsets");
     checkpoint(
         opts,
@@ -343,19 +348,25 @@ fn rebalanced(
 }
 
 /// Restore the systems whose checkpoint names `partition` and which hold nothing yet.
+/// A system still collecting its reference first takes the one another instance froze
+/// and kept, if any: the checkpoint was computed against it.
 fn restore_partition(
     opts: &KafkaOptions,
     partition: i32,
     systems: &mut HashMap<String, SystemState>,
     progress: &mut Progress,
+    store: &KafkaStore,
     metrics: &DetectorMetrics,
 ) {
     if progress.state.is_none() {
         match off_worker(|| read_state(opts)) {
-            Ok(s) => progress.state = Some(s),
+            Ok(s) => {
+                store.refresh(&s);
+                progress.state = Some(s);
+            }
             Err(e) => {
                 tracing::error!(topic = %opts.state_topic, error = %e, "cannot read the state topic; systems start afresh");
-                progress.state = Some(HashMap::new());
+                progress.state = Some(StateRead::default());
             }
         }
     }
@@ -366,10 +377,10 @@ fn restore_partition(
         if s.partition.is_some() || s.dirty_from.is_some() {
             continue;
         }
-        match state.get(system) {
+        match state.checkpoints.get(system) {
             None => {}
             Some(Ok(c)) if c.partition != partition => {}
-            Some(Ok(c)) => match s.restore(c) {
+            Some(Ok(c)) => match adopt_kept_reference(s, store).and_then(|()| s.restore(c)) {
                 Ok(()) => {
                     metrics.restores.with_label_values(&["restored"]).inc();
                     if let Some(r) = &s.last_report {
@@ -397,6 +408,27 @@ fn restore_partition(
     progress.restored.insert(partition);
 }
 
+/// A system collecting its reference from the stream takes the one kept in `store`
+/// under its plan, if another instance froze it.
+fn adopt_kept_reference(
+    s: &mut SystemState,
+    store: &KafkaStore,
+) -> Result<(), crate::codec::CodecError> {
+    if s.monitor.reference().is_some() {
+        return Ok(());
+    }
+    let plan = s.plan().clone();
+    match store.load(&plan.system.id, &plan_fingerprint(&plan)) {
+        Ok(Some(r)) => {
+            tracing::info!(system = %plan.system.id, version = %r.version, "continuing with the reference another instance collected");
+            s.adopt_reference(r);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(crate::codec::CodecError(e.to_string())),
+    }
+}
+
 /// Reports and alerts confirmed, then every changed system's checkpoint written, then
 /// the offsets they cover stored for commit. Anything failing leaves offsets where they
 /// were (the events are read again after a restart).
@@ -405,7 +437,7 @@ async fn checkpoint(
     consumer: &StreamConsumer<RebalanceContext>,
     systems: &mut HashMap<String, SystemState>,
     progress: &mut Progress,
-    (outbox, producer, store): (&KafkaOutbox, &FutureProducer, &dyn ReferenceStore),
+    (outbox, producer, store): (&KafkaOutbox, &FutureProducer, &KafkaStore),
     metrics: &DetectorMetrics,
 ) {
     progress.last_checkpoint = Instant::now();
@@ -466,7 +498,7 @@ async fn checkpoint(
         if let Some(s) = systems.get_mut(&name) {
             s.generation = generation;
             if let Some(r) = s.unsaved_reference.take() {
-                if let Err(e) = store.save(&r) {
+                if let Err(e) = off_worker(|| store.save(&r)) {
                     // Offsets stay at the first collected event: a restart collects
                     // the same reference again.
                     tracing::error!(system = %name, error = %e, "cannot keep the reference collected from the stream");

@@ -76,6 +76,18 @@ impl SystemState {
         self.generation = generation;
     }
 
+    /// The system's plan.
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// Start afresh with `reference` (one frozen from the stream by another instance).
+    pub fn adopt_reference(&mut self, reference: ReferenceProfile) {
+        let generation = self.generation;
+        *self = SystemState::new(self.plan.clone(), Some(reference));
+        self.generation = generation;
+    }
+
     /// This system's checkpoint now, if its state can be taken (not while a reference
     /// is being collected).
     pub fn checkpoint(&self) -> Option<Checkpoint> {
