@@ -2,7 +2,9 @@
 //! and `method` come from plan files, never from event data; events of unplanned systems
 //! are counted without a system label.
 
-use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::engine::{CheckStatus, WindowReport};
 
@@ -60,6 +62,8 @@ pub struct DetectorMetrics {
     /// `driftwatch_consumer_lag{partition}`: events of the partition not yet processed
     /// (high watermark minus position), measured at each checkpoint.
     pub lag: IntGaugeVec,
+    /// `driftwatch_partitions_assigned`: events partitions this instance holds now.
+    pub assigned: IntGauge,
     /// `driftwatch_last_window_timestamp_seconds{system}`: when the system's last window
     /// was evaluated.
     pub last_window: GaugeVec,
@@ -205,6 +209,10 @@ impl DetectorMetrics {
             ),
             &["partition"],
         )?;
+        let assigned = IntGauge::new(
+            "driftwatch_partitions_assigned",
+            "Events partitions this instance holds (0 before it joins its group and while it holds none).",
+        )?;
         let last_window = GaugeVec::new(
             Opts::new(
                 "driftwatch_last_window_timestamp_seconds",
@@ -213,6 +221,7 @@ impl DetectorMetrics {
             &["system"],
         )?;
         registry.register(Box::new(lag.clone()))?;
+        registry.register(Box::new(assigned.clone()))?;
         registry.register(Box::new(last_window.clone()))?;
         registry.register(Box::new(replayed.clone()))?;
         registry.register(Box::new(checkpoints.clone()))?;
@@ -258,6 +267,7 @@ impl DetectorMetrics {
             restores,
             last_checkpoint,
             lag,
+            assigned,
             last_window,
         })
     }

@@ -1,7 +1,8 @@
 //! The detector service, as `driftwatch detect` runs it and as the demo and the tests
 //! start it: [`run`] serves `/metrics`, `/live` and `/ready` on the listener it is
-//! given, loads or builds every plan's reference (`/ready` answers 503 until all are
-//! there), consumes the events topic, hands every window to the outputs, and on
+//! given, reads the state topic, loads or builds every plan's reference, joins the
+//! consumer group (`/ready` answers 503 until all three are done), consumes the events
+//! topic, hands every window to the outputs, and on
 //! shutdown commits what is safe and drains alert delivery.
 
 use std::collections::HashMap;
@@ -98,7 +99,11 @@ pub async fn run(
     let ready = Readiness::new();
     let stop_health = CancellationToken::new();
     let health = {
-        let app = health::router(registry, ready.clone(), "references loading\n");
+        let app = health::router(
+            registry,
+            ready.clone(),
+            "starting: references, state topic, consumer group\n",
+        );
         let stop = stop_health.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)
@@ -169,7 +174,6 @@ async fn serve(
             .with_label_values(&[id.as_str()])
             .set(s.monitor.reference().map_or(0, |r| r.events as i64));
     }
-    ready.set();
     let outbox = Arc::new(kafka::outbox::KafkaOutbox::new(
         producer.clone(),
         opts.reports_topic.clone(),
@@ -203,6 +207,7 @@ async fn serve(
         &outbox,
         &producer,
         &metrics,
+        &ready,
         &mut shutdown,
     )
     .await;

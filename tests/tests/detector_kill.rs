@@ -19,7 +19,7 @@ use driftwatch_detector::engine::WindowReport;
 use driftwatch_detector::input;
 use driftwatch_detector::plan::Plan;
 use driftwatch_e2e::process::{brokers, free_port, test_dir, Proc};
-use driftwatch_e2e::{binary, create_topics, eventually, metric};
+use driftwatch_e2e::{binary, create_topics, eventually, metric, WebhookReceiver};
 use driftwatch_schema::Event;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -186,9 +186,19 @@ fn complete_reports(reports: &[serde_json::Value]) -> usize {
         .len()
 }
 
-async fn killed_three_times(plan_file: &str) {
+/// A run's topics, plans and expectations, with the events being produced over about
+/// 10 s so kills land mid-stream.
+struct Setup {
+    brokers: String,
+    dir: PathBuf,
+    topics: Topics,
+    plans: Vec<PathBuf>,
+    want: BTreeMap<(String, i64), serde_json::Value>,
+}
+
+async fn setup(name: &str, plan_file: &str, alerts: &str) -> Setup {
     let brokers = brokers();
-    let dir = test_dir(&format!("kill-{}", plan_file.replace('.', "-")));
+    let dir = test_dir(&format!("{name}-{}", plan_file.replace('.', "-")));
     let unique = dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -215,15 +225,15 @@ async fn killed_three_times(plan_file: &str) {
         .iter()
         .map(|s| {
             let p = dir.join(format!("{s}.toml"));
-            std::fs::write(&p, plan_text(plan_file, s)).expect("plan");
+            std::fs::write(&p, plan_text(plan_file, s) + alerts).expect("plan");
             p
         })
         .collect();
     let events = events();
     let want = replayed(plan_file, &events, &dir);
     assert!(want.len() >= 10);
-    // The events arrive over about 10 s, so the kills land mid-stream.
-    let producing = tokio::task::spawn_blocking({
+    // Detached: every window on the reports topic means every event was produced.
+    tokio::task::spawn_blocking({
         let (brokers, topic) = (brokers.clone(), topics.events.clone());
         move || {
             for chunk in events.chunks(500) {
@@ -232,53 +242,33 @@ async fn killed_three_times(plan_file: &str) {
             }
         }
     });
-
-    // Kill after a third, then two thirds of the windows are on the reports topic, and
-    // once more right after a restart.
-    let metrics = free_port();
-    for (i, target) in [want.len() / 3, 2 * want.len() / 3, 2 * want.len() / 3 + 1]
-        .into_iter()
-        .enumerate()
-    {
-        let mut d = detector(&dir, &topics, &plans, metrics);
-        let reached = eventually(Duration::from_secs(90), || {
-            let (b, t) = (brokers.clone(), topics.reports.clone());
-            async move {
-                let n = tokio::task::spawn_blocking(move || complete_reports(&read_all(&b, &t)))
-                    .await
-                    .ok()?;
-                (n >= target).then_some(n)
-            }
-        })
-        .await;
-        assert!(
-            reached.is_some(),
-            "run {i}: {target} windows on the reports topic"
-        );
-        d.kill9();
-        // The killed member stays in the group until its session (6 s) expires; tansu
-        // 0.6 gives a member that joins meanwhile no partition and does not rebalance
-        // it later, so the next detector starts after the expiry.
-        tokio::time::sleep(Duration::from_secs(8)).await;
+    Setup {
+        brokers,
+        dir,
+        topics,
+        plans,
+        want,
     }
-    producing.await.expect("produced");
-    let mut d = detector(&dir, &topics, &plans, metrics);
-    let all = eventually(Duration::from_secs(120), || {
-        let (b, t) = (brokers.clone(), topics.reports.clone());
-        let n = want.len();
+}
+
+/// Wait until `target` complete windows are on the reports topic.
+async fn windows_on_kafka(s: &Setup, target: usize, within: Duration) -> Option<usize> {
+    eventually(within, || {
+        let (b, t) = (s.brokers.clone(), s.topics.reports.clone());
         async move {
-            let got = tokio::task::spawn_blocking(move || complete_reports(&read_all(&b, &t)))
+            let n = tokio::task::spawn_blocking(move || complete_reports(&read_all(&b, &t)))
                 .await
                 .ok()?;
-            (got >= n).then_some(got)
+            (n >= target).then_some(n)
         }
     })
-    .await;
-    assert_eq!(all, Some(want.len()), "every window after three kills");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(d.terminate(), Some(0));
+    .await
+}
 
-    let reports = read_all(&brokers, &topics.reports);
+/// The reports topic holds exactly replay's windows (a window reported twice with the
+/// same content); returns how many were reported again.
+fn check_reports(s: &Setup) -> usize {
+    let reports = read_all(&s.brokers, &s.topics.reports);
     let mut seen: BTreeMap<(String, i64), serde_json::Value> = BTreeMap::new();
     let mut again = 0;
     for r in reports.iter().filter(|r| r["window"]["complete"] == true) {
@@ -297,13 +287,18 @@ async fn killed_three_times(plan_file: &str) {
     }
     assert_eq!(
         seen.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
+        s.want.keys().collect::<Vec<_>>(),
         "the windows of replay"
     );
-    for (k, v) in &want {
+    for (k, v) in &s.want {
         assert!(&seen[k] == v, "window {k:?} differs from replay");
     }
-    let want_ids: BTreeSet<String> = want
+    again
+}
+
+/// The alert ids replay raises.
+fn want_alert_ids(s: &Setup, plan_file: &str) -> BTreeSet<String> {
+    s.want
         .values()
         .map(|v| serde_json::from_value::<WindowReport>(v.clone()).expect("report"))
         .flat_map(|r| {
@@ -316,8 +311,39 @@ async fn killed_three_times(plan_file: &str) {
             alerts_for(&r, plan.alerts.min_severity)
         })
         .map(|a| a.alert_id)
-        .collect();
-    let alerts = read_all(&brokers, &topics.alerts);
+        .collect()
+}
+
+async fn killed_three_times(plan_file: &str) {
+    let s = setup("kill", plan_file, "").await;
+    let (brokers, dir, topics, plans, want) = (&s.brokers, &s.dir, &s.topics, &s.plans, &s.want);
+    // Kill after a third, then two thirds of the windows are on the reports topic, and
+    // once more right after a restart.
+    let metrics = free_port();
+    for (i, target) in [want.len() / 3, 2 * want.len() / 3, 2 * want.len() / 3 + 1]
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = detector(dir, topics, plans, metrics);
+        let reached = windows_on_kafka(&s, target, Duration::from_secs(90)).await;
+        assert!(
+            reached.is_some(),
+            "run {i}: {target} windows on the reports topic"
+        );
+        d.kill9();
+        // The killed member stays in the group until its session (6 s) expires; tansu
+        // 0.6 gives a member that joins meanwhile no partition and does not rebalance
+        // it later, so the next detector starts after the expiry.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+    }
+    let mut d = detector(dir, topics, plans, metrics);
+    let all = windows_on_kafka(&s, want.len(), Duration::from_secs(120)).await;
+    assert_eq!(all, Some(want.len()), "every window after three kills");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(d.terminate(), Some(0));
+    let again = check_reports(&s);
+    let want_ids = want_alert_ids(&s, plan_file);
+    let alerts = read_all(brokers, &topics.alerts);
     let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     for a in &alerts {
         let id = a["alert_id"].as_str().expect("id").to_owned();
@@ -333,7 +359,7 @@ async fn killed_three_times(plan_file: &str) {
     );
 
     // A clean restart after the finished run reads nothing again and sends nothing.
-    let mut d = detector(&dir, &topics, &plans, metrics);
+    let mut d = detector(dir, topics, plans, metrics);
     let page = eventually(Duration::from_secs(30), || async move {
         let page = reqwest::get(format!("http://{metrics}/metrics"))
             .await
@@ -352,7 +378,7 @@ async fn killed_three_times(plan_file: &str) {
         None,
         "nothing evaluated again: {page}"
     );
-    let after = read_all(&brokers, &topics.alerts).len();
+    let after = read_all(brokers, &topics.alerts).len();
     assert_eq!(after, alerts.len(), "nothing sent again");
     println!(
         "{plan_file}: {} windows, 3 kills, {again} windows reported again with identical content, {} alert ids ({} alerts on Kafka)",
@@ -360,7 +386,7 @@ async fn killed_three_times(plan_file: &str) {
         want_ids.len(),
         alerts.len()
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,4 +399,92 @@ async fn killed_detector_time_windows_match_replay() {
 #[ignore = "needs a real broker: run tests/real-broker.sh or set DRIFTWATCH_TEST_BROKERS"]
 async fn killed_detector_sliding_windows_with_a_stream_reference_match_replay() {
     killed_three_times("sliding.toml").await;
+}
+
+/// Two `driftwatch detect` processes in one group, sharing nothing but the broker: once
+/// a third of the windows are on Kafka, the one holding the partition is killed with
+/// SIGKILL and the other takes over. The reports topic holds replay's windows, and the
+/// webhook gets each of replay's alert ids exactly once.
+async fn two_instances_one_killed(plan_file: &str) {
+    let (hook, url) = WebhookReceiver::start().await.expect("webhook");
+    let s = setup("takeover", plan_file, &format!("webhook_url = \"{url}\"\n")).await;
+    let (a_metrics, b_metrics) = (free_port(), free_port());
+    let a_dir = s.dir.join("a");
+    let b_dir = s.dir.join("b");
+    std::fs::create_dir_all(&a_dir).expect("dir");
+    std::fs::create_dir_all(&b_dir).expect("dir");
+    let a = detector(&a_dir, &s.topics, &s.plans, a_metrics);
+    let b = detector(&b_dir, &s.topics, &s.plans, b_metrics);
+    let reached = windows_on_kafka(&s, s.want.len() / 3, Duration::from_secs(90)).await;
+    assert!(
+        reached.is_some(),
+        "a third of the windows on the reports topic"
+    );
+    let assigned = |addr: std::net::SocketAddr| async move {
+        let page = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metric(&page, "driftwatch_partitions_assigned")
+    };
+    let (in_a, in_b) = (assigned(a_metrics).await, assigned(b_metrics).await);
+    let (killed, mut victim, mut survivor) = match (in_a, in_b) {
+        (Some(n), _) if n >= 1.0 => ("a", a, b),
+        (_, Some(n)) if n >= 1.0 => ("b", b, a),
+        other => panic!("no instance holds the partition: {other:?}"),
+    };
+    victim.kill9();
+    let all = windows_on_kafka(&s, s.want.len(), Duration::from_secs(120)).await;
+    assert_eq!(all, Some(s.want.len()), "every window after the takeover");
+    let want_ids = want_alert_ids(&s, plan_file);
+    let delivered = eventually(Duration::from_secs(60), || {
+        let n = hook
+            .alerts()
+            .iter()
+            .filter_map(|a| a["alert_id"].as_str().map(str::to_owned))
+            .collect::<BTreeSet<_>>()
+            .len();
+        let want = want_ids.len();
+        async move { (n >= want).then_some(n) }
+    })
+    .await;
+    assert_eq!(
+        delivered,
+        Some(want_ids.len()),
+        "every alert id at the webhook"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(survivor.terminate(), Some(0));
+    let again = check_reports(&s);
+    let ids: Vec<String> = hook
+        .alerts()
+        .iter()
+        .map(|a| a["alert_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(
+        ids.iter().cloned().collect::<BTreeSet<_>>(),
+        want_ids,
+        "the alert ids of replay"
+    );
+    assert_eq!(ids.len(), want_ids.len(), "each alert delivered once");
+    println!(
+        "{plan_file}: {} windows, instance {killed} killed holding the partition, {again} windows reported again with identical content, {} alerts delivered once each",
+        s.want.len(),
+        ids.len()
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: run tests/real-broker.sh or set DRIFTWATCH_TEST_BROKERS"]
+async fn another_detector_takes_over_time_windows() {
+    two_instances_one_killed("time.toml").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: run tests/real-broker.sh or set DRIFTWATCH_TEST_BROKERS"]
+async fn another_detector_takes_over_a_stream_reference() {
+    two_instances_one_killed("sliding.toml").await;
 }

@@ -396,8 +396,9 @@ async fn a_hanging_webhook_delays_nothing_and_still_gets_every_alert() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `/ready` answers 503 until every plan's reference is loaded or built: here the
-/// reference file is a named pipe that holds nothing until the test writes it.
+/// `/ready` answers 503 until every plan's reference is loaded or built and the consumer
+/// has its partitions: here the reference file is a named pipe that holds nothing until
+/// the test writes it.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_waits_for_the_references() {
@@ -496,11 +497,32 @@ async fn ready_waits_for_the_references() {
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     writer.join().expect("writer");
     assert!(ready.is_some(), "ready once the reference was built");
+    // Ready means consuming: the group is joined and the partitions assigned.
+    let page = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metric(&page, "driftwatch_partitions_assigned").is_some_and(|n| n >= 1.0),
+        "ready before the consumer had its partitions"
+    );
     stop.cancel();
     service.await.expect("join").expect("service ran");
+    let opts = kafka_options(&brokers);
+    let kept = tokio::task::spawn_blocking(move || {
+        driftwatch_detector::driver::kafka::read_state(&opts).expect("state topic")
+    })
+    .await
+    .expect("join");
     assert!(
-        dir.join("state/credit-ready.reference.json").exists(),
-        "the built reference is kept"
+        kept.references
+            .keys()
+            .any(|(system, _)| system == "credit-ready"),
+        "the built reference is kept on the state topic"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -743,4 +765,130 @@ async fn alerts_for_a_webhook_down_across_a_restart_arrive_after_it() {
     stop.cancel();
     handle.await.expect("join").expect("service ran");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A webhook down for five minutes while the detector runs: window reports reach Kafka
+/// on time, nothing is given up, and once it is back every alert arrives, once, in the
+/// order raised. Five minutes of wall time: run by `.ci/run` (`--ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "takes five minutes: .ci/run runs it"]
+async fn a_webhook_down_for_five_minutes_gets_every_alert_afterwards() {
+    const DOWN: Duration = Duration::from_secs(300);
+    let hook = SwitchedHook::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+    let app = Router::new()
+        .route("/alerts", post(switched))
+        .with_state(hook.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let down_since = Instant::now();
+
+    let (_cluster, brokers) = cluster();
+    let mut model = CreditModel::new("credit-down", 8);
+    let events: Vec<Event> = (0..6000)
+        .map(|i| {
+            let drift = if i < 4000 { Drift::NONE } else { Drift::DEMO };
+            Event::Prediction(model.next_prediction(drift))
+        })
+        .collect();
+    produce(&brokers, "driftwatch.events", &events);
+    let plan_text = demo_plan_toml("credit-down", 2000, 1000).replace(
+        "min_severity = \"critical\"",
+        &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
+    );
+    let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"));
+    let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
+    let registry = config.registry.clone();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let handle = tokio::spawn(service::run(listener, config, async move {
+        s.cancelled().await
+    }));
+    let windows = eventually(Duration::from_secs(30), || {
+        let page = driftwatch_common::health::render(&registry);
+        async move {
+            metric(&page, "driftwatch_windows_total{system=\"credit-down\"}").filter(|n| *n >= 4.0)
+        }
+    })
+    .await;
+    assert_eq!(windows, Some(4.0));
+    // The record of every window is on Kafka while the receiver is down.
+    let reports = tokio::task::spawn_blocking({
+        let brokers = brokers.clone();
+        move || read_topic(&brokers, "driftwatch.reports", 4)
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        reports.len(),
+        4,
+        "window reports are not held up by a receiver"
+    );
+    let page = driftwatch_common::health::render(&registry);
+    let raised = metric(
+        &page,
+        "driftwatch_alerts_total{severity=\"critical\",system=\"credit-down\"}",
+    )
+    .expect("alerts raised") as usize;
+    assert!(raised >= 2);
+    let on_kafka: Vec<String> = tokio::task::spawn_blocking({
+        let brokers = brokers.clone();
+        move || read_topic(&brokers, "driftwatch.alerts", raised)
+    })
+    .await
+    .expect("join")
+    .iter()
+    .map(|a| a["alert_id"].as_str().expect("id").to_owned())
+    .collect();
+
+    tokio::time::sleep(DOWN.saturating_sub(down_since.elapsed())).await;
+    let page = driftwatch_common::health::render(&registry);
+    let failures = metric(
+        &page,
+        "driftwatch_alert_delivery_failures_total{sink=\"webhook\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        failures >= 10.0,
+        "retried all along: {failures} failed attempts"
+    );
+    assert!(hook.received.lock().expect("lock").is_empty());
+    hook.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Retries back off to at most 30 s apart.
+    let all = eventually(Duration::from_secs(60), || {
+        let n = hook.received.lock().map(|v| v.len()).unwrap_or(0);
+        async move { (n >= raised).then_some(n) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delivered: Vec<String> = hook
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|a| a["alert_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(all, Some(raised), "every alert after five minutes down");
+    assert_eq!(delivered, on_kafka, "each once, in the order raised");
+    let page = driftwatch_common::health::render(&registry);
+    assert_eq!(
+        metric(
+            &page,
+            "driftwatch_alerts_dropped_total{reason=\"expired\",sink=\"webhook\"}"
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "nothing given up"
+    );
+    println!(
+        "webhook down {:?}: {raised} alerts delivered in order afterwards, {failures} failed attempts",
+        down_since.elapsed()
+    );
+    stop.cancel();
+    handle.await.expect("join").expect("service ran");
 }

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use driftwatch_common::health::Readiness;
 use driftwatch_common::kafka::ResolvedSecurity;
 use driftwatch_schema::Event;
 use rdkafka::config::ClientConfig;
@@ -133,11 +134,14 @@ pub fn read_state(opts: &KafkaOptions) -> Result<StateRead, rdkafka::error::Kafk
     )
 }
 
-/// Counts rebalances and remembers revoked partitions, for the loop to act on.
-#[derive(Default)]
+/// Counts rebalances and remembers revoked partitions, for the loop to act on; shows
+/// the assignment (`driftwatch_partitions_assigned`) and sets `/ready` at the first one
+/// (the group is joined: this instance consumes its share, even if that is nothing).
 struct RebalanceContext {
     epoch: AtomicU64,
     revoked: Mutex<Vec<i32>>,
+    assigned: prometheus::IntGauge,
+    ready: Readiness,
 }
 
 impl ClientContext for RebalanceContext {}
@@ -147,12 +151,15 @@ impl ConsumerContext for RebalanceContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
+                self.assigned.set(tpl.count() as i64);
                 self.epoch.fetch_add(1, Ordering::SeqCst);
+                self.ready.set();
             }
             Rebalance::Revoke(tpl) => {
                 let mut r = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
                 r.extend(tpl.elements().iter().map(|e| e.partition()));
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
+                self.assigned.set(0);
                 self.epoch.fetch_add(1, Ordering::SeqCst);
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -174,7 +181,7 @@ struct Progress {
 }
 
 /// Consume until `shutdown` resolves, checkpointing as it goes and at the end. `state`
-/// is the state topic read at start.
+/// is the state topic read at start; `ready` is set once the group is joined.
 #[allow(clippy::too_many_arguments)]
 pub async fn consume(
     opts: &KafkaOptions,
@@ -185,6 +192,7 @@ pub async fn consume(
     outbox: &KafkaOutbox,
     producer: &FutureProducer,
     metrics: &DetectorMetrics,
+    ready: &Readiness,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), rdkafka::error::KafkaError> {
     let consumer: StreamConsumer<RebalanceContext> = opts
@@ -195,7 +203,12 @@ pub async fn consume(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
-        .create_with_context(RebalanceContext::default())?;
+        .create_with_context(RebalanceContext {
+            epoch: AtomicU64::new(0),
+            revoked: Mutex::default(),
+            assigned: metrics.assigned.clone(),
+            ready: ready.clone(),
+        })?;
     consumer.subscribe(&[opts.events_topic.as_str()])?;
     tracing::info!(topic = %opts.events_topic, group = %opts.group_id, state = %opts.state_topic, systems = systems.len(), "driftwatch detector consuming");
     // The drift gauges of each system's last window, at once: a restart must not look
