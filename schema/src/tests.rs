@@ -313,3 +313,55 @@ fn feature_values_decode_without_trying_each_variant() {
         "null"
     );
 }
+
+/// The one-pass wire decoder gives what serde's tagged enum gives, for every payload:
+/// the same event (unsorted and repeated feature names, a relaxed timestamp, fields of
+/// the other kind) or the same error.
+#[test]
+fn wire_decoding_in_one_pass_agrees_with_the_tagged_enum() {
+    let id = "\"event_id\":\"6f1c2b1e-8a1d-4c1e-9a55-0c7d6f0a1b2c\"";
+    let payloads = [
+        format!(
+            r#"{{"v":1,"kind":"prediction",{id},"system_id":"s","model_version":"1","prediction_id":"p","timestamp":"2026-11-23T10:00:00.123456789+01:00","features":{{"z":1,"a":"x","m":null,"a":2,"b":true}},"prediction":{{"score":0.5}}}}"#
+        ),
+        format!(
+            r#"{{"kind":"prediction",{id},"system_id":"s","model_version":"1","prediction_id":"p","timestamp":"2026-11-23 10:00:00z","features":{{}},"prediction":{{"label":"y"}},"segment":{{"c":"web"}},"suppressed":["k"],"outcome":{{"label":"ignored"}}}}"#
+        ),
+        format!(
+            r#"{{"kind":"outcome",{id},"system_id":"s","prediction_id":"p","timestamp":"2026-11-23T10:00:00Z","outcome":{{"value":3.5}},"features":{{"ignored":1}}}}"#
+        ),
+        // Errors: a missing field of the kind, a bad timestamp, a bad kind, not JSON.
+        format!(
+            r#"{{"kind":"prediction",{id},"system_id":"s","model_version":"1","prediction_id":"p","timestamp":"2026-11-23T10:00:00Z","prediction":{{"score":0.5}}}}"#
+        ),
+        format!(
+            r#"{{"kind":"outcome",{id},"system_id":"s","prediction_id":"p","timestamp":"yesterday","outcome":{{"value":1}}}}"#
+        ),
+        format!(
+            r#"{{"kind":"guess",{id},"system_id":"s","prediction_id":"p","timestamp":"2026-11-23T10:00:00Z"}}"#
+        ),
+        format!(
+            r#"{{"kind":"prediction",{id},"system_id":"s","model_version":"1","prediction_id":"p","timestamp":"2026-11-23T10:00:00Z","features":{{"a":[1]}},"prediction":{{"score":0.5}}}}"#
+        ),
+        "not json".to_owned(),
+    ];
+    for p in &payloads {
+        let ours = Event::from_wire(p.as_bytes()).map_err(|e| e.to_string());
+        let tagged = serde_json::from_slice::<Event>(p.as_bytes())
+            .map_err(|e| WireError::from(e).to_string());
+        assert_eq!(ours, tagged, "{p}");
+    }
+    let first = Event::from_wire(payloads[0].as_bytes()).expect("valid");
+    let Event::Prediction(first) = first else {
+        panic!("a prediction")
+    };
+    assert_eq!(
+        first.features["a"],
+        FeatureValue::Number(2.0),
+        "the last of a repeated name"
+    );
+    assert_eq!(
+        first.features.keys().collect::<Vec<_>>(),
+        ["a", "b", "m", "z"]
+    );
+}
