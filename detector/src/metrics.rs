@@ -64,6 +64,9 @@ pub struct DetectorMetrics {
     pub lag: IntGaugeVec,
     /// `driftwatch_partitions_assigned`: events partitions this instance holds now.
     pub assigned: IntGauge,
+    /// `driftwatch_rebalances_total{event}`: `assigned` and `revoked` callbacks of the
+    /// consumer group.
+    pub rebalances: IntCounterVec,
     /// `driftwatch_last_window_timestamp_seconds{system}`: when the system's last window
     /// was evaluated.
     pub last_window: GaugeVec,
@@ -213,6 +216,16 @@ impl DetectorMetrics {
             "driftwatch_partitions_assigned",
             "Events partitions this instance holds (0 before it joins its group and while it holds none).",
         )?;
+        let rebalances = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_rebalances_total",
+                "Consumer group rebalances seen by this instance, by event (assigned, revoked).",
+            ),
+            &["event"],
+        )?;
+        for event in ["assigned", "revoked"] {
+            rebalances.with_label_values(&[event]);
+        }
         let last_window = GaugeVec::new(
             Opts::new(
                 "driftwatch_last_window_timestamp_seconds",
@@ -222,6 +235,7 @@ impl DetectorMetrics {
         )?;
         registry.register(Box::new(lag.clone()))?;
         registry.register(Box::new(assigned.clone()))?;
+        registry.register(Box::new(rebalances.clone()))?;
         registry.register(Box::new(last_window.clone()))?;
         registry.register(Box::new(replayed.clone()))?;
         registry.register(Box::new(checkpoints.clone()))?;
@@ -268,6 +282,7 @@ impl DetectorMetrics {
             last_checkpoint,
             lag,
             assigned,
+            rebalances,
             last_window,
         })
     }

@@ -180,10 +180,14 @@ async fn start(brokers: &str, plan_file: &str) -> Run {
 }
 
 async fn start_with(brokers: &str, plan_file: &str, alerts: &str) -> Run {
+    start_every(brokers, plan_file, alerts, Duration::from_millis(150)).await
+}
+
+async fn start_every(brokers: &str, plan_file: &str, alerts: &str, checkpoint: Duration) -> Run {
     let (tx, rx) = mpsc::unbounded_channel::<WindowReport>();
     let mut opts = KafkaOptions::new(brokers);
     opts.group_id = "dw-restart".into();
-    opts.checkpoint_interval = Duration::from_millis(150);
+    opts.checkpoint_interval = checkpoint;
     // A killed consumer stays in the group until its session times out; keep that short.
     opts.kafka_properties
         .insert("session.timeout.ms".into(), "6000".into());
@@ -628,4 +632,102 @@ async fn another_instance_takes_over_count_windows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_instance_takes_over_a_stream_reference() {
     takeover("sliding.toml").await;
+}
+
+/// A second instance joins while the first runs, with no periodic checkpoint due (every
+/// minute): the rebalance revokes the partition, the first instance checkpoints before
+/// it lets go, and whichever instance gets the partition continues exactly there: no
+/// window evaluated twice (before: 8 of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_instance_checkpoints_before_it_lets_go() {
+    let plan_file = "count.toml";
+    let dir = std::env::temp_dir().join(format!("dw-revoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let events = events();
+    let want = replayed(plan_file, &events, &dir);
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for t in [
+        "driftwatch.events",
+        "driftwatch.alerts",
+        "driftwatch.reports",
+        "driftwatch.state",
+    ] {
+        cluster.create_topic(t, 1, 1).expect("topic");
+    }
+    let brokers = cluster.bootstrap_servers();
+    let (early, late) = events.split_at(events.len() * 2 / 5);
+    produce(&brokers, early);
+    driftwatch_common::telemetry::init_tracing();
+    let minute = Duration::from_secs(60);
+    let mut seen = BTreeMap::new();
+    let mut again = 0;
+    let mut first = start_every(&brokers, plan_file, "", minute).await;
+    loop {
+        let wait = if seen.is_empty() {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(2)
+        };
+        match tokio::time::timeout(wait, first.reports.recv()).await {
+            Ok(Some(r)) if r.window.complete => record(&mut seen, &r, &mut again),
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    assert!(!seen.is_empty());
+    let mut second = start_every(&brokers, plan_file, "", minute).await;
+    // The join: the second instance has its (possibly empty) assignment, so the first
+    // was revoked and has handed over.
+    let joined = eventually(Duration::from_secs(30), || {
+        let page = driftwatch_common::health::render(&second.registry);
+        async move {
+            metric(&page, "driftwatch_rebalances_total{event=\"assigned\"}").filter(|n| *n >= 1.0)
+        }
+    })
+    .await;
+    let page = driftwatch_common::health::render(&first.registry);
+    assert_eq!(
+        metric(&page, "driftwatch_rebalances_total{event=\"revoked\"}"),
+        Some(1.0),
+        "the first instance was revoked"
+    );
+    assert!(joined.is_some(), "the second instance joined");
+    produce(&brokers, late);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < want.len() && Instant::now() < deadline {
+        tokio::select! {
+            Some(r) = first.reports.recv() => if r.window.complete { record(&mut seen, &r, &mut again) },
+            Some(r) = second.reports.recv() => if r.window.complete { record(&mut seen, &r, &mut again) },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    let replayed_events: f64 = [&first, &second]
+        .iter()
+        .map(|r| {
+            metric(
+                &driftwatch_common::health::render(&r.registry),
+                "driftwatch_events_replayed_total",
+            )
+            .unwrap_or(0.0)
+        })
+        .sum();
+    for run in [first, second] {
+        run.stop.cancel();
+        run.handle.await.expect("join").expect("service ran");
+    }
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the windows of replay"
+    );
+    // The mock cluster refuses the commit during the rebalance (RebalanceInProgress;
+    // Kafka takes it while the group prepares): the new owner reads those events again
+    // and skips them by its restored checkpoint's offsets (`replayed`).
+    assert_eq!(again, 0, "no window evaluated twice");
+    println!(
+        "{} windows; {replayed_events} events read again and skipped by the new owner",
+        want.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,9 +41,7 @@ use driftwatch_common::health::Readiness;
 use driftwatch_common::kafka::ResolvedSecurity;
 use driftwatch_schema::Event;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -134,35 +132,72 @@ pub fn read_state(opts: &KafkaOptions) -> Result<StateRead, rdkafka::error::Kafk
     )
 }
 
-/// Counts rebalances and remembers revoked partitions, for the loop to act on; shows
-/// the assignment (`driftwatch_partitions_assigned`) and sets `/ready` at the first one
-/// (the group is joined: this instance consumes its share, even if that is nothing).
+/// Counts assignments and holds a revocation for the loop to act on; shows the
+/// assignment (`driftwatch_partitions_assigned`) and sets `/ready` at the first one (the
+/// group is joined: this instance consumes its share, even if that is nothing).
+///
+/// **Revocation waits for a checkpoint.** librdkafka lets the application answer a
+/// revocation later: until it calls `unassign`, the group waits for this member and no
+/// other instance gets the partitions. So the callback only notes the revoked
+/// partitions and wakes the loop, which checkpoints and commits (within
+/// [`REVOKE_DEADLINE`]), resets those systems and then unassigns: the next owner
+/// continues exactly where this instance stopped. While closing, the callback
+/// unassigns at once.
 struct RebalanceContext {
     epoch: AtomicU64,
     revoked: Mutex<Vec<i32>>,
+    revoke_pending: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+    closing: Arc<std::sync::atomic::AtomicBool>,
     assigned: prometheus::IntGauge,
+    rebalances: prometheus::IntCounterVec,
     ready: Readiness,
 }
+
+/// How long a revoked instance may take to checkpoint before it lets go anyway (the
+/// next owner then restores the checkpoint before).
+pub const REVOKE_DEADLINE: Duration = Duration::from_secs(10);
 
 impl ClientContext for RebalanceContext {}
 
 impl ConsumerContext for RebalanceContext {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr as E;
+        match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
+                if let Err(e) = base.assign(tpl) {
+                    tracing::error!(error = %e, "cannot take the assigned partitions");
+                }
                 self.assigned.set(tpl.count() as i64);
+                self.rebalances.with_label_values(&["assigned"]).inc();
                 self.epoch.fetch_add(1, Ordering::SeqCst);
                 self.ready.set();
             }
-            Rebalance::Revoke(tpl) => {
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
                 let mut r = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
                 r.extend(tpl.elements().iter().map(|e| e.partition()));
-                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                drop(r);
                 self.assigned.set(0);
-                self.epoch.fetch_add(1, Ordering::SeqCst);
+                self.rebalances.with_label_values(&["revoked"]).inc();
+                if self.closing.load(Ordering::SeqCst) {
+                    let _ = base.unassign();
+                } else {
+                    self.revoke_pending.store(true, Ordering::SeqCst);
+                    self.wake.notify_one();
+                }
             }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            other => {
+                tracing::warn!(error = ?other, "rebalance error; letting go of every partition");
+                let _ = base.unassign();
+                self.assigned.set(0);
+            }
         }
     }
 }
@@ -195,6 +230,7 @@ pub async fn consume(
     ready: &Readiness,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), rdkafka::error::KafkaError> {
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let consumer: StreamConsumer<RebalanceContext> = opts
         .client_config()
         .set("group.id", &opts.group_id)
@@ -206,9 +242,17 @@ pub async fn consume(
         .create_with_context(RebalanceContext {
             epoch: AtomicU64::new(0),
             revoked: Mutex::default(),
+            revoke_pending: Default::default(),
+            wake: tokio::sync::Notify::new(),
+            closing: closing.clone(),
             assigned: metrics.assigned.clone(),
+            rebalances: metrics.rebalances.clone(),
             ready: ready.clone(),
         })?;
+    // Dropped before the consumer, however this function ends (returned, or its task
+    // aborted): the revocation that closing the consumer triggers is let go at once,
+    // not left waiting for a loop that is gone.
+    let _closing = SetOnDrop(closing);
     consumer.subscribe(&[opts.events_topic.as_str()])?;
     tracing::info!(topic = %opts.events_topic, group = %opts.group_id, state = %opts.state_topic, systems = systems.len(), "driftwatch detector consuming");
     // The drift gauges of each system's last window, at once: a restart must not look
@@ -239,8 +283,25 @@ pub async fn consume(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
+        if consumer
+            .context()
+            .revoke_pending
+            .swap(false, Ordering::SeqCst)
+        {
+            revoke(
+                opts,
+                &consumer,
+                &mut systems,
+                &mut progress,
+                (outbox, producer, store),
+                metrics,
+            )
+            .await;
+            continue;
+        }
         let message = tokio::select! {
             _ = &mut shutdown => break,
+            _ = consumer.context().wake.notified() => continue,
             _ = tick.tick() => {
                 // A rebalance may have run inside a recv() this tick cancelled: never
                 // checkpoint a system whose partition went to another instance.
@@ -313,6 +374,21 @@ pub async fn consume(
         }
     }
     stop_sampler.store(true, Ordering::SeqCst);
+    if consumer
+        .context()
+        .revoke_pending
+        .swap(false, Ordering::SeqCst)
+    {
+        revoke(
+            opts,
+            &consumer,
+            &mut systems,
+            &mut progress,
+            (outbox, producer, store),
+            metrics,
+        )
+        .await;
+    }
     if consumer.context().epoch.load(Ordering::SeqCst) != epoch {
         rebalanced(&consumer, &mut systems, &mut progress);
     }
@@ -326,11 +402,51 @@ pub async fn consume(
         metrics,
     )
     .await;
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+    if let Err(e) = off_worker(|| consumer.commit_consumer_state(CommitMode::Sync)) {
         // Nothing stored since the last auto-commit is a normal answer here.
         tracing::debug!(error = %e, "final commit");
     }
     Ok(())
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The partitions are being revoked: checkpoint and commit what was processed (within
+/// [`REVOKE_DEADLINE`]), start the revoked systems afresh, and let the partitions go.
+async fn revoke(
+    opts: &KafkaOptions,
+    consumer: &StreamConsumer<RebalanceContext>,
+    systems: &mut HashMap<String, SystemState>,
+    progress: &mut Progress,
+    sinks: (&KafkaOutbox, &FutureProducer, &KafkaStore),
+    metrics: &DetectorMetrics,
+) {
+    let started = Instant::now();
+    let saved = tokio::time::timeout(
+        REVOKE_DEADLINE,
+        checkpoint(opts, consumer, systems, progress, sinks, metrics),
+    )
+    .await
+    .is_ok();
+    if saved {
+        if let Err(e) = off_worker(|| consumer.commit_consumer_state(CommitMode::Sync)) {
+            tracing::warn!(error = %e, "commit on revoke");
+        }
+    } else {
+        tracing::warn!(deadline = ?REVOKE_DEADLINE, "no checkpoint within the deadline; the next owner continues from the one before");
+    }
+    rebalanced(consumer, systems, progress);
+    if let Err(e) = consumer.unassign() {
+        tracing::warn!(error = %e, "cannot let go of the revoked partitions");
+    }
+    tracing::info!(took = ?started.elapsed(), checkpointed = saved, "revoked partitions handed over");
 }
 
 /// After a rebalance: systems of revoked partitions start afresh (another instance
