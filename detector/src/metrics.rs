@@ -62,6 +62,9 @@ pub struct DetectorMetrics {
     /// `driftwatch_consumer_lag{partition}`: events of the partition not yet processed
     /// (high watermark minus position), measured at each checkpoint.
     pub lag: IntGaugeVec,
+    /// `driftwatch_partition_events_total{partition}`: events read from each partition
+    /// (throughput per partition; bounded by the partition count).
+    pub partition_events: IntCounterVec,
     /// `driftwatch_partitions_assigned`: events partitions this instance holds now.
     pub assigned: IntGauge,
     /// `driftwatch_rebalances_total{event}`: `assigned` and `revoked` callbacks of the
@@ -216,6 +219,13 @@ impl DetectorMetrics {
             "driftwatch_partitions_assigned",
             "Events partitions this instance holds (0 before it joins its group and while it holds none).",
         )?;
+        let partition_events = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_partition_events_total",
+                "Events read from each events partition this instance held.",
+            ),
+            &["partition"],
+        )?;
         let rebalances = IntCounterVec::new(
             Opts::new(
                 "driftwatch_rebalances_total",
@@ -236,6 +246,7 @@ impl DetectorMetrics {
         registry.register(Box::new(lag.clone()))?;
         registry.register(Box::new(assigned.clone()))?;
         registry.register(Box::new(rebalances.clone()))?;
+        registry.register(Box::new(partition_events.clone()))?;
         registry.register(Box::new(last_window.clone()))?;
         registry.register(Box::new(replayed.clone()))?;
         registry.register(Box::new(checkpoints.clone()))?;
@@ -283,6 +294,7 @@ impl DetectorMetrics {
             lag,
             assigned,
             rebalances,
+            partition_events,
             last_window,
         })
     }

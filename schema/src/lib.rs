@@ -421,7 +421,7 @@ impl Event {
 
     /// Parse a Kafka payload.
     ///
-    /// The payload is read in one pass into the fields of either kind ([`WireEvent`]):
+    /// The payload is read in one pass into the fields of either kind (`WireEvent`):
     /// serde's internally tagged enum would first buffer the whole object into a
     /// generic tree (an allocation per key and string) to find `kind`, which doubled
     /// the cost of a 15-feature prediction. A payload that is not a valid event is

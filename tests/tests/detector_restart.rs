@@ -712,6 +712,21 @@ async fn a_revoked_instance_checkpoints_before_it_lets_go() {
             .unwrap_or(0.0)
         })
         .sum();
+    let read: f64 = [&first, &second]
+        .iter()
+        .map(|r| {
+            metric(
+                &driftwatch_common::health::render(&r.registry),
+                "driftwatch_partition_events_total{partition=\"0\"}",
+            )
+            .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(
+        read >= events.len() as f64,
+        "throughput per partition: {read} of {} events",
+        events.len()
+    );
     for run in [first, second] {
         run.stop.cancel();
         run.handle.await.expect("join").expect("service ran");

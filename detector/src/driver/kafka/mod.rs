@@ -213,6 +213,8 @@ struct Progress {
     last_checkpoint: Instant,
     /// The positions as of the last checkpoint, for the lag sampler.
     lag_positions: Arc<Mutex<HashMap<i32, i64>>>,
+    /// Each partition's `driftwatch_partition_events_total` counter, looked up once.
+    read: HashMap<i32, prometheus::IntCounter>,
 }
 
 /// Consume until `shutdown` resolves, checkpointing as it goes and at the end. `state`
@@ -270,6 +272,7 @@ pub async fn consume(
         state,
         last_checkpoint: Instant::now(),
         lag_positions: Arc::default(),
+        read: HashMap::new(),
     };
     let stop_sampler = Arc::new(std::sync::atomic::AtomicBool::new(false));
     lag_sampler(
@@ -335,6 +338,15 @@ pub async fn consume(
             restore_partition(opts, partition, &mut systems, &mut progress, store, metrics);
         }
         progress.positions.insert(partition, offset + 1);
+        progress
+            .read
+            .entry(partition)
+            .or_insert_with(|| {
+                metrics
+                    .partition_events
+                    .with_label_values(&[&partition.to_string()])
+            })
+            .inc();
         match Event::from_wire(message.payload().unwrap_or_default()) {
             Err(e) => {
                 metrics.invalid.inc();
