@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The real-broker suite: starts a tansu broker on a free loopback port (installing tansu
-# if missing), runs tests/tests/real_broker.rs (the pipeline) and
-# tests/tests/agent_durability.rs (kill -9, outage, full spool, disk errors, privacy)
-# against it, and stops it. tests/tests/kafka_security.rs starts a tansu of its own that
+# if missing), runs tests/tests/real_broker.rs (the pipeline),
+# tests/tests/detector_kill.rs (detect killed -9 three times; two detect processes with
+# the partition's holder killed) and tests/tests/agent_durability.rs (kill -9, outage,
+# full spool, disk errors, privacy) against it, and stops it. tests/tests/kafka_security.rs starts a tansu of its own that
 # demands SASL SCRAM behind a TLS endpoint (socat, installed if missing).
 #
 #   tests/real-broker.sh                       # tansu, installed if needed
