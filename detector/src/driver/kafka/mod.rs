@@ -27,7 +27,9 @@
 //! collected from the stream is saved there when it freezes.
 
 pub mod checkpoint;
+mod lag;
 pub mod outbox;
+mod rebalance;
 pub mod references;
 pub mod system;
 
@@ -41,13 +43,15 @@ use driftwatch_common::health::Readiness;
 use driftwatch_common::kafka::ResolvedSecurity;
 use driftwatch_schema::Event;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use self::checkpoint::StateRead;
 use self::outbox::KafkaOutbox;
+pub use self::rebalance::REVOKE_DEADLINE;
+use self::rebalance::{RebalanceContext, SetOnDrop};
 use self::references::KafkaStore;
 use self::system::SystemState;
 use crate::alert::alerts_for;
@@ -132,76 +136,6 @@ pub fn read_state(opts: &KafkaOptions) -> Result<StateRead, rdkafka::error::Kafk
     )
 }
 
-/// Counts assignments and holds a revocation for the loop to act on; shows the
-/// assignment (`driftwatch_partitions_assigned`) and sets `/ready` at the first one (the
-/// group is joined: this instance consumes its share, even if that is nothing).
-///
-/// **Revocation waits for a checkpoint.** librdkafka lets the application answer a
-/// revocation later: until it calls `unassign`, the group waits for this member and no
-/// other instance gets the partitions. So the callback only notes the revoked
-/// partitions and wakes the loop, which checkpoints and commits (within
-/// [`REVOKE_DEADLINE`]), resets those systems and then unassigns: the next owner
-/// continues exactly where this instance stopped. While closing, the callback
-/// unassigns at once.
-struct RebalanceContext {
-    epoch: AtomicU64,
-    revoked: Mutex<Vec<i32>>,
-    revoke_pending: std::sync::atomic::AtomicBool,
-    wake: tokio::sync::Notify,
-    closing: Arc<std::sync::atomic::AtomicBool>,
-    assigned: prometheus::IntGauge,
-    rebalances: prometheus::IntCounterVec,
-    ready: Readiness,
-}
-
-/// How long a revoked instance may take to checkpoint before it lets go anyway (the
-/// next owner then restores the checkpoint before).
-pub const REVOKE_DEADLINE: Duration = Duration::from_secs(10);
-
-impl ClientContext for RebalanceContext {}
-
-impl ConsumerContext for RebalanceContext {
-    fn rebalance(
-        &self,
-        base: &BaseConsumer<Self>,
-        err: rdkafka::types::RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        use rdkafka::types::RDKafkaRespErr as E;
-        match err {
-            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
-                if let Err(e) = base.assign(tpl) {
-                    tracing::error!(error = %e, "cannot take the assigned partitions");
-                }
-                self.assigned.set(tpl.count() as i64);
-                self.rebalances.with_label_values(&["assigned"]).inc();
-                self.epoch.fetch_add(1, Ordering::SeqCst);
-                self.ready.set();
-            }
-            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(partitions = tpl.count(), "partitions revoked");
-                let mut r = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-                r.extend(tpl.elements().iter().map(|e| e.partition()));
-                drop(r);
-                self.assigned.set(0);
-                self.rebalances.with_label_values(&["revoked"]).inc();
-                if self.closing.load(Ordering::SeqCst) {
-                    let _ = base.unassign();
-                } else {
-                    self.revoke_pending.store(true, Ordering::SeqCst);
-                    self.wake.notify_one();
-                }
-            }
-            other => {
-                tracing::warn!(error = ?other, "rebalance error; letting go of every partition");
-                let _ = base.unassign();
-                self.assigned.set(0);
-            }
-        }
-    }
-}
-
 /// What the loop keeps besides the systems.
 struct Progress {
     /// Per partition, the offset after the last event processed.
@@ -275,7 +209,7 @@ pub async fn consume(
         read: HashMap::new(),
     };
     let stop_sampler = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    lag_sampler(
+    lag::lag_sampler(
         opts,
         progress.lag_positions.clone(),
         metrics.clone(),
@@ -286,11 +220,7 @@ pub async fn consume(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
-        if consumer
-            .context()
-            .revoke_pending
-            .swap(false, Ordering::SeqCst)
-        {
+        if consumer.context().take_revoke() {
             revoke(
                 opts,
                 &consumer,
@@ -308,9 +238,7 @@ pub async fn consume(
             _ = tick.tick() => {
                 // A rebalance may have run inside a recv() this tick cancelled: never
                 // checkpoint a system whose partition went to another instance.
-                let now_epoch = consumer.context().epoch.load(Ordering::SeqCst);
-                if now_epoch != epoch {
-                    epoch = now_epoch;
+                if consumer.context().assigned_since(&mut epoch) {
                     rebalanced(&consumer, &mut systems, &mut progress);
                 }
                 if progress.last_checkpoint.elapsed() >= opts.checkpoint_interval {
@@ -328,9 +256,7 @@ pub async fn consume(
                 continue;
             }
         };
-        let now_epoch = consumer.context().epoch.load(Ordering::SeqCst);
-        if now_epoch != epoch {
-            epoch = now_epoch;
+        if consumer.context().assigned_since(&mut epoch) {
             rebalanced(&consumer, &mut systems, &mut progress);
         }
         let (partition, offset) = (message.partition(), message.offset());
@@ -386,11 +312,7 @@ pub async fn consume(
         }
     }
     stop_sampler.store(true, Ordering::SeqCst);
-    if consumer
-        .context()
-        .revoke_pending
-        .swap(false, Ordering::SeqCst)
-    {
+    if consumer.context().take_revoke() {
         revoke(
             opts,
             &consumer,
@@ -401,7 +323,7 @@ pub async fn consume(
         )
         .await;
     }
-    if consumer.context().epoch.load(Ordering::SeqCst) != epoch {
+    if consumer.context().assigned_since(&mut epoch) {
         rebalanced(&consumer, &mut systems, &mut progress);
     }
     tracing::info!("detector stopping: checkpointing and committing offsets");
@@ -419,15 +341,6 @@ pub async fn consume(
         tracing::debug!(error = %e, "final commit");
     }
     Ok(())
-}
-
-/// Sets its flag when dropped.
-struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for SetOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
 }
 
 /// The partitions are being revoked: checkpoint and commit what was processed (within
@@ -684,57 +597,6 @@ async fn checkpoint(
         .lag_positions
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = progress.positions.clone();
-}
-
-/// Every 10 s, the lag of each partition this instance holds: the broker's high
-/// watermark (a query that can take a second or more) minus the position, on a thread
-/// and a client of its own so the consume loop never waits on it.
-fn lag_sampler(
-    opts: &KafkaOptions,
-    positions: Arc<Mutex<HashMap<i32, i64>>>,
-    metrics: DetectorMetrics,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let client: BaseConsumer = match opts
-        .client_config()
-        .set("group.id", format!("{}.lag", opts.group_id))
-        .set("enable.auto.commit", "false")
-        .create()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "no lag metric: cannot create its client");
-            return;
-        }
-    };
-    let topic = opts.events_topic.clone();
-    std::thread::spawn(move || {
-        let mut seen: HashSet<i32> = HashSet::new();
-        while !stop.load(Ordering::SeqCst) {
-            let now: HashMap<i32, i64> =
-                positions.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            for gone in seen.difference(&now.keys().copied().collect()) {
-                let _ = metrics.lag.remove_label_values(&[&gone.to_string()]);
-            }
-            seen = now.keys().copied().collect();
-            for (partition, position) in now {
-                if let Ok((_, high)) =
-                    client.fetch_watermarks(&topic, partition, Duration::from_secs(5))
-                {
-                    metrics
-                        .lag
-                        .with_label_values(&[&partition.to_string()])
-                        .set((high - position).max(0));
-                }
-            }
-            for _ in 0..100 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    });
 }
 
 /// One event of a planned system: drop a repeat, feed the engine, hand out its windows.
