@@ -216,6 +216,45 @@ async fn start_every(brokers: &str, plan_file: &str, alerts: &str, checkpoint: D
     }
 }
 
+/// A one-node mock cluster with the four topics, one partition each; its brokers.
+fn cluster() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for t in [
+        "driftwatch.events",
+        "driftwatch.alerts",
+        "driftwatch.reports",
+        "driftwatch.state",
+    ] {
+        cluster.create_topic(t, 1, 1).expect("topic");
+    }
+    let brokers = cluster.bootstrap_servers();
+    (cluster, brokers)
+}
+
+/// Record `run`'s complete windows until it has evaluated one and then none for 2 s.
+async fn until_quiet(
+    run: &mut Run,
+    seen: &mut BTreeMap<(String, i64), serde_json::Value>,
+    again: &mut usize,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let wait = if seen.is_empty() {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_secs(2)
+        };
+        match tokio::time::timeout(wait, run.reports.recv()).await {
+            Ok(Some(r)) if r.window.complete => record(seen, &r, again),
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+}
+
 /// Record a streamed report: a window seen before must have the same content.
 fn record(
     seen: &mut BTreeMap<(String, i64), serde_json::Value>,
@@ -247,16 +286,7 @@ async fn crash_and_restart(plan_file: &str, crashes: usize) {
     let want = replayed(plan_file, &events, &dir);
     assert!(want.len() >= 10, "{} windows", want.len());
 
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    for t in [
-        "driftwatch.events",
-        "driftwatch.alerts",
-        "driftwatch.reports",
-        "driftwatch.state",
-    ] {
-        cluster.create_topic(t, 1, 1).expect("topic");
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster();
     produce(&brokers, &events);
 
     let mut seen = BTreeMap::new();
@@ -489,16 +519,7 @@ async fn takeover(plan_file: &str) {
     std::fs::create_dir_all(&dir).expect("dir");
     let events = events();
     let want = replayed(plan_file, &events, &dir);
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    for t in [
-        "driftwatch.events",
-        "driftwatch.alerts",
-        "driftwatch.reports",
-        "driftwatch.state",
-    ] {
-        cluster.create_topic(t, 1, 1).expect("topic");
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster();
     // The first instance sees the first 40% of the stream (past the reference), the
     // second the rest: the kill lands with windows open.
     let (early, late) = events.split_at(events.len() * 2 / 5);
@@ -511,19 +532,7 @@ async fn takeover(plan_file: &str) {
     let mut again = 0;
     let mut first = start_with(&brokers, plan_file, &alerts).await;
     // The first instance evaluates what it has, then goes quiet.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let wait = if seen.is_empty() {
-            deadline.saturating_duration_since(Instant::now())
-        } else {
-            Duration::from_secs(2)
-        };
-        match tokio::time::timeout(wait, first.reports.recv()).await {
-            Ok(Some(r)) if r.window.complete => record(&mut seen, &r, &mut again),
-            Ok(Some(_)) => {}
-            _ => break,
-        }
-    }
+    until_quiet(&mut first, &mut seen, &mut again).await;
     assert!(
         !seen.is_empty(),
         "{plan_file}: the first instance evaluated no window"
@@ -646,16 +655,7 @@ async fn a_revoked_instance_checkpoints_before_it_lets_go() {
     std::fs::create_dir_all(&dir).expect("dir");
     let events = events();
     let want = replayed(plan_file, &events, &dir);
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    for t in [
-        "driftwatch.events",
-        "driftwatch.alerts",
-        "driftwatch.reports",
-        "driftwatch.state",
-    ] {
-        cluster.create_topic(t, 1, 1).expect("topic");
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster();
     let (early, late) = events.split_at(events.len() * 2 / 5);
     produce(&brokers, early);
     driftwatch_common::telemetry::init_tracing();
@@ -663,18 +663,7 @@ async fn a_revoked_instance_checkpoints_before_it_lets_go() {
     let mut seen = BTreeMap::new();
     let mut again = 0;
     let mut first = start_every(&brokers, plan_file, "", minute).await;
-    loop {
-        let wait = if seen.is_empty() {
-            Duration::from_secs(60)
-        } else {
-            Duration::from_secs(2)
-        };
-        match tokio::time::timeout(wait, first.reports.recv()).await {
-            Ok(Some(r)) if r.window.complete => record(&mut seen, &r, &mut again),
-            Ok(Some(_)) => {}
-            _ => break,
-        }
-    }
+    until_quiet(&mut first, &mut seen, &mut again).await;
     assert!(!seen.is_empty());
     let mut second = start_every(&brokers, plan_file, "", minute).await;
     // The join: the second instance has its (possibly empty) assignment, so the first

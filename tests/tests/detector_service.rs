@@ -638,6 +638,40 @@ struct SwitchedHook {
     received: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
+impl SwitchedHook {
+    /// A receiver on a free loopback port, refusing (503) until `on` is set; its URL.
+    async fn start() -> (SwitchedHook, String) {
+        let hook = SwitchedHook::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+        let app = Router::new()
+            .route("/alerts", post(switched))
+            .with_state(hook.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (hook, url)
+    }
+}
+
+/// 6,000 predictions of `system` on the events topic (drift after 4,000), and the demo
+/// plan with critical alerts to the webhook at `url`.
+fn drifting_with_webhook(brokers: &str, system: &str, seed: u64, url: &str) -> Arc<Plan> {
+    let mut model = CreditModel::new(system, seed);
+    let events: Vec<Event> = (0..6000)
+        .map(|i| {
+            let drift = if i < 4000 { Drift::NONE } else { Drift::DEMO };
+            Event::Prediction(model.next_prediction(drift))
+        })
+        .collect();
+    produce(brokers, "driftwatch.events", &events);
+    let plan_text = demo_plan_toml(system, 2000, 1000).replace(
+        "min_severity = \"critical\"",
+        &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
+    );
+    Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"))
+}
+
 async fn switched(
     State(h): State<SwitchedHook>,
     body: axum::body::Bytes,
@@ -657,30 +691,10 @@ async fn switched(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_for_a_webhook_down_across_a_restart_arrive_after_it() {
     let dir = temp("outbox");
-    let hook = SwitchedHook::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
-    let app = Router::new()
-        .route("/alerts", post(switched))
-        .with_state(hook.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (hook, url) = SwitchedHook::start().await;
 
     let (_cluster, brokers) = cluster();
-    let mut model = CreditModel::new("credit-outbox", 5);
-    let events: Vec<Event> = (0..6000)
-        .map(|i| {
-            let drift = if i < 4000 { Drift::NONE } else { Drift::DEMO };
-            Event::Prediction(model.next_prediction(drift))
-        })
-        .collect();
-    produce(&brokers, "driftwatch.events", &events);
-    let plan_text = demo_plan_toml("credit-outbox", 2000, 1000).replace(
-        "min_severity = \"critical\"",
-        &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
-    );
-    let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"));
+    let plan = drifting_with_webhook(&brokers, "credit-outbox", 5, &url);
     let run = |plan: Arc<Plan>| {
         let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
         let registry = config.registry.clone();
@@ -774,31 +788,11 @@ async fn alerts_for_a_webhook_down_across_a_restart_arrive_after_it() {
 #[ignore = "takes five minutes: .ci/run runs it"]
 async fn a_webhook_down_for_five_minutes_gets_every_alert_afterwards() {
     const DOWN: Duration = Duration::from_secs(300);
-    let hook = SwitchedHook::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
-    let app = Router::new()
-        .route("/alerts", post(switched))
-        .with_state(hook.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (hook, url) = SwitchedHook::start().await;
     let down_since = Instant::now();
 
     let (_cluster, brokers) = cluster();
-    let mut model = CreditModel::new("credit-down", 8);
-    let events: Vec<Event> = (0..6000)
-        .map(|i| {
-            let drift = if i < 4000 { Drift::NONE } else { Drift::DEMO };
-            Event::Prediction(model.next_prediction(drift))
-        })
-        .collect();
-    produce(&brokers, "driftwatch.events", &events);
-    let plan_text = demo_plan_toml("credit-down", 2000, 1000).replace(
-        "min_severity = \"critical\"",
-        &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
-    );
-    let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"));
+    let plan = drifting_with_webhook(&brokers, "credit-down", 8, &url);
     let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
     let registry = config.registry.clone();
     let stop = CancellationToken::new();
