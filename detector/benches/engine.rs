@@ -80,6 +80,7 @@ fn engine(c: &mut Criterion) {
                                 timestamp: *ts,
                                 values: row,
                                 outcome: None,
+                                id: driftwatch_detector::input::batch::NO_ID,
                             })
                             .reports
                             .len();

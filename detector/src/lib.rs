@@ -30,6 +30,7 @@ pub mod input;
 pub mod method;
 pub mod metrics;
 pub mod output;
+pub mod perf;
 pub mod plan;
 pub mod reference_store;
 pub mod service;

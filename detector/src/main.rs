@@ -333,6 +333,19 @@ fn run_replay(
             if s.other_systems > 0 {
                 line += &format!(", {} events of other systems skipped", s.other_systems);
             }
+            if let Some(j) = s.join {
+                line += &format!(
+                    "; performance: {} reports, outcomes {} joined, {} replaced, {} expired, {} orphaned, {} invalid; {} predictions evicted, {} still pending",
+                    s.performance_reports,
+                    j.joined,
+                    j.replaced,
+                    j.expired,
+                    j.orphaned,
+                    j.invalid,
+                    j.evicted,
+                    j.pending
+                );
+            }
             eprintln!("{line}");
             ExitCode::SUCCESS
         }

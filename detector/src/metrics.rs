@@ -73,6 +73,95 @@ pub struct DetectorMetrics {
     /// `driftwatch_last_window_timestamp_seconds{system}`: when the system's last window
     /// was evaluated.
     pub last_window: GaugeVec,
+    /// Performance from outcomes.
+    pub perf: PerfMetrics,
+}
+
+/// The performance metrics (plans with `[performance]`); `metric` comes from the plan.
+#[derive(Clone)]
+pub struct PerfMetrics {
+    /// `driftwatch_performance{system,metric,stage}`: the metric in the last reported
+    /// window of that stage (`provisional`, `final`).
+    pub value: GaugeVec,
+    /// `driftwatch_performance_severity{system,metric}`: 0 ok, 1 warning, 2 critical,
+    /// of the last judged report.
+    pub severity: IntGaugeVec,
+    /// `driftwatch_performance_declared{system,metric}`: the level declared in the
+    /// instructions for use.
+    pub declared: GaugeVec,
+    /// `driftwatch_performance_coverage{system,stage}`: share of the last reported
+    /// window's predictions with an outcome.
+    pub coverage: GaugeVec,
+    /// `driftwatch_outcomes_total{system,result}`: outcomes `joined`, `replaced` (a
+    /// later outcome for the same prediction), `expired` (its prediction had left the
+    /// join), `orphaned` (no such prediction), `invalid`; and predictions `evicted`
+    /// unjoined at the memory budget.
+    pub outcomes: IntCounterVec,
+    /// `driftwatch_predictions_pending{system}`: predictions awaiting their outcome.
+    pub pending: IntGaugeVec,
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, crate::perf::JoinCounts>>>,
+}
+
+impl PerfMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let value = GaugeVec::new(
+            Opts::new(
+                "driftwatch_performance",
+                "Realized performance metric of the last reported window, by stage (provisional while outcomes may still arrive, final after the horizon).",
+            ),
+            &["system", "metric", "stage"],
+        )?;
+        let severity = IntGaugeVec::new(
+            Opts::new(
+                "driftwatch_performance_severity",
+                "Severity of the last judged performance report per metric: 0 ok, 1 warning, 2 critical.",
+            ),
+            &["system", "metric"],
+        )?;
+        let declared = GaugeVec::new(
+            Opts::new(
+                "driftwatch_performance_declared",
+                "The performance level declared in the instructions for use (the plan's [performance] declared).",
+            ),
+            &["system", "metric"],
+        )?;
+        let coverage = GaugeVec::new(
+            Opts::new(
+                "driftwatch_performance_coverage",
+                "Share of the last reported window's predictions with an outcome.",
+            ),
+            &["system", "stage"],
+        )?;
+        let outcomes = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_outcomes_total",
+                "Outcomes by what became of them (joined, replaced, expired, orphaned, invalid), and predictions evicted unjoined at the memory budget.",
+            ),
+            &["system", "result"],
+        )?;
+        let pending = IntGaugeVec::new(
+            Opts::new(
+                "driftwatch_predictions_pending",
+                "Predictions awaiting their outcome.",
+            ),
+            &["system"],
+        )?;
+        registry.register(Box::new(value.clone()))?;
+        registry.register(Box::new(severity.clone()))?;
+        registry.register(Box::new(declared.clone()))?;
+        registry.register(Box::new(coverage.clone()))?;
+        registry.register(Box::new(outcomes.clone()))?;
+        registry.register(Box::new(pending.clone()))?;
+        Ok(PerfMetrics {
+            value,
+            severity,
+            declared,
+            coverage,
+            outcomes,
+            pending,
+            seen: Default::default(),
+        })
+    }
 }
 
 impl DetectorMetrics {
@@ -296,6 +385,7 @@ impl DetectorMetrics {
             rebalances,
             partition_events,
             last_window,
+            perf: PerfMetrics::new(registry)?,
         })
     }
 
@@ -307,6 +397,49 @@ impl DetectorMetrics {
             .with_label_values(&[system])
             .set(chrono::Utc::now().timestamp() as f64);
         self.record_gauges(report);
+    }
+
+    /// Export a performance report.
+    pub fn record_performance(&self, r: &crate::perf::PerformanceReport) {
+        use crate::perf::MetricStatus;
+        let system = r.system_id.as_str();
+        let stage = r.stage.as_str();
+        let p = &self.perf;
+        p.coverage.with_label_values(&[system, stage]).set(r.coverage);
+        for m in &r.metrics {
+            let metric = m.metric.as_str();
+            if let Some(v) = m.value {
+                p.value.with_label_values(&[system, metric, stage]).set(v);
+            }
+            if let Some(d) = m.declared {
+                p.declared.with_label_values(&[system, metric]).set(d);
+            }
+            if m.status == MetricStatus::Evaluated {
+                p.severity
+                    .with_label_values(&[system, metric])
+                    .set(m.severity as i64);
+            }
+        }
+        let j = r.join;
+        p.pending.with_label_values(&[system]).set(j.pending as i64);
+        let mut seen = p.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let last = seen.entry(system.to_owned()).or_default();
+        for (result, now, before) in [
+            ("joined", j.joined, last.joined),
+            ("replaced", j.replaced, last.replaced),
+            ("expired", j.expired, last.expired),
+            ("orphaned", j.orphaned, last.orphaned),
+            ("invalid", j.invalid, last.invalid),
+            ("evicted", j.evicted, last.evicted),
+        ] {
+            // Counts restart with the process (or a restore): only growth is added.
+            if now > before {
+                p.outcomes
+                    .with_label_values(&[system, result])
+                    .inc_by(now - before);
+            }
+        }
+        *last = j;
     }
 
     /// Set the per-check gauges (value, statistic, severity) from a report, counting

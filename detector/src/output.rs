@@ -11,12 +11,26 @@ use driftwatch_schema::Alert;
 use tokio::sync::mpsc;
 
 use crate::engine::WindowReport;
+use crate::perf::PerformanceReport;
 
 /// Receives every evaluated window and the alerts it raised.
 pub trait Output: Send + Sync {
     /// A window was evaluated; `alerts` are those at or above the plan's minimum
     /// severity (possibly none). Must return at once.
     fn window(&self, report: &WindowReport, alerts: &[Alert]);
+
+    /// A window's performance was reported (closed, judged as outcomes arrived, or
+    /// final), with the alerts it raised. Must return at once.
+    fn performance(&self, report: &PerformanceReport, alerts: &[Alert]);
+}
+
+/// Every performance report, to a channel (the demo and the tests read them from it).
+impl Output for mpsc::UnboundedSender<PerformanceReport> {
+    fn window(&self, _: &WindowReport, _: &[Alert]) {}
+
+    fn performance(&self, report: &PerformanceReport, _: &[Alert]) {
+        let _ = self.send(report.clone());
+    }
 }
 
 /// Every report, to a channel (the demo and the tests read them from it).
@@ -25,11 +39,22 @@ impl Output for mpsc::UnboundedSender<WindowReport> {
         // A receiver that has gone away wants no more reports.
         let _ = self.send(report.clone());
     }
+
+    fn performance(&self, _: &PerformanceReport, _: &[Alert]) {}
 }
 
 impl Output for crate::metrics::DetectorMetrics {
     fn window(&self, report: &WindowReport, alerts: &[Alert]) {
         self.record(report);
+        for a in alerts {
+            self.alerts
+                .with_label_values(&[a.system_id.as_str(), a.severity.as_str()])
+                .inc();
+        }
+    }
+
+    fn performance(&self, report: &PerformanceReport, alerts: &[Alert]) {
+        self.record_performance(report);
         for a in alerts {
             self.alerts
                 .with_label_values(&[a.system_id.as_str(), a.severity.as_str()])

@@ -63,13 +63,46 @@ pub struct WindowInfo {
     pub complete: bool,
 }
 
-/// A drift alert: one check of one window past the plan's minimum severity.
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A drift check: the inputs or outputs moved away from the reference.
+    #[default]
+    Drift,
+    /// Realized performance: a metric from joined outcomes.
+    Performance,
+    /// Estimated performance (CBPE), before the outcomes arrive.
+    PerformanceEstimate,
+}
+
+impl AlertKind {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Drift => "drift",
+            AlertKind::Performance => "performance",
+            AlertKind::PerformanceEstimate => "performance_estimate",
+        }
+    }
+
+    /// Drift alerts leave the field out, as before it existed.
+    pub fn is_drift(&self) -> bool {
+        *self == AlertKind::Drift
+    }
+}
+
+/// An alert: one check of one window past the plan's minimum severity.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Alert {
-    /// Stable id: `system/reference/window/signal/method`.
+    /// Stable id: `system/reference/window/signal/method` (performance:
+    /// `system/reference/window/performance/metric/stage`).
     pub alert_id: String,
     /// The AI system.
     pub system_id: String,
+    /// Drift (the default, left out on the wire), performance or a performance estimate.
+    #[serde(default, skip_serializing_if = "AlertKind::is_drift")]
+    pub kind: AlertKind,
     /// Warning or critical.
     pub severity: Severity,
     /// The drifting signal (a feature name, `prediction.score`, ...).

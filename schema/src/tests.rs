@@ -186,6 +186,7 @@ fn sample_alert() -> Alert {
     Alert {
         alert_id: "s/fnv1a64:00/3/age/ks".into(),
         system_id: "s".into(),
+        kind: AlertKind::Drift,
         severity: Severity::Critical,
         signal: "age".into(),
         method: "ks".into(),

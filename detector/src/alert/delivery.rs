@@ -266,6 +266,12 @@ impl Output for AlertDelivery {
             self.send(a);
         }
     }
+
+    fn performance(&self, _: &crate::perf::PerformanceReport, alerts: &[Alert]) {
+        for a in alerts {
+            self.send(a);
+        }
+    }
 }
 
 async fn worker(
@@ -600,7 +606,11 @@ fn alertmanager_body(
         "startsAt": alert.window.last_event_at.min(now).to_rfc3339(),
         "endsAt": ends_at.to_rfc3339(),
         "labels": {
-            "alertname": "DriftwatchDrift",
+            "alertname": match alert.kind {
+                driftwatch_schema::AlertKind::Drift => "DriftwatchDrift",
+                driftwatch_schema::AlertKind::Performance => "DriftwatchPerformance",
+                driftwatch_schema::AlertKind::PerformanceEstimate => "DriftwatchPerformanceEstimate",
+            },
             "system": alert.system_id,
             "signal": alert.signal,
             "method": alert.method,
@@ -635,6 +645,7 @@ mod tests {
         Alert {
             alert_id: format!("s/r/{n}/age/ks"),
             system_id: "s".into(),
+            kind: driftwatch_schema::AlertKind::Drift,
             severity: Severity::Critical,
             signal: "age".into(),
             method: "ks".into(),

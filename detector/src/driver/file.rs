@@ -43,6 +43,10 @@ pub struct ReplaySummary {
     pub skewed_future: u64,
     /// Predictions stamped too far before the latest timestamp: in no window.
     pub skewed_past: u64,
+    /// Performance reports written (plans with `[performance]`).
+    pub performance_reports: u64,
+    /// What became of the outcomes (plans with `[performance]`).
+    pub join: Option<crate::perf::JoinCounts>,
 }
 
 /// A replay that could not finish.
@@ -155,6 +159,17 @@ pub fn replay(
         return Err(e);
     }
     record(Step::of(monitor.finish()), min, out, &mut summary)?;
+    let performance = monitor.finish_performance();
+    record(
+        Step {
+            performance,
+            ..Step::default()
+        },
+        min,
+        out,
+        &mut summary,
+    )?;
+    summary.join = monitor.performance().map(|t| t.counts());
     out.flush()?;
     Ok(summary)
 }
@@ -172,6 +187,13 @@ fn record(
     for report in step.reports {
         summary.windows += 1;
         summary.alerts += alerts_for(&report, min).len() as u64;
+        summary.max_severity = summary.max_severity.max(Some(report.severity));
+        serde_json::to_writer(&mut *out, &report)?;
+        out.write_all(b"\n")?;
+    }
+    for report in step.performance {
+        summary.performance_reports += 1;
+        summary.alerts += crate::alert::performance_alerts(&report, min).len() as u64;
         summary.max_severity = summary.max_severity.max(Some(report.severity));
         serde_json::to_writer(&mut *out, &report)?;
         out.write_all(b"\n")?;

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use driftwatch_schema::Event;
+use driftwatch_schema::{Event, Outcome};
 
 use super::*;
-use crate::input::batch::ColumnBatch;
+use crate::input::batch::{id_hash, ColumnBatch, NO_ID};
+use crate::perf::{PerformanceReport, Tracker};
 use crate::plan::{Plan, Signal, WindowKind};
 
 /// How the reference is being collected from the stream.
@@ -40,6 +41,9 @@ pub enum Input<'a> {
         values: &'a [Observed<'a>],
         /// The outcome the row carries (a label, or a number as written).
         outcome: Option<&'a str>,
+        /// The hash of its prediction id (`input::batch::id_hash`), or
+        /// `input::batch::NO_ID`: what a later outcome event joins on.
+        id: u64,
     },
     /// Rows `from..` of a column batch, each with the outcome it carries.
     Batch {
@@ -65,6 +69,9 @@ pub struct Step {
     /// Predictions stamped further before the latest timestamp seen than `max_skew_s`:
     /// in no window.
     pub skewed_past: usize,
+    /// Performance reports (plans with `[performance]`): windows closed, judged as
+    /// outcomes arrived, or final.
+    pub performance: Vec<PerformanceReport>,
 }
 
 impl Step {
@@ -87,6 +94,8 @@ pub struct Monitor {
     together: usize,
     threads: usize,
     pub(crate) skew: SkewBound,
+    /// Performance from outcomes, for a plan with `[performance]`.
+    pub(crate) perf: Option<Tracker>,
 }
 
 /// Which way a timestamp is skewed.
@@ -104,6 +113,17 @@ pub(crate) struct SkewBound {
     pub(crate) latest_ms: i64,
     now_ms: i64,
     reads: u32,
+}
+
+impl SkewBound {
+    /// Whether an outcome's timestamp is beyond the bound into the future: it is joined
+    /// but does not move event time on.
+    fn is_future(&mut self, ts_ms: i64) -> bool {
+        if ts_ms > self.now_ms.saturating_add(self.bound_ms) {
+            self.now_ms = Utc::now().timestamp_millis();
+        }
+        ts_ms > self.now_ms.saturating_add(self.bound_ms)
+    }
 }
 
 impl SkewBound {
@@ -163,6 +183,10 @@ impl Monitor {
                 Phase::Collecting(Box::new(ReferenceBuilder::new(&plan)), how)
             }
         };
+        let mut perf = Tracker::for_plan(&plan, &signals);
+        if let (Some(t), Phase::Monitoring { reference, .. }) = (&mut perf, &phase) {
+            t.set_reference(&reference.version);
+        }
         Monitor {
             signals,
             phase,
@@ -170,8 +194,14 @@ impl Monitor {
             together: 1,
             threads: 1,
             skew: SkewBound::new(plan.window.max_skew_ms()),
+            perf,
             plan,
         }
+    }
+
+    /// The performance state, for a plan with `[performance]`.
+    pub fn performance(&self) -> Option<&Tracker> {
+        self.perf.as_ref()
     }
 
     /// The plan this monitor runs.
@@ -216,6 +246,9 @@ impl Monitor {
         };
         let profile = Arc::new(taken.build(source, plan_fingerprint(&self.plan)));
         step.reference_frozen = Some(profile.clone());
+        if let Some(t) = &mut self.perf {
+            t.set_reference(&profile.version);
+        }
         self.phase = Phase::Monitoring {
             reference: profile,
             windows: Windows::new(self.plan.window.windowing()),
@@ -239,14 +272,16 @@ impl Monitor {
             Input::Event(Event::Prediction(p)) => {
                 let mut row = Vec::with_capacity(self.signals.len());
                 decode(&self.signals, p, &mut row);
-                self.row(p.timestamp, &row, false, &mut step);
+                let id = id_hash(p.prediction_id.as_bytes());
+                self.row(p.timestamp, &row, None, id, &mut step);
             }
-            Input::Event(Event::Outcome(_)) => self.outcome_event(),
+            Input::Event(Event::Outcome(o)) => self.outcome_event(o, &mut step),
             Input::Row {
                 timestamp,
                 values,
                 outcome,
-            } => self.row(timestamp, values, outcome.is_some(), &mut step),
+                id,
+            } => self.row(timestamp, values, outcome, id, &mut step),
             Input::Batch { batch, from } => self.batch(batch, from, &mut step),
         }
         if self.held.len() >= self.together {
@@ -273,22 +308,44 @@ impl Monitor {
     }
 
     /// An outcome event counts in every open window (it arrives on its own, after its
-    /// prediction).
-    fn outcome_event(&mut self) {
+    /// prediction), and is joined to its prediction for performance.
+    fn outcome_event(&mut self, o: &Outcome, step: &mut Step) {
         if let Phase::Monitoring { windows, .. } = &mut self.phase {
             for w in windows.open.values_mut() {
                 w.outcomes += 1;
             }
         }
+        if let Some(t) = &mut self.perf {
+            let ts = o.timestamp.timestamp_millis();
+            let ts = (!self.skew.is_future(ts)).then_some(ts);
+            let actual = t.actual(&o.outcome);
+            t.outcome(
+                id_hash(o.prediction_id.as_bytes()),
+                ts,
+                actual,
+                &mut step.performance,
+            );
+        }
     }
 
-    /// One decoded prediction; `outcome`: it carries its outcome, counted in the windows
-    /// it falls in.
+    /// End of input for performance: the windows still open to outcomes that changed
+    /// since their last report, provisional.
+    pub fn finish_performance(&mut self) -> Vec<PerformanceReport> {
+        let mut out = Vec::new();
+        if let Some(t) = &mut self.perf {
+            t.finish(&mut out);
+        }
+        out
+    }
+
+    /// One decoded prediction; `outcome`: the outcome it carries, counted in the windows
+    /// it falls in; `id`: its prediction id's hash.
     fn row(
         &mut self,
         timestamp: DateTime<Utc>,
         row: &[Observed<'_>],
-        outcome: bool,
+        outcome: Option<&str>,
+        id: u64,
         step: &mut Step,
     ) {
         if let Some(s) = self.skew.check(timestamp.timestamp_millis()) {
@@ -320,8 +377,33 @@ impl Monitor {
         let Phase::Monitoring { windows, .. } = &mut self.phase else {
             return;
         };
-        let (closed, late) = windows.add(&self.signals, timestamp, row, outcome);
-        step.late += usize::from(late);
+        let (closed, placed) = windows.add(&self.signals, timestamp, row, outcome.is_some());
+        step.late += usize::from(placed.is_none());
+        if let Some(t) = &mut self.perf {
+            if let Some(ks) = placed {
+                let ts = timestamp.timestamp_millis();
+                let pos = match windows.spec.kind {
+                    WindowKind::Count => windows.seq - 1,
+                    WindowKind::Time => ts,
+                };
+                let pred = t.predicted(row);
+                let (actual, id) = match outcome {
+                    Some(text) => match t.actual_text(text) {
+                        Some(a) => (Some(a), id),
+                        None => {
+                            // Not a value of the task: counted, and never joined.
+                            t.counts.invalid += 1;
+                            (None, NO_ID)
+                        }
+                    },
+                    None => (None, id),
+                };
+                t.prediction(ks, pos, ts, id, pred, actual, &mut step.performance);
+            }
+            for (k, _) in &closed {
+                t.closed(*k, &mut step.performance);
+            }
+        }
         self.held
             .extend(closed.into_iter().map(|(k, window)| Closed {
                 k,
@@ -338,7 +420,8 @@ impl Monitor {
         let mut row = Vec::with_capacity(self.signals.len());
         while i < batch.len() && !self.takes_columns() {
             batch.row(i, &mut row);
-            self.row(batch.timestamp(i), &row, batch.has_outcome(i), step);
+            let id = batch.ids.get(i).copied().unwrap_or(NO_ID);
+            self.row(batch.timestamp(i), &row, batch.outcome(i), id, step);
             i += 1;
         }
         if i == batch.len() {
@@ -375,9 +458,10 @@ impl Monitor {
     }
 
     /// Whether the next rows of a batch can go in column by column: monitoring count
-    /// windows.
+    /// windows, without performance (which reads each row).
     fn takes_columns(&self) -> bool {
-        matches!(&self.phase, Phase::Monitoring { windows, .. } if windows.spec.kind == WindowKind::Count)
+        self.perf.is_none()
+            && matches!(&self.phase, Phase::Monitoring { windows, .. } if windows.spec.kind == WindowKind::Count)
     }
 
     /// The plan's signals, in row order.

@@ -594,6 +594,7 @@ fn columns_give_the_reports_of_rows() {
                         timestamp: b.timestamp(0),
                         values: &row,
                         outcome,
+                        id: crate::input::batch::NO_ID,
                     })
                     .reports,
             );
@@ -704,6 +705,7 @@ fn skewed_rows_are_left_out_on_rows_and_columns() {
             timestamp: b.timestamp(i),
             values: &row,
             outcome: b.has_outcome(i).then_some("repaid"),
+            id: crate::input::batch::NO_ID,
         });
         counted += step.skewed_future + step.skewed_past;
         got.extend(step.reports);

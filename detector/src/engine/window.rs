@@ -134,14 +134,15 @@ impl Windows {
     }
 
     /// Add a prediction (`outcome`: it carries its outcome, counted in the windows it
-    /// falls in); returns the windows it closed (in order) and whether it was late.
+    /// falls in); returns the windows it closed (in order) and the windows it was placed
+    /// in (none: it was late).
     pub(crate) fn add(
         &mut self,
         signals: &[Signal],
         timestamp: DateTime<Utc>,
         row: &[Observed<'_>],
         outcome: bool,
-    ) -> (Vec<(i64, Window)>, bool) {
+    ) -> (Vec<(i64, Window)>, Option<std::ops::RangeInclusive<i64>>) {
         let Windowing {
             kind,
             size,
@@ -163,14 +164,14 @@ impl Windows {
             first = first.max(0);
         }
         let last = pos.div_euclid(slide);
-        let mut placed = false;
-        for k in first.max(self.closed_before)..=last {
+        let placed = first.max(self.closed_before)..=last;
+        for k in placed.clone() {
             self.open
                 .entry(k)
                 .or_insert_with(|| Window::new(signals, capacity))
                 .add(timestamp, row, outcome);
-            placed = true;
         }
+        let placed = (!placed.is_empty()).then_some(placed);
         let mark = match kind {
             WindowKind::Count => {
                 self.seq += 1;
@@ -190,11 +191,11 @@ impl Windows {
             .first_key_value()
             .is_none_or(|(k, _)| *k >= self.closed_before)
         {
-            return (Vec::new(), !placed);
+            return (Vec::new(), placed);
         }
         let still_open = self.open.split_off(&self.closed_before);
         let closed = std::mem::replace(&mut self.open, still_open);
-        (closed.into_iter().collect(), !placed)
+        (closed.into_iter().collect(), placed)
     }
 
     /// Add rows `rows` of `batch` to count windows, a run of rows at a time: the same

@@ -46,11 +46,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod performance;
 mod signals;
 mod tables;
 mod validate;
 
 pub use crate::method::{default_checks, Method, ALL_METHODS};
+pub use performance::{PerfMetric, PerformanceSpec, Task, ALL_PERF_METRICS};
 pub use signals::{Check, Signal, Source};
 pub use tables::*;
 
@@ -79,6 +81,9 @@ pub struct Plan {
     /// Correction for testing many signals in one window.
     #[serde(default)]
     pub multiple_testing: MultipleTesting,
+    /// Performance from outcomes: the task, the metrics, the declared levels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<PerformanceSpec>,
     /// The directory of the plan file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,

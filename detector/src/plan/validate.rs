@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{default_checks, FeatureType, Method, Plan, PlanError, Thresholds, WindowKind};
+use super::{
+    default_checks, FeatureType, Method, PerfMetric, PerformanceSpec, Plan, PlanError, Task,
+    Thresholds, WindowKind,
+};
 
 impl Plan {
     pub(super) fn validate(&self, name: &str) -> Result<(), PlanError> {
@@ -164,6 +167,10 @@ impl Plan {
                 .map_err(|(k, m)| invalid(&k, m))?;
             }
         }
+        if let Some(perf) = &self.performance {
+            self.check_performance(perf)
+                .map_err(|(k, m)| invalid(&k, m))?;
+        }
         for (key, url) in [
             ("alerts.webhook_url", &self.alerts.webhook_url),
             ("alerts.alertmanager_url", &self.alerts.alertmanager_url),
@@ -182,6 +189,150 @@ impl Plan {
             }
         }
         Ok(())
+    }
+}
+
+impl Plan {
+    fn check_performance(&self, perf: &PerformanceSpec) -> Result<(), (String, String)> {
+        let p = &self.prediction;
+        let err = |k: &str, m: String| Err((format!("performance.{k}"), m));
+        match perf.task {
+            Task::Binary if p.score.is_none() && p.label.is_none() => {
+                return err(
+                    "task",
+                    "\"binary\" reads the prediction: add [prediction.score] or [prediction.label]"
+                        .into(),
+                )
+            }
+            Task::Multiclass if p.label.is_none() => {
+                return err(
+                    "task",
+                    "\"multiclass\" reads the predicted label: add [prediction.label]".into(),
+                )
+            }
+            Task::Regression if p.value.is_none() => {
+                return err(
+                    "task",
+                    "\"regression\" reads the predicted value: add [prediction.value]".into(),
+                )
+            }
+            _ => {}
+        }
+        if perf.positive_label.is_empty() || perf.positive_label == perf.negative_label {
+            return err(
+                "negative_label",
+                format!(
+                    "positive_label (\"{}\") and negative_label (\"{}\") must be two different, non-empty labels",
+                    perf.positive_label, perf.negative_label
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&perf.score_threshold) {
+            return err(
+                "score_threshold",
+                format!("{} is outside 0..=1", perf.score_threshold),
+            );
+        }
+        if !(perf.min_coverage > 0.0 && perf.min_coverage <= 1.0) {
+            return err(
+                "min_coverage",
+                format!("{} must be above 0 and at most 1", perf.min_coverage),
+            );
+        }
+        if perf.memory_budget_mib == 0 {
+            return err("memory_budget_mib", "must be at least 1".into());
+        }
+        if !(2..=1000).contains(&perf.max_classes) {
+            return err(
+                "max_classes",
+                format!("{} is outside 2..=1000", perf.max_classes),
+            );
+        }
+        if perf.metrics.as_ref().is_some_and(Vec::is_empty) {
+            return err("metrics", "must name at least one metric".into());
+        }
+        let score = p.score.is_some();
+        for m in perf.metrics.iter().flatten() {
+            if !m.applies_to(perf.task) {
+                return err(
+                    "metrics",
+                    format!("\"{m}\" does not apply to a {:?} task", perf.task).to_lowercase(),
+                );
+            }
+            if m.needs_score() && !score {
+                return err(
+                    "metrics",
+                    format!("\"{m}\" is computed from the score: add [prediction.score]"),
+                );
+            }
+        }
+        let active = perf.active_metrics(score);
+        for (m, t) in &perf.thresholds {
+            let key = format!("performance.thresholds.{m}");
+            if !active.contains(m) {
+                return Err((key, format!("\"{m}\" is not among the metrics")));
+            }
+            if t.learned {
+                if t.warning.is_some() || t.critical.is_some() {
+                    return Err((
+                        key,
+                        "learned thresholds take warning_k/critical_k, not warning/critical".into(),
+                    ));
+                }
+                let (wk, ck) = t.ks();
+                if !(wk > 0.0 && ck > 0.0 && wk.is_finite() && ck.is_finite()) || wk > ck {
+                    return Err((
+                        key,
+                        format!("warning_k ({wk}) and critical_k ({ck}) must be positive, warning_k <= critical_k"),
+                    ));
+                }
+                continue;
+            }
+            if t.warning_k.is_some() || t.critical_k.is_some() {
+                return Err((key, "warning_k/critical_k need learned = true".into()));
+            }
+            if t.warning.is_none() && t.critical.is_none() {
+                return Err((key, "give warning and/or critical, or learned = true".into()));
+            }
+            for v in [t.warning, t.critical].into_iter().flatten() {
+                check_level(*m, v).map_err(|e| (key.clone(), e))?;
+            }
+            if let (Some(w), Some(c)) = (t.warning, t.critical) {
+                let ordered = if m.higher_is_better() { c <= w } else { c >= w };
+                if !ordered {
+                    return Err((
+                        key,
+                        format!(
+                            "critical ({c}) must be {} than warning ({w}): {} is better",
+                            if m.higher_is_better() { "no larger" } else { "no smaller" },
+                            if m.higher_is_better() { "higher" } else { "lower" }
+                        ),
+                    ));
+                }
+            }
+        }
+        for (m, v) in &perf.declared {
+            let key = format!("performance.declared.{m}");
+            if !active.contains(m) {
+                return Err((key, format!("\"{m}\" is not among the metrics")));
+            }
+            check_level(*m, *v).map_err(|e| (key, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_level(m: PerfMetric, v: f64) -> Result<(), String> {
+    let ok = v.is_finite()
+        && match m {
+            PerfMetric::R2 => v <= 1.0,
+            _ if m.bounded_by_one() => (0.0..=1.0).contains(&v),
+            _ => v >= 0.0,
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{v} is not a valid level for {m}"))
     }
 }
 

@@ -662,4 +662,18 @@ fn observe(
         }
         state.last_report = Some(Arc::new(report));
     }
+    for report in step.performance {
+        tracing::info!(
+            system = %report.system_id,
+            window = report.window.index,
+            stage = report.stage.as_str(),
+            coverage = report.coverage,
+            severity = report.severity.as_str(),
+            "performance reported"
+        );
+        let alerts = crate::alert::performance_alerts(&report, state.min_severity);
+        for out in outputs {
+            out.performance(&report, &alerts);
+        }
+    }
 }

@@ -105,6 +105,22 @@ impl Output for KafkaOutbox {
                 Err(e) => tracing::error!(error = %e, "cannot encode a window report"),
             }
         }
+        self.alerts(alerts);
+    }
+
+    fn performance(&self, report: &crate::perf::PerformanceReport, alerts: &[Alert]) {
+        if let Some(topic) = &self.reports_topic {
+            match serde_json::to_vec(report) {
+                Ok(body) => self.send((topic.clone(), report.system_id.clone(), body)),
+                Err(e) => tracing::error!(error = %e, "cannot encode a performance report"),
+            }
+        }
+        self.alerts(alerts);
+    }
+}
+
+impl KafkaOutbox {
+    fn alerts(&self, alerts: &[Alert]) {
         if let Some(topic) = &self.alerts_topic {
             for a in alerts {
                 self.send((topic.clone(), a.system_id.clone(), a.to_wire()));

@@ -1,0 +1,21 @@
+//! Performance from outcomes: each outcome joined to its prediction, the realized
+//! metrics of the prediction's window, updated as late outcomes arrive, and judged
+//! against the plan's levels and the levels declared in the instructions for use.
+//!
+//! Pure like the engine: a [`crate::engine::Monitor`] with a `[performance]` plan owns
+//! a [`Tracker`]; both drivers feed it through `Monitor::observe`.
+//!
+//! - [`join`]: predictions awaiting their outcome, 40 bytes each, oldest out first.
+//! - [`metrics`]: the sums of a window's joined pairs and the metrics from them.
+//! - [`tracker`]: windows open to outcomes, when they are reported, provisional or final.
+//! - [`report`]: the [`PerformanceReport`].
+
+pub mod join;
+pub mod metrics;
+pub mod report;
+pub mod tracker;
+
+pub use join::{PendingJoin, PENDING_BYTES};
+pub use metrics::{Actual, PerfAcc, Predicted};
+pub use report::{JoinCounts, MetricResult, MetricStatus, PerformanceReport, Stage};
+pub use tracker::Tracker;

@@ -1,0 +1,346 @@
+//! Realized performance from outcomes that arrive late: the join, the windows of the
+//! predictions, provisional and final reports, the declared level, and replay of the
+//! same data as CSV (outcomes in a column) and as NDJSON (outcome events).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use driftwatch_detector::alert::performance_alerts;
+use driftwatch_detector::driver::file::replay;
+use driftwatch_detector::engine::{Input, Monitor};
+use driftwatch_detector::perf::{MetricStatus, PerformanceReport, Stage};
+use driftwatch_detector::plan::{PerfMetric, Plan, Severity};
+use driftwatch_schema::Event;
+use serde_json::{json, Value};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).unwrap()
+}
+
+/// A seeded generator (xorshift), so expected values are computed here, not by the
+/// code under test.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One prediction of the synthetic binary model: its score, the outcome that will come,
+/// and whether the model was right.
+#[derive(Clone, Copy)]
+struct Case {
+    score: f64,
+    truth: bool,
+}
+
+/// `n` predictions; from `worse_from` on, the model is wrong 25% of the time instead
+/// of 4%.
+fn cases(n: usize, worse_from: usize) -> Vec<Case> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    (0..n)
+        .map(|i| {
+            let truth = rng.next() < 0.4;
+            let err = if i >= worse_from { 0.25 } else { 0.04 };
+            let right = rng.next() >= err;
+            let positive = truth == right;
+            let score = if positive {
+                0.5 + 0.5 * rng.next()
+            } else {
+                0.5 * rng.next()
+            };
+            Case {
+                score: (score * 1e4).round() / 1e4,
+                truth,
+            }
+        })
+        .collect()
+}
+
+fn prediction(i: usize, c: &Case) -> Value {
+    json!({
+        "v": 1, "kind": "prediction", "system_id": "loans", "model_version": "1",
+        "event_id": format!("00000000-0000-4000-8000-{:012}", i),
+        "prediction_id": format!("p-{i}"),
+        "timestamp": (t0() + Duration::seconds(i as i64)).to_rfc3339(),
+        "features": {"x": c.score * 10.0},
+        "prediction": {"score": c.score},
+    })
+}
+
+fn outcome(n: usize, id: &str, at: DateTime<Utc>, label: &str) -> Value {
+    json!({
+        "v": 1, "kind": "outcome", "system_id": "loans",
+        "event_id": format!("00000000-0000-4000-9000-{:012}", n),
+        "prediction_id": id,
+        "timestamp": at.to_rfc3339(),
+        "outcome": {"label": label},
+    })
+}
+
+const PLAN: &str = r#"
+[system]
+id = "loans"
+
+[reference]
+first_events = 200
+
+[window]
+size = 100
+
+[features.x]
+type = "numeric"
+
+[prediction.score]
+
+[performance]
+task = "binary"
+horizon_s = 1000
+declared = { accuracy = 0.9 }
+thresholds.recall = { warning = 0.8, critical = 0.6 }
+"#;
+
+fn plan() -> Arc<Plan> {
+    Arc::new(Plan::from_toml(PLAN, "plan.toml", PathBuf::new()).expect("plan"))
+}
+
+/// The stream: prediction i at t0+i s; its outcome 300 s later, except every 50th
+/// (from 7) never comes and every 97th (from 3) first comes wrong (at +300 s), then
+/// right (at +400 s). Five outcomes name unknown predictions, three carry a label that
+/// is neither class. Events are in timestamp order, as a consumer reads them.
+fn stream(cs: &[Case]) -> Vec<Value> {
+    let mut timed: Vec<(DateTime<Utc>, usize, Value)> = Vec::new();
+    let push = |at: DateTime<Utc>, v: Value, timed: &mut Vec<(DateTime<Utc>, usize, Value)>| {
+        let n = timed.len();
+        timed.push((at, n, v));
+    };
+    for (i, c) in cs.iter().enumerate() {
+        let at = t0() + Duration::seconds(i as i64);
+        push(at, prediction(i, c), &mut timed);
+        if i < 200 || i % 50 == 7 {
+            continue;
+        }
+        let label = if c.truth { "1" } else { "0" };
+        let wrong = if c.truth { "0" } else { "1" };
+        let id = format!("p-{i}");
+        if i % 97 == 3 {
+            let v = outcome(timed.len(), &id, at + Duration::seconds(300), wrong);
+            push(at + Duration::seconds(300), v, &mut timed);
+            let v = outcome(timed.len(), &id, at + Duration::seconds(400), label);
+            push(at + Duration::seconds(400), v, &mut timed);
+        } else {
+            let v = outcome(timed.len(), &id, at + Duration::seconds(300), label);
+            push(at + Duration::seconds(300), v, &mut timed);
+        }
+    }
+    for j in 0..5 {
+        let at = t0() + Duration::seconds(500 + j * 100);
+        let v = outcome(900_000 + j as usize, &format!("nobody-{j}"), at, "1");
+        push(at, v, &mut timed);
+    }
+    for j in 0..3 {
+        let at = t0() + Duration::seconds(600 + j * 100);
+        let v = outcome(910_000 + j as usize, &format!("p-{}", 400 + j), at, "maybe");
+        push(at, v, &mut timed);
+    }
+    timed.sort_by_key(|(at, n, _)| (*at, *n));
+    timed.into_iter().map(|(_, _, v)| v).collect()
+}
+
+/// Accuracy and recall of window k (predictions 200 + 100k ..) over the predictions
+/// whose outcome arrives, computed from the cases.
+fn expected(cs: &[Case], k: usize) -> (usize, f64, Option<f64>) {
+    let (mut n, mut right, mut tp, mut pos) = (0, 0, 0, 0);
+    for i in 200 + 100 * k..300 + 100 * k {
+        if i % 50 == 7 {
+            continue;
+        }
+        let c = cs[i];
+        let predicted = c.score >= 0.5;
+        n += 1;
+        right += usize::from(predicted == c.truth);
+        pos += usize::from(c.truth);
+        tp += usize::from(c.truth && predicted);
+    }
+    let recall = (pos > 0).then(|| tp as f64 / pos as f64);
+    (n, right as f64 / n as f64, recall)
+}
+
+fn metric(r: &PerformanceReport, m: PerfMetric) -> &driftwatch_detector::perf::MetricResult {
+    r.metrics.iter().find(|x| x.metric == m).expect("metric")
+}
+
+fn run_monitor(events: &[Value]) -> (Vec<PerformanceReport>, Monitor) {
+    let mut m = Monitor::new(plan(), None);
+    let mut reports = Vec::new();
+    for v in events {
+        let e = Event::from_wire(&serde_json::to_vec(v).unwrap()).expect("a valid event");
+        reports.extend(m.observe(Input::Event(&e)).performance);
+    }
+    reports.extend(m.finish_performance());
+    (reports, m)
+}
+
+#[test]
+fn late_outcomes_join_the_windows_of_their_predictions() {
+    let cs = cases(2200, usize::MAX);
+    let (reports, m) = run_monitor(&stream(&cs));
+    let counts = m.performance().expect("tracker").counts();
+    // 2000 monitored predictions; every 50th never gets an outcome.
+    let joined = (200..2200).filter(|i| i % 50 != 7).count() as u64;
+    let replaced = (200..2200).filter(|i| i % 50 != 7 && i % 97 == 3).count() as u64;
+    assert_eq!(counts.joined, joined);
+    assert_eq!(counts.replaced, replaced);
+    // Five unknown ids; the reference's predictions are not in the join either.
+    assert_eq!(counts.orphaned, 5);
+    assert_eq!(counts.invalid, 3);
+    assert_eq!(counts.expired, 0);
+    assert_eq!(counts.evicted, 0);
+
+    let mut by_window: BTreeMap<i64, Vec<&PerformanceReport>> = BTreeMap::new();
+    for r in &reports {
+        by_window.entry(r.window.index).or_default().push(r);
+    }
+    // The last event is the corrected outcome of prediction 2137, at t0+2537 s: windows
+    // whose last prediction (200+100k+99) is 1000 s before that are final: k <= 12.
+    // The others end with the provisional report at the end of input.
+    for k in 0..20i64 {
+        let rs = &by_window[&k];
+        // At close no outcome of the window has arrived (they lag 300 predictions).
+        let first = rs[0];
+        assert_eq!(first.stage, Stage::Provisional, "window {k}");
+        assert_eq!(first.window.events, 100);
+        assert_eq!(first.window.outcomes, 0, "window {k} at close");
+        assert!(first
+            .metrics
+            .iter()
+            .all(|x| x.status == MetricStatus::Insufficient && x.severity == Severity::Ok));
+        // Judged once half the outcomes are in, then at each tenth.
+        let judged: Vec<_> = rs[1..]
+            .iter()
+            .filter(|r| r.stage == Stage::Provisional)
+            .collect();
+        assert!(!judged.is_empty(), "window {k}");
+        assert!(judged[0].coverage >= 0.5 && judged[0].coverage < 0.6, "window {k}");
+        let last = rs.last().unwrap();
+        let (n, accuracy, recall) = expected(&cs, k as usize);
+        assert_eq!(last.window.outcomes, n, "window {k}");
+        assert!((last.coverage - n as f64 / 100.0).abs() < 1e-12);
+        let acc = metric(last, PerfMetric::Accuracy);
+        assert!((acc.value.unwrap() - accuracy).abs() < 1e-12, "window {k}: {acc:?} vs {accuracy}");
+        assert_eq!(metric(last, PerfMetric::Recall).value.map(|v| (v * 1e12).round()), recall.map(|v| (v * 1e12).round()));
+        let finals = rs.iter().filter(|r| r.stage == Stage::Final).count();
+        assert_eq!(finals, usize::from(k <= 12), "window {k}");
+        assert_eq!(last.stage == Stage::Final, k <= 12, "window {k}");
+    }
+    assert!(reports.iter().all(|r| r.severity == Severity::Ok), "the model is good throughout");
+}
+
+#[test]
+fn a_final_window_below_the_declared_accuracy_is_critical_and_says_so() {
+    // From prediction 1200 on (window 10) the model is wrong a quarter of the time.
+    let cs = cases(3200, 1200);
+    let (reports, _) = run_monitor(&stream(&cs));
+    let mut alerts = Vec::new();
+    for r in &reports {
+        alerts.extend(performance_alerts(r, Severity::Warning));
+    }
+    let declared: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.method == "accuracy" && a.severity == Severity::Critical)
+        .collect();
+    assert!(!declared.is_empty(), "no declared-level alert: {alerts:#?}");
+    for a in &declared {
+        assert!(a.window.index >= 10, "{a:?}");
+        assert!(a.alert_id.ends_with("/performance/accuracy/final/critical"), "{}", a.alert_id);
+        assert!(
+            a.summary.contains("below the accuracy declared in the instructions for use: 0."),
+            "{}",
+            a.summary
+        );
+        assert!(a.summary.contains("< 0.9000"), "{}", a.summary);
+        assert_eq!(a.kind, driftwatch_schema::AlertKind::Performance);
+        assert_eq!(a.threshold, 0.9);
+    }
+    // Good windows raise nothing; a provisional window is never judged against the
+    // declared level (only final ones are).
+    assert!(alerts.iter().all(|a| a.window.index >= 10), "{alerts:#?}");
+    for r in &reports {
+        if r.stage == Stage::Provisional {
+            assert!(r.metrics.iter().all(|m| !m.below_declared));
+        }
+    }
+    // Each (window, metric, stage, severity) alert is raised once.
+    let mut ids: Vec<_> = alerts.iter().map(|a| a.alert_id.clone()).collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "an alert raised twice");
+}
+
+#[test]
+fn replay_of_csv_outcomes_equals_replay_of_outcome_events() {
+    let cs = cases(1400, 700);
+    let dir = std::env::temp_dir().join(format!("dw-perf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan_path = dir.join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        format!("{PLAN}\n[csv]\nprediction_id = \"id\"\n"),
+    )
+    .unwrap();
+    // NDJSON: each outcome right after its prediction; CSV: in the row.
+    let mut nd = String::new();
+    let mut csv = String::from("id,timestamp,x,score,outcome\n");
+    for (i, c) in cs.iter().enumerate() {
+        let at = t0() + Duration::seconds(i as i64);
+        nd += &prediction(i, c).to_string();
+        nd.push('\n');
+        let label = if c.truth { "1" } else { "0" };
+        if i >= 200 {
+            nd += &outcome(i, &format!("p-{i}"), at, label).to_string();
+            nd.push('\n');
+        }
+        csv += &format!(
+            "p-{i},{},{},{},{}\n",
+            at.to_rfc3339(),
+            c.score * 10.0,
+            c.score,
+            if i >= 200 { label } else { "" }
+        );
+    }
+    std::fs::write(dir.join("events.ndjson"), nd).unwrap();
+    std::fs::write(dir.join("events.csv"), csv).unwrap();
+    let plan = Arc::new(Plan::from_file(&plan_path).unwrap());
+    let last_per_window = |file: &str| {
+        let mut out = Vec::new();
+        let s = replay(plan.clone(), None, &dir.join(file), &mut out).expect("replay");
+        let mut last: BTreeMap<i64, Value> = BTreeMap::new();
+        for line in String::from_utf8(out).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if v["kind"] == "performance" {
+                last.insert(v["window"]["index"].as_i64().unwrap(), v["metrics"].clone());
+            }
+        }
+        (s, last)
+    };
+    let (s_nd, nd) = last_per_window("events.ndjson");
+    let (s_csv, csv) = last_per_window("events.csv");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(nd.len(), 12, "twelve windows after the reference");
+    assert_eq!(nd, csv, "the same metrics per window");
+    assert_eq!(s_nd.join.unwrap().joined, 1200);
+    assert_eq!(s_csv.join.unwrap().joined, 1200);
+    // The model got worse at prediction 700: window 5 on.
+    let acc = |m: &Value| {
+        m.as_array().unwrap().iter().find(|x| x["metric"] == "accuracy").unwrap()["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(acc(&nd[&0]) > 0.9 && acc(&nd[&11]) < 0.85, "{} {}", acc(&nd[&0]), acc(&nd[&11]));
+}
