@@ -100,10 +100,14 @@ pub fn build_from_file(
         })?,
         Format::Ndjson => {
             for event in input::open_ndjson(path)? {
-                if let driftwatch_schema::Event::Prediction(p) = event? {
-                    if p.system_id == plan.system.id {
-                        builder.add(&p);
+                match event? {
+                    driftwatch_schema::Event::Prediction(p) if p.system_id == plan.system.id => {
+                        builder.add(&p)
                     }
+                    driftwatch_schema::Event::Outcome(o) if o.system_id == plan.system.id => {
+                        builder.add_outcome(&o)
+                    }
+                    _ => {}
                 }
             }
         }

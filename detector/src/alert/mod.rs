@@ -98,76 +98,111 @@ pub fn alerts_for(report: &WindowReport, min: Severity) -> Vec<Alert> {
         .collect()
 }
 
-/// The alerts a performance report raises at or above `min`: each metric that reached
-/// a severity for the first time in its window and stage (provisional, final).
+/// The alerts a performance report raises at or above `min`: each realized metric that
+/// reached a severity for the first time in its window and stage (provisional, final),
+/// and each CBPE estimate that did so in its window.
 pub fn performance_alerts(report: &crate::perf::PerformanceReport, min: Severity) -> Vec<Alert> {
-    use crate::perf::Stage;
-    report
-        .metrics
-        .iter()
-        .filter(|m| m.raise && m.severity >= min.max(Severity::Warning))
-        .filter_map(|m| {
-            let value = m.value?;
-            let cmp = if m.metric.higher_is_better() { "<" } else { ">" };
-            let (threshold, what) = if m.below_declared {
-                let d = m.declared?;
-                (
-                    d,
-                    format!(
-                        "{} {} the {} declared in the instructions for use: {} {cmp} {}",
-                        m.metric.title(),
-                        if m.metric.higher_is_better() { "below" } else { "above" },
-                        m.metric.title(),
-                        short(value),
-                        short(d)
-                    ),
-                )
-            } else {
-                let t = match m.severity {
-                    Severity::Critical => m.critical?,
-                    _ => m.warning?,
-                };
-                (t, format!("{} {} {cmp} {}", m.metric.title(), short(value), short(t)))
-            };
-            let stage = match report.stage {
-                Stage::Final => "final".to_owned(),
-                Stage::Provisional => format!(
-                    "provisional: {:.0}% of its predictions have an outcome",
-                    report.coverage * 100.0
-                ),
-            };
-            Some(Alert {
-                alert_id: format!(
-                    "{}/{}/{}/performance/{}/{}/{}",
-                    report.system_id,
-                    report.reference_version,
-                    report.window.index,
-                    m.metric,
-                    report.stage.as_str(),
-                    m.severity.as_str()
-                ),
-                system_id: report.system_id.clone(),
-                kind: driftwatch_schema::AlertKind::Performance,
-                severity: m.severity,
-                signal: "performance".into(),
-                method: m.metric.as_str().to_owned(),
-                statistic: None,
-                p_value: None,
-                value,
-                threshold,
-                samples: report.window.outcomes,
-                window: report.window.clone(),
-                reference_version: report.reference_version.clone(),
-                plan_version: report.plan_version.clone(),
-                summary: format!(
-                    "{} performance of {} in window {}: {what} over {} outcomes of {} predictions ({stage})",
-                    m.severity.as_str(),
-                    report.system_id,
-                    report.window.index,
-                    report.window.outcomes,
-                    report.window.events,
-                ),
-            })
-        })
+    let realized = report.metrics.iter().map(|m| (m, false));
+    let estimated = report.estimated.iter().map(|m| (m, true));
+    realized
+        .chain(estimated)
+        .filter(|(m, _)| m.raise && m.severity >= min.max(Severity::Warning))
+        .filter_map(|(m, estimate)| performance_alert(report, m, estimate))
         .collect()
+}
+
+fn performance_alert(
+    report: &crate::perf::PerformanceReport,
+    m: &crate::perf::MetricResult,
+    estimate: bool,
+) -> Option<Alert> {
+    use crate::perf::Stage;
+    use driftwatch_schema::AlertKind;
+    let value = m.value?;
+    let cmp = if m.metric.higher_is_better() { "<" } else { ">" };
+    let name = if estimate {
+        format!("estimated {}", m.metric.title())
+    } else {
+        m.metric.title().to_owned()
+    };
+    let (threshold, what) = if m.below_declared {
+        let d = m.declared?;
+        (
+            d,
+            format!(
+                "{name} {} the {} declared in the instructions for use: {} {cmp} {}",
+                if m.metric.higher_is_better() { "below" } else { "above" },
+                m.metric.title(),
+                short(value),
+                short(d)
+            ),
+        )
+    } else {
+        let t = match m.severity {
+            Severity::Critical => m.critical?,
+            _ => m.warning?,
+        };
+        (t, format!("{name} {} {cmp} {}", short(value), short(t)))
+    };
+    let (kind, stage, basis) = if estimate {
+        (
+            AlertKind::PerformanceEstimate,
+            "estimate",
+            format!(
+                "estimated by CBPE from {} predictions before their outcomes",
+                report.window.events
+            ),
+        )
+    } else {
+        let stage = match report.stage {
+            Stage::Final => "final".to_owned(),
+            Stage::Provisional => format!(
+                "provisional: {:.0}% of its predictions have an outcome",
+                report.coverage * 100.0
+            ),
+        };
+        (
+            AlertKind::Performance,
+            report.stage.as_str(),
+            format!(
+                "over {} outcomes of {} predictions ({stage})",
+                report.window.outcomes, report.window.events
+            ),
+        )
+    };
+    Some(Alert {
+        alert_id: format!(
+            "{}/{}/{}/{}/{}/{}/{}",
+            report.system_id,
+            report.reference_version,
+            report.window.index,
+            kind.as_str(),
+            m.metric,
+            stage,
+            m.severity.as_str()
+        ),
+        system_id: report.system_id.clone(),
+        kind,
+        severity: m.severity,
+        signal: "performance".into(),
+        method: m.metric.as_str().to_owned(),
+        statistic: None,
+        p_value: None,
+        value,
+        threshold,
+        samples: if estimate {
+            report.window.events
+        } else {
+            report.window.outcomes
+        },
+        window: report.window.clone(),
+        reference_version: report.reference_version.clone(),
+        plan_version: report.plan_version.clone(),
+        summary: format!(
+            "{} performance of {} in window {}: {what} {basis}",
+            m.severity.as_str(),
+            report.system_id,
+            report.window.index,
+        ),
+    })
 }

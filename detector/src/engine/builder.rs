@@ -34,6 +34,8 @@ pub struct ReferenceBuilder {
     /// Reference windows, kept only when a check learns its thresholds.
     pub(crate) chunks: Option<BTreeMap<i64, Window>>,
     pub(crate) events: usize,
+    /// Predictions and outcomes, for a plan with `[performance]`.
+    pub(crate) perf: Option<crate::perf::reference::PerfCollector>,
 }
 
 impl ReferenceBuilder {
@@ -54,6 +56,7 @@ impl ReferenceBuilder {
             chunks: learns.then(BTreeMap::new),
             signals,
             events: 0,
+            perf: crate::perf::reference::PerfCollector::for_plan(plan),
         }
     }
 
@@ -61,11 +64,37 @@ impl ReferenceBuilder {
     pub fn add(&mut self, p: &Prediction) {
         let mut row = Vec::with_capacity(self.signals.len());
         decode(&self.signals, p, &mut row);
-        self.add_row(p.timestamp, &row);
+        let id = crate::input::batch::id_hash(p.prediction_id.as_bytes());
+        self.add_row_with(p.timestamp, &row, None, Some(id));
+    }
+
+    /// An outcome event of the reference: joined to its prediction, for performance.
+    pub fn add_outcome(&mut self, o: &driftwatch_schema::Outcome) {
+        if let Some(perf) = &mut self.perf {
+            perf.outcome(
+                crate::input::batch::id_hash(o.prediction_id.as_bytes()),
+                &o.outcome,
+            );
+        }
     }
 
     /// Add one decoded reference prediction (see [`decode`]).
     pub fn add_row(&mut self, timestamp: DateTime<Utc>, row: &[Observed<'_>]) {
+        self.add_row_with(timestamp, row, None, None);
+    }
+
+    /// Add one decoded reference prediction with the outcome it carries and its
+    /// prediction id's hash (for performance; see [`ReferenceBuilder::add_outcome`]).
+    pub fn add_row_with(
+        &mut self,
+        timestamp: DateTime<Utc>,
+        row: &[Observed<'_>],
+        outcome: Option<&str>,
+        id: Option<u64>,
+    ) {
+        if let Some(perf) = &mut self.perf {
+            perf.add(self.events, timestamp.timestamp_millis(), row, outcome, id);
+        }
         if let Some(chunks) = &mut self.chunks {
             // Reference windows tumble at the monitored size, whatever the slide.
             let pos = match self.windowing.kind {
@@ -91,11 +120,12 @@ impl ReferenceBuilder {
     /// Add every row of `batch`: the same as [`ReferenceBuilder::add_row`] on each row,
     /// column by column when no threshold is learned (no reference windows to keep).
     pub fn add_columns(&mut self, batch: &ColumnBatch) {
-        if self.chunks.is_some() {
+        if self.chunks.is_some() || self.perf.is_some() {
             let mut row = Vec::with_capacity(self.signals.len());
             for i in 0..batch.len() {
                 batch.row(i, &mut row);
-                self.add_row(batch.timestamp(i), &row);
+                let id = batch.ids.get(i).copied().filter(|&h| h != crate::input::batch::NO_ID);
+                self.add_row_with(batch.timestamp(i), &row, batch.outcome(i), id);
             }
             return;
         }
@@ -214,10 +244,11 @@ impl ReferenceBuilder {
             source,
             signals,
             learned,
+            performance: self.perf.take().and_then(|p| p.build()),
         };
         profile.version = format!(
             "fnv1a64:{:016x}",
-            content_hash(&profile.signals, &profile.learned)
+            content_hash(&profile.signals, &profile.learned, profile.performance.as_ref())
         );
         profile
     }

@@ -185,7 +185,7 @@ impl Monitor {
         };
         let mut perf = Tracker::for_plan(&plan, &signals);
         if let (Some(t), Phase::Monitoring { reference, .. }) = (&mut perf, &phase) {
-            t.set_reference(&reference.version);
+            t.set_reference(reference);
         }
         Monitor {
             signals,
@@ -247,7 +247,7 @@ impl Monitor {
         let profile = Arc::new(taken.build(source, plan_fingerprint(&self.plan)));
         step.reference_frozen = Some(profile.clone());
         if let Some(t) = &mut self.perf {
-            t.set_reference(&profile.version);
+            t.set_reference(&profile);
         }
         self.phase = Phase::Monitoring {
             reference: profile,
@@ -310,10 +310,14 @@ impl Monitor {
     /// An outcome event counts in every open window (it arrives on its own, after its
     /// prediction), and is joined to its prediction for performance.
     fn outcome_event(&mut self, o: &Outcome, step: &mut Step) {
-        if let Phase::Monitoring { windows, .. } = &mut self.phase {
-            for w in windows.open.values_mut() {
-                w.outcomes += 1;
+        match &mut self.phase {
+            Phase::Monitoring { windows, .. } => {
+                for w in windows.open.values_mut() {
+                    w.outcomes += 1;
+                }
             }
+            // The outcome of a reference prediction: the reference's performance.
+            Phase::Collecting(builder, _) => builder.add_outcome(o),
         }
         if let Some(t) = &mut self.perf {
             let ts = o.timestamp.timestamp_millis();
@@ -355,7 +359,7 @@ impl Monitor {
         if let Phase::Collecting(builder, how) = &mut self.phase {
             match *how {
                 Collect::FirstN(n) => {
-                    builder.add_row(timestamp, row);
+                    builder.add_row_with(timestamp, row, outcome, Some(id));
                     if builder.len() >= n {
                         self.freeze(step);
                     }
@@ -366,7 +370,7 @@ impl Monitor {
                         return;
                     }
                     if timestamp < to {
-                        builder.add_row(timestamp, row);
+                        builder.add_row_with(timestamp, row, outcome, Some(id));
                         return;
                     }
                     // The first prediction past the period freezes it and is monitored.

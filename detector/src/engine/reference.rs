@@ -127,6 +127,10 @@ pub struct ReferenceProfile {
     /// Learned thresholds by `signal/method`.
     #[serde(default)]
     pub learned: BTreeMap<String, LearnedLevels>,
+    /// Performance on the reference (plans with `[performance]` and a reference with
+    /// outcomes): realized metrics, learned levels, the score calibration for CBPE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<crate::perf::reference::ReferencePerformance>,
 }
 
 pub(crate) fn learned_key(signal: &str, method: Method) -> String {
@@ -139,6 +143,7 @@ pub(crate) fn learned_key(signal: &str, method: Method) -> String {
 pub(crate) fn content_hash(
     signals: &BTreeMap<String, SignalReference>,
     learned: &BTreeMap<String, LearnedLevels>,
+    performance: Option<&crate::perf::reference::ReferencePerformance>,
 ) -> u64 {
     let numbers = |h: u64, xs: &[f64]| {
         std::iter::once(xs.len() as u64)
@@ -173,7 +178,12 @@ pub(crate) fn content_hash(
             }
         }
     }
-    fnv1a64(&serde_json::to_vec(learned).unwrap_or_default(), h)
+    let h = fnv1a64(&serde_json::to_vec(learned).unwrap_or_default(), h);
+    // A reference without performance hashes as it did before performance existed.
+    match performance {
+        Some(p) => fnv1a64(&serde_json::to_vec(p).unwrap_or_default(), h),
+        None => h,
+    }
 }
 
 /// FNV-1a, 64 bit: a stable content hash for versions and fingerprints.
@@ -203,5 +213,18 @@ pub fn plan_fingerprint(plan: &Plan) -> String {
         plan.window.windowing(),
         plan.window.min_samples()
     ));
+    // What of [performance] shapes the reference; absent, the fingerprint is as before.
+    if let Some(p) = &plan.performance {
+        parts.push_str(&format!(
+            ";perf={:?}:{:?}:{}:{}:{}:{:?}:{:?}",
+            p.task,
+            p.calibration,
+            p.positive_label,
+            p.negative_label,
+            p.score_threshold,
+            p.active_metrics(plan.prediction.score.is_some()),
+            p.thresholds
+        ));
+    }
     format!("{:016x}", fnv1a64(parts.as_bytes(), 0))
 }

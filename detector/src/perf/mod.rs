@@ -10,8 +10,11 @@
 //! - [`tracker`]: windows open to outcomes, when they are reported, provisional or final.
 //! - [`report`]: the [`PerformanceReport`].
 
+pub mod calibration;
+pub mod cbpe;
 pub mod join;
 pub mod metrics;
+pub mod reference;
 pub mod report;
 pub mod tracker;
 

@@ -60,9 +60,13 @@ pub struct MetricResult {
     /// The level declared in the instructions for use, if the plan gives one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub declared: Option<f64>,
-    /// A final window worse than the declared level.
+    /// Worse than the declared level (a final window, or an estimate).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub below_declared: bool,
+    /// The CBPE estimate of the same metric for this window, when there is one: the
+    /// realized value minus it is how far the estimate was off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<f64>,
     /// Ok, warning or critical.
     pub severity: Severity,
     /// This report is the first of its window and stage to reach this severity: an
@@ -112,8 +116,16 @@ pub struct PerformanceReport {
     pub coverage: f64,
     /// Highest severity among the metrics.
     pub severity: Severity,
-    /// One result per metric, in plan order.
+    /// One result per metric, in plan order: realized from the joined outcomes.
     pub metrics: Vec<MetricResult>,
+    /// CBPE estimates (binary with a score), made from the window's predictions alone
+    /// when it closed: available before any outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub estimated: Vec<MetricResult>,
+    /// Whether CBPE calibrated the scores on the reference (isotonic), or took them as
+    /// probabilities; absent without CBPE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated: Option<bool>,
     /// The system's join counters when this report was made.
     pub join: JoinCounts,
 }

@@ -19,7 +19,9 @@ use driftwatch_schema::{OutcomeValue, WindowInfo};
 use super::join::{Found, Pending, PendingJoin};
 use super::metrics::{Actual, PerfAcc, Predicted};
 use super::report::{JoinCounts, MetricResult, MetricStatus, PerformanceReport, Stage};
-use crate::engine::{Observed, ThresholdOrigin};
+use super::calibration::Isotonic;
+use super::cbpe::CbpeAcc;
+use crate::engine::{LearnedLevels, Observed, ReferenceProfile, ThresholdOrigin};
 use crate::input::batch::NO_ID;
 use crate::plan::{
     PerfMetric, PerformanceSpec, Plan, Severity, Signal, Source, Task, WindowKind, Windowing,
@@ -35,7 +37,7 @@ pub(crate) struct Classes {
 }
 
 impl Classes {
-    fn new(spec: &PerformanceSpec) -> Self {
+    pub(crate) fn new(spec: &PerformanceSpec) -> Self {
         match spec.task {
             Task::Binary => Classes {
                 names: vec![spec.negative_label.clone(), spec.positive_label.clone()],
@@ -88,6 +90,12 @@ pub(crate) struct PerfWindow {
     pub(crate) dirty: bool,
     /// Severity already raised per metric and stage.
     pub(crate) raised: Vec<(PerfMetric, Stage, Severity)>,
+    /// CBPE: the expected confusion matrix as predictions arrive.
+    pub(crate) cbpe: CbpeAcc,
+    /// CBPE estimates, made when the window closed.
+    pub(crate) estimates: Option<Vec<(PerfMetric, Option<f64>)>>,
+    /// Severity already raised per estimated metric.
+    pub(crate) raised_estimate: Vec<(PerfMetric, Severity)>,
 }
 
 /// The performance state of one system.
@@ -108,6 +116,12 @@ pub struct Tracker {
     system_id: String,
     plan_version: Option<String>,
     reference_version: String,
+    /// Levels learned from the reference, by metric.
+    learned: BTreeMap<PerfMetric, LearnedLevels>,
+    /// CBPE runs (binary with a score).
+    cbpe: bool,
+    /// The reference's score calibration (`None`: scores taken as probabilities).
+    pub(crate) calibration: Option<Isotonic>,
 }
 
 fn at(ms: i64) -> DateTime<Utc> {
@@ -134,67 +148,43 @@ impl Tracker {
             system_id: plan.system.id.clone(),
             plan_version: plan.system.plan_version.clone(),
             reference_version: String::new(),
+            learned: BTreeMap::new(),
+            cbpe: spec.task == Task::Binary
+                && spec.estimate
+                && signals.iter().any(|s| s.source == Source::Score),
+            calibration: None,
             spec,
         })
     }
 
-    /// The reference version the reports quote.
-    pub fn set_reference(&mut self, version: &str) {
-        self.reference_version = version.to_owned();
+    /// The reference the reports quote: its version, its learned levels and its score
+    /// calibration.
+    pub fn set_reference(&mut self, reference: &ReferenceProfile) {
+        self.reference_version = reference.version.clone();
+        let perf = reference.performance.as_ref();
+        self.learned = perf.map(|p| p.learned.clone()).unwrap_or_default();
+        self.calibration = perf.and_then(|p| p.calibration.clone());
     }
 
     /// The prediction of a decoded row, if it has what the task reads.
     pub(crate) fn predicted(&mut self, row: &[Observed<'_>]) -> Option<Predicted> {
-        let num = |i: Option<usize>| match i.map(|i| &row[i]) {
-            Some(Observed::Num(x)) if x.is_finite() => Some(*x),
-            _ => None,
-        };
-        let cat = |i: Option<usize>| match i.map(|i| &row[i]) {
-            Some(Observed::Cat(c)) => Some(c.as_ref()),
-            _ => None,
-        };
-        match self.spec.task {
-            Task::Regression => num(self.value).map(Predicted::Value),
-            Task::Binary => {
-                let score = num(self.score).filter(|s| (0.0..=1.0).contains(s));
-                let label = match cat(self.label) {
-                    Some(l) => self.classes.id(l)?,
-                    None => u16::from(score? >= self.spec.score_threshold),
-                };
-                Some(Predicted::Class { label, score })
-            }
-            Task::Multiclass => Some(Predicted::Class {
-                label: self.classes.id(cat(self.label)?)?,
-                score: None,
-            }),
-        }
+        predicted_of(
+            self.spec.task,
+            &mut self.classes,
+            (self.score, self.label, self.value),
+            self.spec.score_threshold,
+            row,
+        )
     }
 
     /// An outcome as written in a CSV column.
     pub(crate) fn actual_text(&mut self, text: &str) -> Option<Actual> {
-        match self.spec.task {
-            Task::Regression => text
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .map(Actual::Value),
-            _ => self.classes.id(text).map(Actual::Class),
-        }
+        actual_of_text(self.spec.task, &mut self.classes, text)
     }
 
     /// An outcome event's value.
     pub(crate) fn actual(&mut self, v: &OutcomeValue) -> Option<Actual> {
-        match (self.spec.task, &v.label, v.value) {
-            (Task::Regression, _, Some(x)) if x.is_finite() => Some(Actual::Value(x)),
-            (Task::Regression, Some(l), None) => self.actual_text(l),
-            (_, Some(l), _) => self.classes.id(l).map(Actual::Class),
-            // An integer code as the outcome of a classifier: "1", as a label column.
-            (_, None, Some(x)) if x.fract() == 0.0 && x.abs() < 1e15 => {
-                self.classes.id(&format!("{}", x as i64)).map(Actual::Class)
-            }
-            _ => None,
-        }
+        actual_of(self.spec.task, &mut self.classes, v)
     }
 
     /// The windows of a prediction at `pos` (every one, whether still tracked or not).
@@ -235,6 +225,10 @@ impl Tracker {
             w.dirty = true;
             if let (Some(p), Some(a)) = (pred, outcome) {
                 w.acc.apply(p, a, 1);
+            }
+            if let (true, Some(Predicted::Class { label, score: Some(s) })) = (self.cbpe, pred) {
+                let p = self.calibration.as_ref().map_or(s, |c| c.predict(s));
+                w.cbpe.add(label == 1, s, p);
             }
         }
         match (pred, outcome) {
@@ -399,9 +393,44 @@ impl Tracker {
         }
     }
 
-    /// The report of window `k` now; `mark`: remember what it raised.
-    fn report(&mut self, k: i64, stage: Stage, mark: bool) -> PerformanceReport {
+    /// The levels of metric `m`: learned from the reference or the plan's constants.
+    fn levels(&self, m: PerfMetric) -> Levels {
+        let t = self.spec.thresholds.get(&m).copied().unwrap_or_default();
+        if t.learned {
+            let l = self.learned.get(&m);
+            Levels {
+                warning: l.and_then(|l| l.warning),
+                critical: l.and_then(|l| l.critical),
+                origin: ThresholdOrigin::Learned,
+                unlearned: l.is_none_or(|l| l.warning.is_none()),
+            }
+        } else {
+            Levels {
+                warning: t.warning,
+                critical: t.critical,
+                origin: ThresholdOrigin::Plan,
+                unlearned: false,
+            }
+        }
+    }
+
+    /// The report of window `k` now, remembering what it raised.
+    fn report(&mut self, k: i64, stage: Stage, _mark: bool) -> PerformanceReport {
         let counts = self.counts();
+        let levels: Vec<(PerfMetric, Levels)> =
+            self.metrics.iter().map(|&m| (m, self.levels(m))).collect();
+        let estimate_levels: Vec<(PerfMetric, Levels)> = if self.cbpe {
+            super::cbpe::ESTIMATED
+                .iter()
+                .filter(|m| self.metrics.contains(m))
+                .map(|&m| (m, self.levels(m)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let task = self.spec.task;
+        let min_coverage = self.spec.min_coverage;
+        let declared = &self.spec.declared;
         let Some(w) = self.windows.get_mut(&k) else {
             unreachable!("reported windows are tracked");
         };
@@ -410,35 +439,38 @@ impl Tracker {
         } else {
             w.acc.n as f64 / w.predictions as f64
         };
-        let judged = coverage >= self.spec.min_coverage;
+        let judged = coverage >= min_coverage;
+        // Estimates are made once the window's predictions are all in (at close).
+        if w.estimates.is_none() && w.closed && self.cbpe {
+            w.estimates = Some(
+                estimate_levels
+                    .iter()
+                    .map(|&(m, _)| (m, w.cbpe.estimate(m)))
+                    .collect(),
+            );
+            w.cbpe.release();
+        }
+        let estimates: Vec<(PerfMetric, Option<f64>)> = match &w.estimates {
+            Some(e) => e.clone(),
+            None if self.cbpe => estimate_levels
+                .iter()
+                .map(|&(m, _)| (m, w.cbpe.estimate(m)))
+                .collect(),
+            None => Vec::new(),
+        };
         let mut severity = Severity::Ok;
-        let metrics: Vec<MetricResult> = self
-            .metrics
+        let metrics: Vec<MetricResult> = levels
             .iter()
-            .map(|&m| {
-                let value = w.acc.metric(m, self.spec.task);
-                let t = self.spec.thresholds.get(&m).copied().unwrap_or_default();
-                let (warning, critical) = (t.warning, t.critical);
-                let declared = self.spec.declared.get(&m).copied();
-                let worse = |v: f64, level: f64| {
-                    if m.higher_is_better() {
-                        v < level
-                    } else {
-                        v > level
-                    }
-                };
+            .map(|&(m, l)| {
+                let value = w.acc.metric(m, task);
+                let d = declared.get(&m).copied();
                 let (status, sev, below) = match value {
                     None => (MetricStatus::Insufficient, Severity::Ok, false),
+                    Some(_) if l.unlearned => (MetricStatus::Insufficient, Severity::Ok, false),
                     Some(_) if !judged => (MetricStatus::AwaitingOutcomes, Severity::Ok, false),
                     Some(v) => {
-                        let below = stage == Stage::Final && declared.is_some_and(|d| worse(v, d));
-                        let sev = if below || critical.is_some_and(|c| worse(v, c)) {
-                            Severity::Critical
-                        } else if warning.is_some_and(|l| worse(v, l)) {
-                            Severity::Warning
-                        } else {
-                            Severity::Ok
-                        };
+                        let below = stage == Stage::Final && d.is_some_and(|d| worse(m, v, d));
+                        let sev = if below { Severity::Critical } else { l.judge(m, v) };
                         (MetricStatus::Evaluated, sev, below)
                     }
                 };
@@ -448,27 +480,63 @@ impl Tracker {
                         .raised
                         .iter()
                         .any(|&(rm, rs, rv)| rm == m && rs == stage && rv >= sev);
-                if raise && mark {
+                if raise {
                     w.raised.push((m, stage, sev));
                 }
                 MetricResult {
                     metric: m,
                     status,
                     value,
-                    warning,
-                    critical,
-                    thresholds: ThresholdOrigin::Plan,
-                    declared,
+                    warning: l.warning,
+                    critical: l.critical,
+                    thresholds: l.origin,
+                    declared: d,
                     below_declared: below,
+                    estimate: estimates.iter().find(|e| e.0 == m).and_then(|e| e.1),
                     severity: sev,
                     raise,
                 }
             })
             .collect();
-        if mark {
-            w.reported_tenths = (coverage * 10.0).floor() as i32;
-            w.dirty = false;
-        }
+        // Estimates: judged against the same levels, and an estimate worse than the
+        // declared level is a warning; never critical (realized numbers decide).
+        let estimated: Vec<MetricResult> = estimate_levels
+            .iter()
+            .zip(&estimates)
+            .map(|(&(m, l), &(_, value))| {
+                let d = declared.get(&m).copied();
+                let (status, sev, below) = match value {
+                    None => (MetricStatus::Insufficient, Severity::Ok, false),
+                    Some(_) if l.unlearned => (MetricStatus::Insufficient, Severity::Ok, false),
+                    Some(v) => {
+                        let below = d.is_some_and(|d| worse(m, v, d));
+                        let sev = if below { Severity::Warning } else { l.judge(m, v) };
+                        (MetricStatus::Evaluated, sev.min(Severity::Warning), below)
+                    }
+                };
+                let raise = sev > Severity::Ok
+                    && w.closed
+                    && !w.raised_estimate.iter().any(|&(rm, rv)| rm == m && rv >= sev);
+                if raise {
+                    w.raised_estimate.push((m, sev));
+                }
+                MetricResult {
+                    metric: m,
+                    status,
+                    value,
+                    warning: l.warning,
+                    critical: l.critical,
+                    thresholds: l.origin,
+                    declared: d,
+                    below_declared: below,
+                    estimate: None,
+                    severity: sev,
+                    raise,
+                }
+            })
+            .collect();
+        w.reported_tenths = (coverage * 10.0).floor() as i32;
+        w.dirty = false;
         let (start, end) = match self.windowing.kind {
             WindowKind::Count => (None, None),
             WindowKind::Time => (
@@ -495,7 +563,103 @@ impl Tracker {
             coverage,
             severity,
             metrics,
+            estimated,
+            calibrated: self.cbpe.then_some(self.calibration.is_some()),
             join: counts,
         }
+    }
+}
+
+/// Whether `v` is worse than `level` for metric `m`.
+fn worse(m: PerfMetric, v: f64, level: f64) -> bool {
+    if m.higher_is_better() {
+        v < level
+    } else {
+        v > level
+    }
+}
+
+/// The levels of one metric.
+#[derive(Debug, Clone, Copy)]
+struct Levels {
+    warning: Option<f64>,
+    critical: Option<f64>,
+    origin: ThresholdOrigin,
+    /// Learned levels that could not be learned (a reference without outcomes, or
+    /// fewer than two windows): the metric is insufficient, never an alert.
+    unlearned: bool,
+}
+
+impl Levels {
+    fn judge(&self, m: PerfMetric, v: f64) -> Severity {
+        if self.critical.is_some_and(|c| worse(m, v, c)) {
+            Severity::Critical
+        } else if self.warning.is_some_and(|l| worse(m, v, l)) {
+            Severity::Warning
+        } else {
+            Severity::Ok
+        }
+    }
+}
+
+/// The prediction of a decoded row, if it has what the task reads; `at`: the row
+/// positions of the score, label and value signals.
+pub(crate) fn predicted_of(
+    task: Task,
+    classes: &mut Classes,
+    at: (Option<usize>, Option<usize>, Option<usize>),
+    score_threshold: f64,
+    row: &[Observed<'_>],
+) -> Option<Predicted> {
+    let num = |i: Option<usize>| match i.map(|i| &row[i]) {
+        Some(Observed::Num(x)) if x.is_finite() => Some(*x),
+        _ => None,
+    };
+    let cat = |i: Option<usize>| match i.map(|i| &row[i]) {
+        Some(Observed::Cat(c)) => Some(c.as_ref()),
+        _ => None,
+    };
+    let (score, label, value) = at;
+    match task {
+        Task::Regression => num(value).map(Predicted::Value),
+        Task::Binary => {
+            let score = num(score).filter(|s| (0.0..=1.0).contains(s));
+            let label = match cat(label) {
+                Some(l) => classes.id(l)?,
+                None => u16::from(score? >= score_threshold),
+            };
+            Some(Predicted::Class { label, score })
+        }
+        Task::Multiclass => Some(Predicted::Class {
+            label: classes.id(cat(label)?)?,
+            score: None,
+        }),
+    }
+}
+
+/// An outcome as written in a CSV column.
+pub(crate) fn actual_of_text(task: Task, classes: &mut Classes, text: &str) -> Option<Actual> {
+    match task {
+        Task::Regression => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(Actual::Value),
+        _ => classes.id(text).map(Actual::Class),
+    }
+}
+
+/// An outcome event's value.
+pub(crate) fn actual_of(task: Task, classes: &mut Classes, v: &OutcomeValue) -> Option<Actual> {
+    match (task, &v.label, v.value) {
+        (Task::Regression, _, Some(x)) if x.is_finite() => Some(Actual::Value(x)),
+        (Task::Regression, Some(l), None) => actual_of_text(task, classes, l),
+        (_, Some(l), _) => classes.id(l).map(Actual::Class),
+        // An integer code as the outcome of a classifier: "1", as a label column.
+        (_, None, Some(x)) if x.fract() == 0.0 && x.abs() < 1e15 => {
+            classes.id(&format!("{}", x as i64)).map(Actual::Class)
+        }
+        _ => None,
     }
 }

@@ -52,7 +52,7 @@ mod tables;
 mod validate;
 
 pub use crate::method::{default_checks, Method, ALL_METHODS};
-pub use performance::{PerfMetric, PerformanceSpec, Task, ALL_PERF_METRICS};
+pub use performance::{Calibration, PerfMetric, PerformanceSpec, Task, ALL_PERF_METRICS};
 pub use signals::{Check, Signal, Source};
 pub use tables::*;
 

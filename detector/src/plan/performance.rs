@@ -199,6 +199,19 @@ impl fmt::Display for PerfMetric {
     }
 }
 
+/// How CBPE calibrates the scores.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Calibration {
+    /// Isotonic when it helps on held-out parts of the reference.
+    #[default]
+    Auto,
+    /// Always isotonic (given reference outcomes).
+    Isotonic,
+    /// Never: the scores are taken as probabilities.
+    None,
+}
+
 /// The `[performance]` table.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +242,14 @@ pub struct PerformanceSpec {
     /// counted as invalid.
     #[serde(default = "fifty")]
     pub max_classes: usize,
+    /// Binary with a score: estimate performance before outcomes arrive (CBPE).
+    #[serde(default = "yes")]
+    pub estimate: bool,
+    /// CBPE's calibration of the scores on the reference's outcomes: `auto` (isotonic
+    /// when it cuts the held-out calibration error by a third), `isotonic`, or `none`
+    /// (the scores are probabilities as they are).
+    #[serde(default)]
+    pub calibration: Calibration,
     /// Metrics reported (default: every one that applies to the task and the plan's
     /// prediction signals).
     #[serde(default)]
@@ -242,6 +263,9 @@ pub struct PerformanceSpec {
     pub declared: BTreeMap<PerfMetric, f64>,
 }
 
+fn yes() -> bool {
+    true
+}
 fn one() -> String {
     "1".into()
 }
