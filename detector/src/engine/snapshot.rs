@@ -4,6 +4,10 @@
 //! skew bound, and every open window's values in arrival order, so a restored monitor
 //! gives bit-identical reports to one that never stopped.
 //!
+//! With `[performance]` it also holds the performance state (`perf/snapshot.rs`:
+//! predictions awaiting outcomes, windows open to outcomes), under version 2; a plan
+//! without it writes version 1, as before.
+//!
 //! Only a monitoring system with no closed window awaiting evaluation has a snapshot: a
 //! reference still being collected is rebuilt from Kafka (the driver holds its offsets).
 
@@ -15,6 +19,8 @@ use crate::codec::{CodecError, Reader, Writer};
 use crate::input::batch::quick_key;
 
 const VERSION: u8 = 1;
+/// Version 1 followed by the performance state.
+const VERSION_PERF: u8 = 2;
 
 fn write_ts(w: &mut Writer, t: Option<DateTime<Utc>>) {
     match t {
@@ -50,7 +56,7 @@ impl Monitor {
             return None;
         }
         let mut w = Writer::default();
-        w.u8(VERSION);
+        w.u8(if self.perf.is_some() { VERSION_PERF } else { VERSION });
         w.i64(windows.closed_before);
         w.i64(windows.seq);
         w.i64(windows.watermark);
@@ -79,6 +85,9 @@ impl Monitor {
                 }
             }
         }
+        if let Some(t) = &self.perf {
+            t.write(&mut w);
+        }
         Some((reference.version.clone(), w.0))
     }
 
@@ -97,8 +106,16 @@ impl Monitor {
             )));
         }
         let mut r = Reader::new(bytes);
-        if r.u8()? != VERSION {
-            return Err(CodecError("unknown snapshot version".into()));
+        let version_byte = r.u8()?;
+        let with_perf = match version_byte {
+            VERSION => false,
+            VERSION_PERF => true,
+            _ => return Err(CodecError("unknown snapshot version".into())),
+        };
+        if with_perf != self.perf.is_some() {
+            return Err(CodecError(
+                "a plan with another [performance] table".into(),
+            ));
         }
         let closed_before = r.i64()?;
         let seq = r.i64()?;
@@ -137,8 +154,20 @@ impl Monitor {
             }
             open.insert(k, win);
         }
+        // Read into a copy, so damaged bytes leave the tracker as it was.
+        let perf = match &self.perf {
+            Some(t) => {
+                let mut t = t.fresh();
+                t.read(&mut r)?;
+                Some(t)
+            }
+            None => None,
+        };
         if !r.done() {
             return Err(CodecError("trailing bytes".into()));
+        }
+        if perf.is_some() {
+            self.perf = perf;
         }
         windows.open = open;
         windows.closed_before = closed_before;

@@ -45,6 +45,23 @@ impl CbpeAcc {
         self.scores.push((raw, p));
     }
 
+    /// The fields, for the checkpoint codec.
+    pub(crate) fn parts(&self) -> (u64, [f64; 4], &[(f64, f64)]) {
+        (self.n, [self.tp, self.fp, self.fn_, self.tn], &self.scores)
+    }
+
+    /// Back from [`CbpeAcc::parts`].
+    pub(crate) fn from_parts(n: u64, s: [f64; 4], scores: Vec<(f64, f64)>) -> Self {
+        CbpeAcc {
+            n,
+            tp: s[0],
+            fp: s[1],
+            fn_: s[2],
+            tn: s[3],
+            scores,
+        }
+    }
+
     /// The scores are no longer needed (the window closed and its AUC is known).
     pub fn release(&mut self) {
         self.scores = Vec::new();

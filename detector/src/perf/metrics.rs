@@ -118,6 +118,43 @@ impl PerfAcc {
         }
     }
 
+    /// The fields, for the checkpoint codec.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn parts(
+        &self,
+    ) -> (usize, &[u64], &[(f64, bool)], (f64, f64), &[(u64, f64, u64)], &[f64; 5]) {
+        (
+            self.k,
+            &self.confusion,
+            &self.pairs,
+            (self.log_loss, self.brier),
+            &self.ece,
+            &self.reg,
+        )
+    }
+
+    /// Back from [`PerfAcc::parts`].
+    pub(crate) fn from_parts(
+        n: u64,
+        k: usize,
+        confusion: Vec<u64>,
+        pairs: Vec<(f64, bool)>,
+        sums: (f64, f64),
+        ece: Vec<(u64, f64, u64)>,
+        reg: [f64; 5],
+    ) -> Self {
+        PerfAcc {
+            n,
+            k,
+            confusion,
+            pairs,
+            log_loss: sums.0,
+            brier: sums.1,
+            ece,
+            reg,
+        }
+    }
+
     fn grow(&mut self, k: usize) {
         let mut m = vec![0u64; k * k];
         for a in 0..self.k {

@@ -16,6 +16,7 @@ pub mod join;
 pub mod metrics;
 pub mod reference;
 pub mod report;
+mod snapshot;
 pub mod tracker;
 
 pub use join::{PendingJoin, PENDING_BYTES};

@@ -157,6 +157,30 @@ impl Tracker {
         })
     }
 
+    /// An empty tracker of the same plan and reference (to restore a checkpoint into).
+    pub(crate) fn fresh(&self) -> Tracker {
+        Tracker {
+            spec: self.spec.clone(),
+            metrics: self.metrics.clone(),
+            score: self.score,
+            label: self.label,
+            value: self.value,
+            classes: Classes::new(&self.spec),
+            join: PendingJoin::new(self.join.capacity()),
+            windows: BTreeMap::new(),
+            windowing: self.windowing,
+            horizon_ms: self.horizon_ms,
+            now_ms: i64::MIN,
+            counts: JoinCounts::default(),
+            system_id: self.system_id.clone(),
+            plan_version: self.plan_version.clone(),
+            reference_version: self.reference_version.clone(),
+            learned: self.learned.clone(),
+            cbpe: self.cbpe,
+            calibration: self.calibration.clone(),
+        }
+    }
+
     /// The reference the reports quote: its version, its learned levels and its score
     /// calibration.
     pub fn set_reference(&mut self, reference: &ReferenceProfile) {
