@@ -63,6 +63,28 @@ impl Default for DemoOptions {
     }
 }
 
+/// Outcomes arrive this long (event time) after their prediction.
+const OUTCOME_DELAY_S: i64 = 300;
+/// How long the demo plan waits for outcomes before a window is final.
+const HORIZON_S: i64 = 600;
+
+/// The demo plan's `[performance]` table: a binary model whose score is the chance of
+/// repayment, the accuracy declared in its instructions for use, and alerts from warning
+/// (CBPE estimates are warnings).
+fn performance_toml() -> String {
+    format!(
+        r#"
+[performance]
+task = "binary"
+positive_label = "repaid"
+negative_label = "defaulted"
+horizon_s = {HORIZON_S}
+declared = {{ accuracy = 0.70 }}
+min_severity = "warning"
+"#
+    )
+}
+
 #[derive(Clone, Default)]
 struct Received {
     alerts: Arc<Mutex<Vec<Alert>>>,
@@ -71,6 +93,19 @@ struct Received {
 
 async fn receive_alert(State(rx): State<Received>, body: axum::body::Bytes) -> &'static str {
     match serde_json::from_slice::<Alert>(&body) {
+        Ok(a) if a.kind != driftwatch_schema::AlertKind::Drift => {
+            println!(
+                "  ALERT  {:<8} window {:>2}  {:<16} {:<8}  {}",
+                a.severity.as_str(),
+                a.window.index,
+                a.kind.as_str(),
+                a.method.as_str(),
+                a.summary.split(": ").skip(1).collect::<Vec<_>>().join(": "),
+            );
+            if let Ok(mut v) = rx.alerts.lock() {
+                v.push(a);
+            }
+        }
         Ok(a) => {
             println!(
                 "  ALERT  {:<8} window {:>2}  {:<16} {:<4}  {:>10} vs {:<5} {}",
@@ -185,35 +220,41 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 
     // 4. The detector with a plan whose alerts go to the webhook receiver.
     let plan_text = demo_plan_toml(system, opts.reference, opts.window)
-        + &format!("webhook_url = \"http://{hook_addr}/alerts\"\n");
+        + &format!("webhook_url = \"http://{hook_addr}/alerts\"\n")
+        + &performance_toml();
     let plan = Arc::new(Plan::from_toml(&plan_text, "demo plan", PathBuf::new())?);
     let mut detect_opts = KafkaOptions::new(&brokers);
     detect_opts.events_topic = events_topic.into();
     detect_opts.alerts_topic = Some(alerts_topic.into());
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<crate::engine::WindowReport>();
+    let (perf_tx, mut perf_rx) = mpsc::unbounded_channel::<crate::perf::PerformanceReport>();
     let detector_stop = stop.clone();
     let mut detector_config = ServiceConfig::new(detect_opts, vec![plan.clone()]);
     detector_config.outputs.push(Arc::new(report_tx));
+    detector_config.outputs.push(Arc::new(perf_tx));
     let detector = tokio::spawn(service::run(
         TcpListener::bind("127.0.0.1:0").await?,
         detector_config,
         async move { detector_stop.cancelled().await },
     ));
     println!(
-        "[3/5] detector consuming {events_topic}: reference = first {} predictions, windows of {}, KS + PSI on age/income/debt_ratio/score, chi2 + PSI on region/employed",
+        "[3/5] detector consuming {events_topic}: reference = first {} predictions, windows of {}, KS + PSI on age/income/debt_ratio/score, chi2 + PSI on region/employed; accuracy declared 0.70, outcomes joined for {HORIZON_S} s, CBPE estimates until they arrive",
         opts.reference, opts.window
     );
 
     // 5. The model posts predictions over HTTP; the population drifts halfway.
     let client = reqwest::Client::new();
     let url = format!("http://{agent_addr}/v1/predictions");
+    let outcomes_url = format!("http://{agent_addr}/v1/outcomes");
     let mut model = CreditModel::new(system, opts.seed);
     let total = opts.before + opts.after;
     println!(
-        "[4/5] synthetic model posting {total} predictions in NDJSON batches of {}; drift starts after prediction {}",
+        "[4/5] synthetic model posting {total} predictions in NDJSON batches of {}; drift starts after prediction {}; each outcome (repaid or defaulted) follows {OUTCOME_DELAY_S} s after its prediction",
         opts.batch, opts.before
     );
     let mut sent = 0;
+    // Predictions whose outcome is not yet known, oldest first.
+    let mut awaiting: std::collections::VecDeque<serde_json::Value> = Default::default();
     while sent < total {
         let n = opts.batch.min(total - sent);
         let mut body = Vec::with_capacity(n * 300);
@@ -223,8 +264,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             } else {
                 Drift::DEMO
             };
-            serde_json::to_writer(&mut body, &model.next_json(drift))?;
+            let p = model.next_json(drift);
+            serde_json::to_writer(&mut body, &p)?;
             body.push(b'\n');
+            awaiting.push_back(p);
         }
         // A model server keeps a batch the agent answered 503 and retries after
         // Retry-After (the agent is still recovering its spool, or the spool is full).
@@ -255,6 +298,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
                 resp.text().await.unwrap_or_default()
             );
         }
+        // The outcomes now due (their predictions are OUTCOME_DELAY_S predictions old).
+        let due = awaiting.len().saturating_sub(OUTCOME_DELAY_S as usize);
+        let outcomes: Vec<serde_json::Value> = awaiting.drain(..due).collect();
+        post_outcomes(&client, &outcomes_url, &mut model, &outcomes).await?;
         if sent < opts.before && sent + n >= opts.before {
             println!(
                 "        ... {} predictions acknowledged; the applicant population now drifts",
@@ -263,8 +310,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         }
         sent += n;
     }
+    let rest: Vec<serde_json::Value> = awaiting.drain(..).collect();
+    post_outcomes(&client, &outcomes_url, &mut model, &rest).await?;
     println!(
-        "        ... all {total} predictions acknowledged (HTTP 202 once in the agent's disk spool; its sender delivers them to Kafka)"
+        "        ... all {total} predictions and their outcomes acknowledged (HTTP 202 once in the agent's disk spool; its sender delivers them to Kafka)"
     );
 
     // Wait for every window to be evaluated.
@@ -290,12 +339,48 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         agent_metric("driftwatch_agent_kafka_delivered_total"),
         agent_metric("driftwatch_agent_spool_backlog_events"),
     );
+    // Performance: every window final whose last prediction is a horizon older than the
+    // last outcome (the last prediction's).
+    let last_outcome_s = total as i64 - 1 + OUTCOME_DELAY_S;
+    let finals_expected = (0..expected_windows as i64)
+        .filter(|k| {
+            let last = (opts.reference as i64) + (k + 1) * opts.window as i64 - 1;
+            last + HORIZON_S <= last_outcome_s
+        })
+        .count();
+    let mut perf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last_window = expected_windows as i64 - 1;
+    let done = |perf: &[crate::perf::PerformanceReport]| {
+        perf.iter()
+            .filter(|r| r.stage == crate::perf::Stage::Final)
+            .count()
+            >= finals_expected
+            // and the last window has every outcome (its last report, at 100%)
+            && perf
+                .iter()
+                .any(|r| r.window.index == last_window && r.window.outcomes == r.window.events)
+    };
+    while !done(&perf) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, perf_rx.recv()).await {
+            Ok(Some(r)) => perf.push(r),
+            _ => break,
+        }
+    }
+    while let Ok(r) = perf_rx.try_recv() {
+        perf.push(r);
+    }
     // The webhook reads the alerts topic in a consumer group of its own: wait until it
     // has every alert the windows raised (stopping does not wait for it).
     let raised: usize = reports
         .iter()
         .map(|r| crate::alert::alerts_for(r, plan.alerts.min_severity).len())
-        .sum();
+        .sum::<usize>()
+        + perf
+            .iter()
+            .map(|r| crate::alert::performance_alerts(r, plan.performance_min_severity()).len())
+            .sum::<usize>();
     let wait = Instant::now() + Duration::from_secs(30);
     while Instant::now() < wait && received.alerts.lock().map(|v| v.len()).unwrap_or(0) < raised {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -342,11 +427,46 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             flagged.join(" ")
         );
     }
+    println!("  performance per window (accuracy; declared 0.70):");
+    for k in 0..expected_windows as i64 {
+        let of = |stage| perf.iter().rev().find(|r| r.window.index == k && r.stage == stage);
+        let estimated = of(crate::perf::Stage::Provisional)
+            .and_then(|r| r.estimated.iter().find(|m| m.metric == crate::plan::PerfMetric::Accuracy))
+            .and_then(|m| m.value);
+        let realized = of(crate::perf::Stage::Final)
+            .or_else(|| of(crate::perf::Stage::Provisional))
+            .map(|r| {
+                let v = r
+                    .metrics
+                    .iter()
+                    .find(|m| m.metric == crate::plan::PerfMetric::Accuracy)
+                    .and_then(|m| m.value);
+                (v, r.stage, r.coverage, r.severity)
+            });
+        let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+        match realized {
+            Some((v, stage, coverage, severity)) => println!(
+                "    window {k:>2}  estimated {}  realized {} ({}, {:.0}% of outcomes) {}",
+                show(estimated),
+                show(v),
+                stage.as_str(),
+                coverage * 100.0,
+                severity.as_str()
+            ),
+            None => println!("    window {k:>2}  estimated {}", show(estimated)),
+        }
+    }
     let early = alerts
         .iter()
         .filter(|a| a.window.index < drift_window)
         .count();
     let late = alerts.len() - early;
+    use driftwatch_schema::AlertKind;
+    let first = |kind: AlertKind| alerts.iter().position(|a| a.kind == kind);
+    let (estimate_at, realized_at) = (
+        first(AlertKind::PerformanceEstimate),
+        first(AlertKind::Performance),
+    );
     println!(
         "  alerts at the webhook: {} ({early} before the drift, {late} after)",
         alerts.len()
@@ -367,12 +487,58 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     if late == 0 {
         bail!("no alert fired after the drift started");
     }
+    match (estimate_at, realized_at) {
+        (Some(e), Some(r)) if e < r => {
+            let (e, r) = (&alerts[e], &alerts[r]);
+            println!(
+                "  performance: CBPE warned at window {} before any outcome; the realized accuracy confirmed it at window {} once the outcomes were in",
+                e.window.index, r.window.index
+            );
+        }
+        (None, _) => bail!("no CBPE estimate warned of the performance drop"),
+        (_, None) => bail!("no realized-performance alert after the drop"),
+        _ => bail!("the realized-performance alert came before any CBPE warning"),
+    }
     if in_kafka != alerts.len() {
         bail!(
             "{} alerts reached the webhook but {in_kafka} the Kafka topic",
             alerts.len()
         );
     }
-    println!("\ndemo passed: the drift was detected, alerted on, and nothing fired before it.");
+    println!("\ndemo passed: the drift and the performance drop were detected and alerted on (the drop estimated before its outcomes arrived), and nothing fired before them.");
     Ok(())
+}
+
+/// Post outcome events to the agent in one NDJSON batch.
+async fn post_outcomes(
+    client: &reqwest::Client,
+    url: &str,
+    model: &mut CreditModel,
+    predictions: &[serde_json::Value],
+) -> anyhow::Result<()> {
+    if predictions.is_empty() {
+        return Ok(());
+    }
+    let mut body = Vec::with_capacity(predictions.len() * 160);
+    for p in predictions {
+        serde_json::to_writer(&mut body, &model.outcome_json(p, OUTCOME_DELAY_S))?;
+        body.push(b'\n');
+    }
+    for _ in 0..30 {
+        let resp = client
+            .post(url)
+            .header("content-type", "application/x-ndjson")
+            .body(body.clone())
+            .send()
+            .await
+            .context("agent did not answer")?;
+        match resp.status() {
+            reqwest::StatusCode::ACCEPTED => return Ok(()),
+            reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            s => bail!("agent answered {s} to outcomes: {}", resp.text().await.unwrap_or_default()),
+        }
+    }
+    bail!("the agent kept refusing outcomes (503)")
 }

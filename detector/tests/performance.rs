@@ -350,3 +350,63 @@ fn replay_of_csv_outcomes_equals_replay_of_outcome_events() {
     };
     assert!(acc(&nd[&0]) > 0.9 && acc(&nd[&11]) < 0.85, "{} {}", acc(&nd[&0]), acc(&nd[&11]));
 }
+
+#[test]
+fn a_monitor_restored_from_its_snapshot_reports_as_one_that_never_stopped() {
+    let cs = cases(2600, 1300);
+    let events: Vec<Event> = stream(&cs)
+        .iter()
+        .map(|v| Event::from_wire(&serde_json::to_vec(v).unwrap()).unwrap())
+        .collect();
+    // Uninterrupted, keeping the reference it froze.
+    let mut m = Monitor::new(plan(), None);
+    let mut want = Vec::new();
+    let mut reference = None;
+    for e in &events {
+        let step = m.observe(Input::Event(e));
+        if let Some(r) = step.reference_frozen {
+            reference = Some((*r).clone());
+        }
+        want.extend(step.performance);
+    }
+    want.extend(m.finish_performance());
+    let reference = reference.expect("a reference was frozen");
+    // Stopped every 700 events: a new monitor restores the snapshot and goes on.
+    let mut got = Vec::new();
+    let mut m = Monitor::new(plan(), None);
+    let mut sizes = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        got.extend(m.observe(Input::Event(e)).performance);
+        if i % 700 == 699 && m.reference().is_some() {
+            let (version, bytes) = m.snapshot().expect("a snapshot");
+            sizes.push(bytes.len());
+            let mut fresh = Monitor::new(plan(), Some(reference.clone()));
+            fresh.restore(&version, &bytes).expect("restored");
+            let pending = |m: &Monitor| m.performance().unwrap().counts();
+            assert_eq!(pending(&fresh), pending(&m), "counters survive");
+            m = fresh;
+        }
+    }
+    got.extend(m.finish_performance());
+    assert!(sizes.len() >= 4, "{sizes:?}");
+    let json = |r: &[PerformanceReport]| serde_json::to_value(r).unwrap();
+    assert_eq!(json(&got), json(&want));
+    // The alerts, too: nothing raised twice or lost across the restarts.
+    let ids = |r: &[PerformanceReport]| {
+        r.iter()
+            .flat_map(|r| performance_alerts(r, Severity::Warning))
+            .map(|a| a.alert_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&got), ids(&want));
+    assert!(!ids(&want).is_empty());
+
+    // A damaged snapshot is refused and leaves the monitor as it was.
+    let (version, mut bytes) = m.snapshot().expect("a snapshot");
+    bytes.truncate(bytes.len() - 5);
+    let mut other = Monitor::new(plan(), Some(reference));
+    let before = other.performance().unwrap().counts();
+    assert!(other.restore(&version, &bytes).is_err());
+    assert_eq!(other.performance().unwrap().counts(), before);
+    assert_eq!(other.snapshot().map(|s| s.1.len()), Monitor::new(plan(), Some(other.reference().unwrap().clone())).snapshot().map(|s| s.1.len()));
+}

@@ -81,7 +81,7 @@ pub fn replay(
     out: &mut impl Write,
 ) -> Result<ReplaySummary, ReplayError> {
     let profile = reference_store::resolve(&plan, reference, &MemoryStore::default())?;
-    let min = plan.alerts.min_severity;
+    let min = (plan.alerts.min_severity, plan.performance_min_severity());
     let mut monitor = Monitor::new(plan.clone(), profile);
     let threads = parsers();
     monitor.set_evaluation(EVALUATE_TOGETHER, threads);
@@ -177,7 +177,7 @@ pub fn replay(
 /// Write a step's window reports as NDJSON and count them.
 fn record(
     step: Step,
-    min: Severity,
+    (min, perf_min): (Severity, Severity),
     out: &mut impl Write,
     summary: &mut ReplaySummary,
 ) -> std::io::Result<()> {
@@ -193,7 +193,7 @@ fn record(
     }
     for report in step.performance {
         summary.performance_reports += 1;
-        summary.alerts += crate::alert::performance_alerts(&report, min).len() as u64;
+        summary.alerts += crate::alert::performance_alerts(&report, perf_min).len() as u64;
         summary.max_severity = summary.max_severity.max(Some(report.severity));
         serde_json::to_writer(&mut *out, &report)?;
         out.write_all(b"\n")?;

@@ -121,6 +121,15 @@ pub enum PlanError {
 }
 
 impl Plan {
+    /// The lowest severity that alerts for performance: `[performance] min_severity`,
+    /// else `alerts.min_severity`.
+    pub fn performance_min_severity(&self) -> Severity {
+        self.performance
+            .as_ref()
+            .and_then(|p| p.min_severity)
+            .unwrap_or(self.alerts.min_severity)
+    }
+
     /// Read, parse and validate a plan file.
     pub fn from_file(path: &Path) -> Result<Plan, PlanError> {
         let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {

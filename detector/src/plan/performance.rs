@@ -257,6 +257,10 @@ pub struct PerformanceSpec {
     /// Levels per metric: constants, or `learned = true` from the reference windows.
     #[serde(default)]
     pub thresholds: BTreeMap<PerfMetric, Thresholds>,
+    /// The lowest severity of a performance alert (default: the plan's
+    /// `alerts.min_severity`); estimates are at most warnings.
+    #[serde(default)]
+    pub min_severity: Option<super::Severity>,
     /// The levels declared in the instructions for use: a final window worse than one is
     /// critical.
     #[serde(default)]

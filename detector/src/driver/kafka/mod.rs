@@ -671,7 +671,7 @@ fn observe(
             severity = report.severity.as_str(),
             "performance reported"
         );
-        let alerts = crate::alert::performance_alerts(&report, state.min_severity);
+        let alerts = crate::alert::performance_alerts(&report, state.perf_min_severity);
         for out in outputs {
             out.performance(&report, &alerts);
         }

@@ -19,6 +19,8 @@ pub struct SystemState {
     pub dedup: Dedup,
     /// Alerts below this are not raised.
     pub min_severity: Severity,
+    /// The plan's minimum severity for performance alerts.
+    pub perf_min_severity: Severity,
     /// The events partition of the system, once an event or a checkpoint said.
     pub partition: Option<i32>,
     /// The first offset of `partition` the state does not include.
@@ -56,6 +58,7 @@ impl SystemState {
         SystemState {
             dedup: Dedup::for_plan(&plan),
             min_severity: plan.alerts.min_severity,
+            perf_min_severity: plan.performance_min_severity(),
             monitor: Monitor::new(plan.clone(), reference),
             partition: None,
             next_offset: 0,
