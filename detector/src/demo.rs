@@ -262,7 +262,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             let drift = if sent + i < opts.before {
                 Drift::NONE
             } else {
-                Drift::DEMO
+                Drift::DEMO_WITH_INCOME
             };
             let p = model.next_json(drift);
             serde_json::to_writer(&mut body, &p)?;

@@ -72,9 +72,16 @@ impl Drift {
         region_shift: 0.0,
         income_shift: 0.0,
     };
-    /// The demo's drift: applicants 8 years older, far more from the south, with
-    /// higher incomes; the model's accuracy falls from about 0.74 to 0.68.
+    /// Applicants 8 years older, far more from the south.
     pub const DEMO: Drift = Drift {
+        age_shift: 8.0,
+        region_shift: 0.6,
+        income_shift: 0.0,
+    };
+    /// The demo's drift: [`Drift::DEMO`] with higher incomes too, which moves
+    /// applicants towards the model's decision boundary: its accuracy falls from about
+    /// 0.74 to 0.68.
+    pub const DEMO_WITH_INCOME: Drift = Drift {
         age_shift: 8.0,
         region_shift: 0.6,
         income_shift: 0.6,
