@@ -99,6 +99,9 @@ pub struct PerfMetrics {
     pub outcomes: IntCounterVec,
     /// `driftwatch_predictions_pending{system}`: predictions awaiting their outcome.
     pub pending: IntGaugeVec,
+    /// `driftwatch_performance_gap{system,segment_key,metric}`: best-to-worst gap
+    /// between the groups of a segment key in the last judged report.
+    pub gap: GaugeVec,
     seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, crate::perf::JoinCounts>>>,
 }
 
@@ -151,7 +154,15 @@ impl PerfMetrics {
         registry.register(Box::new(declared.clone()))?;
         registry.register(Box::new(coverage.clone()))?;
         registry.register(Box::new(outcomes.clone()))?;
+        let gap = GaugeVec::new(
+            Opts::new(
+                "driftwatch_performance_gap",
+                "Gap between the best and the worst group of a segment key (plan segments), in the last judged report.",
+            ),
+            &["system", "segment_key", "metric"],
+        )?;
         registry.register(Box::new(pending.clone()))?;
+        registry.register(Box::new(gap.clone()))?;
         Ok(PerfMetrics {
             value,
             severity,
@@ -159,6 +170,7 @@ impl PerfMetrics {
             coverage,
             outcomes,
             pending,
+            gap,
             seen: Default::default(),
         })
     }
@@ -418,6 +430,13 @@ impl DetectorMetrics {
                 p.severity
                     .with_label_values(&[system, metric])
                     .set(m.severity as i64);
+            }
+        }
+        for g in &r.gaps {
+            if let (MetricStatus::Evaluated, Some(v)) = (g.status, g.gap) {
+                p.gap
+                    .with_label_values(&[system, g.key.as_str(), g.metric.as_str()])
+                    .set(v);
             }
         }
         let j = r.join;

@@ -410,3 +410,265 @@ fn a_monitor_restored_from_its_snapshot_reports_as_one_that_never_stopped() {
     assert_eq!(other.performance().unwrap().counts(), before);
     assert_eq!(other.snapshot().map(|s| s.1.len()), Monitor::new(plan(), Some(other.reference().unwrap().clone())).snapshot().map(|s| s.1.len()));
 }
+
+const SEGMENT_PLAN: &str = r#"
+[system]
+id = "loans"
+
+[reference]
+first_events = 200
+
+[window]
+size = 1000
+
+[features.x]
+type = "numeric"
+
+[features.region]
+type = "categorical"
+
+[prediction.score]
+
+[performance]
+task = "binary"
+horizon_s = 100000
+segments = ["segment.channel", "features.region"]
+min_cell = 100
+max_segment_values = 3
+gap.recall = { warning = 0.05, critical = 0.2 }
+"#;
+
+/// Predictions tagged with a channel: "branch" misses positives far more often than
+/// "web" and "app"; "phone" is rare (under the cell minimum). Region has five values,
+/// two past the cap. Every outcome comes with its prediction.
+fn segmented_stream(n: usize) -> Vec<Event> {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut out = Vec::new();
+    for i in 0..n {
+        let channel = match i % 20 {
+            0 => "phone",
+            1..=7 => "branch",
+            8..=13 => "web",
+            _ => "app",
+        };
+        // Independent of the channel (so regions do not differ).
+        let region = ["north", "south", "east", "west", "islands"][(rng.next() * 5.0) as usize];
+        let truth = rng.next() < 0.5;
+        let miss = if channel == "branch" { 0.35 } else { 0.05 };
+        let positive = if truth { rng.next() >= miss } else { rng.next() < 0.05 };
+        let score = if positive { 0.75 } else { 0.25 };
+        let at = t0() + Duration::seconds(i as i64);
+        let mut p = prediction(i, &Case { score, truth });
+        p["segment"] = json!({ "channel": channel });
+        p["features"]["region"] = json!(region);
+        out.push(p);
+        if i >= 200 {
+            out.push(outcome(i, &format!("p-{i}"), at, if truth { "1" } else { "0" }));
+        }
+    }
+    out.iter()
+        .map(|v| Event::from_wire(&serde_json::to_vec(v).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn groups_of_people_get_their_own_numbers_small_ones_none_and_the_gap_is_a_check() {
+    let plan = Arc::new(Plan::from_toml(SEGMENT_PLAN, "plan.toml", PathBuf::new()).unwrap());
+    let mut m = Monitor::new(plan, None);
+    let mut reports = Vec::new();
+    for e in segmented_stream(3200) {
+        reports.extend(m.observe(Input::Event(&e)).performance);
+    }
+    reports.extend(m.finish_performance());
+    // The last report of window 0 (predictions 200..1199, every outcome in).
+    let r = reports.iter().rev().find(|r| r.window.index == 0).expect("window 0");
+    assert_eq!(r.window.outcomes, 1000);
+    let cell = |key: &str, value: &str| {
+        r.segments
+            .iter()
+            .find(|s| s.key == key && s.value == value)
+            .unwrap_or_else(|| panic!("{key}={value}: {:#?}", r.segments))
+    };
+    // 50 phone predictions: no number at all.
+    let phone = cell("segment.channel", "phone");
+    assert_eq!(phone.status, MetricStatus::Insufficient);
+    assert!(phone.metrics.is_empty() && phone.predictions.is_none() && phone.outcomes.is_none());
+    let branch = cell("segment.channel", "branch");
+    let web = cell("segment.channel", "web");
+    assert_eq!(branch.status, MetricStatus::Evaluated);
+    assert_eq!(branch.outcomes, Some(350));
+    let recall = |c: &driftwatch_detector::perf::SegmentResult| c.metrics[&PerfMetric::Recall];
+    assert!(recall(branch) < 0.75 && recall(web) > 0.9, "{} {}", recall(branch), recall(web));
+    // Region: three values kept, the rest pooled as "other" (islands and west).
+    let regions: Vec<&str> = r
+        .segments
+        .iter()
+        .filter(|s| s.key == "features.region")
+        .map(|s| s.value.as_str())
+        .collect();
+    assert_eq!(regions.len(), 4, "{regions:?}");
+    assert!(regions.contains(&"other"));
+    let other = cell("features.region", "other").outcomes.unwrap();
+    assert!((300..500).contains(&other), "{other} of 1000 in two of five regions");
+    // The recall gap between channels (about 0.3): critical, naming both ends.
+    let gap = r
+        .gaps
+        .iter()
+        .find(|g| g.key == "segment.channel" && g.metric == PerfMetric::Recall)
+        .expect("gap");
+    assert_eq!(gap.severity, Severity::Critical, "{gap:?}");
+    assert_eq!(gap.worst.as_ref().unwrap().0, "branch");
+    let alerts: Vec<_> = reports
+        .iter()
+        .flat_map(|r| performance_alerts(r, Severity::Warning))
+        .filter(|a| a.signal == "performance[segment.channel]")
+        .collect();
+    assert!(!alerts.is_empty());
+    assert!(alerts[0].summary.contains("between groups of segment.channel"), "{}", alerts[0].summary);
+    assert!(alerts[0].summary.contains("branch"), "{}", alerts[0].summary);
+    // Regions do not differ beyond sampling noise (200 outcomes each): never critical.
+    assert!(reports
+        .iter()
+        .flat_map(|r| &r.gaps)
+        .filter(|g| g.key == "features.region")
+        .all(|g| g.severity < Severity::Critical));
+}
+
+#[test]
+fn segments_survive_a_snapshot() {
+    let plan = || Arc::new(Plan::from_toml(SEGMENT_PLAN, "plan.toml", PathBuf::new()).unwrap());
+    let events = segmented_stream(2600);
+    let mut m = Monitor::new(plan(), None);
+    let mut want = Vec::new();
+    let mut reference = None;
+    for e in &events {
+        let step = m.observe(Input::Event(e));
+        reference = reference.or(step.reference_frozen.map(|r| (*r).clone()));
+        want.extend(step.performance);
+    }
+    want.extend(m.finish_performance());
+    let mut m = Monitor::new(plan(), None);
+    let mut got = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        got.extend(m.observe(Input::Event(e)).performance);
+        if i % 900 == 899 {
+            let (v, bytes) = m.snapshot().expect("snapshot");
+            let mut fresh = Monitor::new(plan(), reference.clone());
+            fresh.restore(&v, &bytes).expect("restore");
+            m = fresh;
+        }
+    }
+    got.extend(m.finish_performance());
+    assert_eq!(serde_json::to_value(&got).unwrap(), serde_json::to_value(&want).unwrap());
+}
+
+#[test]
+fn at_the_memory_budget_the_oldest_prediction_is_evicted_and_counted() {
+    let text = PLAN.replace("horizon_s = 1000", "horizon_s = 1000000\nmemory_budget_mib = 1");
+    let plan = Arc::new(Plan::from_toml(&text, "plan.toml", PathBuf::new()).unwrap());
+    let cap = plan.performance.as_ref().unwrap().max_pending();
+    assert_eq!(cap, (1 << 20) / 40);
+    let cs = cases(cap + 5200, usize::MAX);
+    let mut m = Monitor::new(plan, None);
+    for (i, c) in cs.iter().enumerate() {
+        let e = Event::from_wire(&serde_json::to_vec(&prediction(i, c)).unwrap()).unwrap();
+        m.observe(Input::Event(&e));
+    }
+    let counts = m.performance().unwrap().counts();
+    // 200 reference predictions are not in the join; the next 5000 were evicted.
+    assert_eq!(counts.pending as usize, cap);
+    assert_eq!(counts.evicted, 5000);
+    // The outcome of an evicted prediction is expired; of a kept one, joined.
+    for (n, i) in [(1, 300), (2, 6000)] {
+        let at = t0() + Duration::seconds(10_000_000);
+        let o = Event::from_wire(&serde_json::to_vec(&outcome(n, &format!("p-{i}"), at, "1")).unwrap()).unwrap();
+        m.observe(Input::Event(&o));
+    }
+    let counts = m.performance().unwrap().counts();
+    assert_eq!((counts.expired, counts.joined), (1, 1));
+}
+
+#[test]
+fn levels_learned_from_reference_windows_with_outcomes() {
+    // A reference file of 5000 predictions with outcomes; windows of 500.
+    let cs = cases(5000 + 4000, 5000 + 2000);
+    let dir = std::env::temp_dir().join(format!("dw-perf-learned-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let row = |i: usize, c: &Case, outcome: bool| {
+        format!(
+            "p-{i},{},{},{},{}\n",
+            (t0() + Duration::seconds(i as i64)).to_rfc3339(),
+            c.score * 10.0,
+            c.score,
+            if outcome { if c.truth { "1" } else { "0" } } else { "" }
+        )
+    };
+    let header = "id,timestamp,x,score,outcome\n";
+    let mut reference = String::from(header);
+    let mut events = String::from(header);
+    for (i, c) in cs.iter().enumerate() {
+        if i < 5000 {
+            reference += &row(i, c, true);
+        } else {
+            events += &row(i, c, true);
+        }
+    }
+    std::fs::write(dir.join("reference.csv"), reference).unwrap();
+    std::fs::write(dir.join("events.csv"), events).unwrap();
+    let text = PLAN
+        .replace("first_events = 200", "file = \"reference.csv\"")
+        .replace("size = 100", "size = 500")
+        .replace(
+            "thresholds.recall = { warning = 0.8, critical = 0.6 }",
+            "thresholds.accuracy = { learned = true }\nthresholds.recall = { learned = true, warning_k = 1, critical_k = 2 }",
+        )
+        + "\n[csv]\nprediction_id = \"id\"\n";
+    std::fs::write(dir.join("plan.toml"), text).unwrap();
+    let plan = Arc::new(Plan::from_file(&dir.join("plan.toml")).unwrap());
+    let reference = driftwatch_detector::reference_store::build_from_file(
+        &plan,
+        &dir.join("reference.csv"),
+        "test".into(),
+    )
+    .unwrap();
+    let perf = reference.performance.clone().expect("reference performance");
+    assert_eq!(perf.pairs, 5000);
+    let acc = &perf.learned[&PerfMetric::Accuracy];
+    assert_eq!(acc.windows, 10);
+    // By hand: accuracy of each reference window of 500, mean - 2/3 sd.
+    let per_window: Vec<f64> = (0..10)
+        .map(|w| {
+            cs[w * 500..(w + 1) * 500]
+                .iter()
+                .filter(|c| (c.score >= 0.5) == c.truth)
+                .count() as f64
+                / 500.0
+        })
+        .collect();
+    let mean = per_window.iter().sum::<f64>() / 10.0;
+    let sd = (per_window.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 10.0).sqrt();
+    assert!((acc.mean - mean).abs() < 1e-12 && (acc.std - sd).abs() < 1e-12);
+    assert!((acc.warning.unwrap() - (mean - 2.0 * sd)).abs() < 1e-12);
+    assert!((acc.critical.unwrap() - (mean - 3.0 * sd)).abs() < 1e-12);
+    let recall = &perf.learned[&PerfMetric::Recall];
+    assert!(recall.critical.unwrap() < recall.warning.unwrap());
+
+    let mut out = Vec::new();
+    replay(plan, None, &dir.join("events.csv"), &mut out).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let reports: Vec<PerformanceReport> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"performance\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let verdict = |k: i64| {
+        let r = reports.iter().rev().find(|r| r.window.index == k).unwrap();
+        let m = metric(r, PerfMetric::Accuracy);
+        assert_eq!(m.thresholds, driftwatch_detector::engine::ThresholdOrigin::Learned);
+        m.severity
+    };
+    // Windows 0-3 before the model got worse; 4-7 after (accuracy 0.96 -> 0.75).
+    assert!((0..4).all(|k| verdict(k) < Severity::Critical));
+    assert!((4..8).all(|k| verdict(k) == Severity::Critical));
+}

@@ -104,11 +104,74 @@ pub fn alerts_for(report: &WindowReport, min: Severity) -> Vec<Alert> {
 pub fn performance_alerts(report: &crate::perf::PerformanceReport, min: Severity) -> Vec<Alert> {
     let realized = report.metrics.iter().map(|m| (m, false));
     let estimated = report.estimated.iter().map(|m| (m, true));
+    let min = min.max(Severity::Warning);
     realized
         .chain(estimated)
-        .filter(|(m, _)| m.raise && m.severity >= min.max(Severity::Warning))
+        .filter(|(m, _)| m.raise && m.severity >= min)
         .filter_map(|(m, estimate)| performance_alert(report, m, estimate))
+        .chain(
+            report
+                .gaps
+                .iter()
+                .filter(|g| g.raise && g.severity >= min)
+                .filter_map(|g| gap_alert(report, g)),
+        )
         .collect()
+}
+
+fn gap_alert(report: &crate::perf::PerformanceReport, g: &crate::perf::GapResult) -> Option<Alert> {
+    let gap = g.gap?;
+    let (best, worst) = (g.best.as_ref()?, g.worst.as_ref()?);
+    let threshold = match g.severity {
+        Severity::Critical => g.critical?,
+        _ => g.warning?,
+    };
+    let stage = match report.stage {
+        crate::perf::Stage::Final => "final".to_owned(),
+        crate::perf::Stage::Provisional => format!(
+            "provisional: {:.0}% of its predictions have an outcome",
+            report.coverage * 100.0
+        ),
+    };
+    Some(Alert {
+        alert_id: format!(
+            "{}/{}/{}/performance/gap:{}:{}/{}/{}",
+            report.system_id,
+            report.reference_version,
+            report.window.index,
+            g.key,
+            g.metric,
+            report.stage.as_str(),
+            g.severity.as_str()
+        ),
+        system_id: report.system_id.clone(),
+        kind: driftwatch_schema::AlertKind::Performance,
+        severity: g.severity,
+        signal: format!("performance[{}]", g.key),
+        method: g.metric.as_str().to_owned(),
+        statistic: None,
+        p_value: None,
+        value: gap,
+        threshold,
+        samples: report.window.outcomes,
+        window: report.window.clone(),
+        reference_version: report.reference_version.clone(),
+        plan_version: report.plan_version.clone(),
+        summary: format!(
+            "{} performance of {} in window {}: {} differs by {} > {} between groups of {} ({} {} best, {} {} worst) ({stage})",
+            g.severity.as_str(),
+            report.system_id,
+            report.window.index,
+            g.metric.title(),
+            short(gap),
+            short(threshold),
+            g.key,
+            best.0,
+            short(best.1),
+            worst.0,
+            short(worst.1),
+        ),
+    })
 }
 
 fn performance_alert(

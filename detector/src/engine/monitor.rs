@@ -273,7 +273,7 @@ impl Monitor {
                 let mut row = Vec::with_capacity(self.signals.len());
                 decode(&self.signals, p, &mut row);
                 let id = id_hash(p.prediction_id.as_bytes());
-                self.row(p.timestamp, &row, None, id, &mut step);
+                self.row(p.timestamp, &row, (None, id, Some(&p.segment)), &mut step);
             }
             Input::Event(Event::Outcome(o)) => self.outcome_event(o, &mut step),
             Input::Row {
@@ -281,7 +281,7 @@ impl Monitor {
                 values,
                 outcome,
                 id,
-            } => self.row(timestamp, values, outcome, id, &mut step),
+            } => self.row(timestamp, values, (outcome, id, None), &mut step),
             Input::Batch { batch, from } => self.batch(batch, from, &mut step),
         }
         if self.held.len() >= self.together {
@@ -343,13 +343,12 @@ impl Monitor {
     }
 
     /// One decoded prediction; `outcome`: the outcome it carries, counted in the windows
-    /// it falls in; `id`: its prediction id's hash.
+    /// it falls in; `id`: its prediction id's hash; `tags`: its `segment` map (events).
     fn row(
         &mut self,
         timestamp: DateTime<Utc>,
         row: &[Observed<'_>],
-        outcome: Option<&str>,
-        id: u64,
+        (outcome, id, tags): (Option<&str>, u64, Option<&std::collections::BTreeMap<String, String>>),
         step: &mut Step,
     ) {
         if let Some(s) = self.skew.check(timestamp.timestamp_millis()) {
@@ -402,7 +401,8 @@ impl Monitor {
                     },
                     None => (None, id),
                 };
-                t.prediction(ks, pos, ts, id, pred, actual, &mut step.performance);
+                let cell = t.segments.cell_of(row, tags);
+                t.prediction(ks, (pos, ts, id, cell), pred, actual, &mut step.performance);
             }
             for (k, _) in &closed {
                 t.closed(*k, &mut step.performance);
@@ -425,7 +425,7 @@ impl Monitor {
         while i < batch.len() && !self.takes_columns() {
             batch.row(i, &mut row);
             let id = batch.ids.get(i).copied().unwrap_or(NO_ID);
-            self.row(batch.timestamp(i), &row, batch.outcome(i), id, step);
+            self.row(batch.timestamp(i), &row, (batch.outcome(i), id, None), step);
             i += 1;
         }
         if i == batch.len() {

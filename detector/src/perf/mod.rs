@@ -16,10 +16,13 @@ pub mod join;
 pub mod metrics;
 pub mod reference;
 pub mod report;
+pub mod segments;
 mod snapshot;
 pub mod tracker;
 
 pub use join::{PendingJoin, PENDING_BYTES};
 pub use metrics::{Actual, PerfAcc, Predicted};
-pub use report::{JoinCounts, MetricResult, MetricStatus, PerformanceReport, Stage};
+pub use report::{
+    GapResult, JoinCounts, MetricResult, MetricStatus, PerformanceReport, SegmentResult, Stage,
+};
 pub use tracker::Tracker;

@@ -1,6 +1,8 @@
 //! What the performance of one window produces: a [`PerformanceReport`], one
 //! [`MetricResult`] per metric of the plan.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use driftwatch_schema::WindowInfo;
@@ -61,7 +63,7 @@ pub struct MetricResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub declared: Option<f64>,
     /// Worse than the declared level (a final window, or an estimate).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub below_declared: bool,
     /// The CBPE estimate of the same metric for this window, when there is one: the
     /// realized value minus it is how far the estimate was off.
@@ -71,6 +73,56 @@ pub struct MetricResult {
     pub severity: Severity,
     /// This report is the first of its window and stage to reach this severity: an
     /// alert is raised (once per window, stage and severity).
+    #[serde(skip)]
+    pub raise: bool,
+}
+
+/// One group of people (a value of a segment key) in one window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SegmentResult {
+    /// The segment key (`features.region`, `segment.channel`).
+    pub key: String,
+    /// Its value (`other` pools the values past the plan's cap).
+    pub value: String,
+    /// Evaluated; insufficient below the plan's `min_cell` outcomes (no number is shown:
+    /// small cells identify people); awaiting outcomes below `min_coverage`.
+    pub status: MetricStatus,
+    /// The group's predictions and outcomes, once it has `min_cell` outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<u64>,
+    /// See `predictions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<u64>,
+    /// The group's metrics, once it has `min_cell` outcomes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<PerfMetric, f64>,
+}
+
+/// The gap between the best and the worst group of one key, for one metric.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GapResult {
+    /// The segment key.
+    pub key: String,
+    /// The metric.
+    pub metric: PerfMetric,
+    /// Evaluated, or insufficient with fewer than two groups of `min_cell` outcomes.
+    pub status: MetricStatus,
+    /// The best group and its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<(String, f64)>,
+    /// The worst group and its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst: Option<(String, f64)>,
+    /// How far apart they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<f64>,
+    /// Warning level.
+    pub warning: Option<f64>,
+    /// Critical level.
+    pub critical: Option<f64>,
+    /// Ok, warning or critical.
+    pub severity: Severity,
+    /// First report of its window and stage at this severity: an alert is raised.
     #[serde(skip)]
     pub raise: bool,
 }
@@ -122,6 +174,12 @@ pub struct PerformanceReport {
     /// when it closed: available before any outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub estimated: Vec<MetricResult>,
+    /// Per group of people (plans with `segments`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentResult>,
+    /// Best-to-worst gaps per segment key and metric (the plan's `gap` levels).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<GapResult>,
     /// Whether CBPE calibrated the scores on the reference (isotonic), or took them as
     /// probabilities; absent without CBPE.
     #[serde(default, skip_serializing_if = "Option::is_none")]

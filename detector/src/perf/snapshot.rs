@@ -13,6 +13,7 @@ use super::cbpe::CbpeAcc;
 use super::join::{Pending, PendingJoin};
 use super::metrics::PerfAcc;
 use super::report::{JoinCounts, Stage};
+use super::segments::GroupAcc;
 use super::tracker::{PerfWindow, Tracker};
 use crate::codec::{CodecError, Reader, Writer};
 use crate::plan::{PerfMetric, Severity, ALL_PERF_METRICS};
@@ -67,6 +68,20 @@ impl Tracker {
         for n in names {
             w.str(n);
         }
+        w.len(self.segments.values.len());
+        for values in &self.segments.values {
+            w.len(values.len());
+            for v in values {
+                w.str(v);
+            }
+        }
+        w.len(self.segments.cells.len());
+        for cell in &self.segments.cells {
+            w.len(cell.len());
+            for &v in cell {
+                w.u64(u64::from(v));
+            }
+        }
         w.len(self.join.len());
         for e in self.join.iter() {
             w.u64(e.key);
@@ -107,6 +122,20 @@ impl Tracker {
                     }
                 }
             }
+            w.len(win.groups.len());
+            for (&(k, v), g) in &win.groups {
+                w.u64(u64::from(k));
+                w.u64(u64::from(v));
+                w.u64(g.predictions);
+                g.acc.write(w);
+            }
+            w.len(win.raised_gap.len());
+            for &(k, m, stage, sev) in &win.raised_gap {
+                w.u64(u64::from(k));
+                w.u8(metric_id(m));
+                w.u8(u8::from(stage == Stage::Final));
+                w.u8(sev as u8);
+            }
         }
     }
 
@@ -127,6 +156,19 @@ impl Tracker {
             pending: 0,
         };
         let names = (0..r.len(8)?).map(|_| r.str()).collect::<Result<Vec<_>, _>>()?;
+        let values = (0..r.len(8)?)
+            .map(|_| (0..r.len(8)?).map(|_| r.str()).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let cells = (0..r.len(8)?)
+            .map(|_| {
+                (0..r.len(8)?)
+                    .map(|_| r.u64().map(|v| v as u16))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if values.len() != self.segments.keys.len() {
+            return Err(CodecError("a plan with other segment keys".into()));
+        }
         let mut join = PendingJoin::new(self.join.capacity());
         for _ in 0..r.len(40)? {
             let (key, pred, out, pos, packed) = (r.u64()?, r.f64()?, r.f64()?, r.i64()?, r.u64()?);
@@ -171,11 +213,24 @@ impl Tracker {
                     .collect::<Result<Vec<_>, CodecError>>()?;
                 win.estimates = Some(e);
             }
+            for _ in 0..r.len(24)? {
+                let key = (r.u64()? as u16, r.u64()? as u16);
+                let predictions = r.u64()?;
+                let acc = PerfAcc::read(r)?;
+                win.groups.insert(key, GroupAcc { predictions, acc });
+            }
+            for _ in 0..r.len(11)? {
+                let k = r.u64()? as u16;
+                let m = metric_of(r.u8()?)?;
+                let stage = if r.u8()? == 1 { Stage::Final } else { Stage::Provisional };
+                win.raised_gap.push((k, m, stage, severity_of(r.u8()?)?));
+            }
             windows.insert(k, win);
         }
         self.now_ms = now_ms;
         self.counts = counts;
         self.classes.restore(names);
+        self.segments.restore(values, cells);
         self.join = join;
         self.windows = windows;
         Ok(())

@@ -21,6 +21,8 @@ use super::metrics::{Actual, PerfAcc, Predicted};
 use super::report::{JoinCounts, MetricResult, MetricStatus, PerformanceReport, Stage};
 use super::calibration::Isotonic;
 use super::cbpe::CbpeAcc;
+use super::report::{GapResult, SegmentResult};
+use super::segments::{GroupAcc, Segments};
 use crate::engine::{LearnedLevels, Observed, ReferenceProfile, ThresholdOrigin};
 use crate::input::batch::NO_ID;
 use crate::plan::{
@@ -96,6 +98,10 @@ pub(crate) struct PerfWindow {
     pub(crate) estimates: Option<Vec<(PerfMetric, Option<f64>)>>,
     /// Severity already raised per estimated metric.
     pub(crate) raised_estimate: Vec<(PerfMetric, Severity)>,
+    /// Per (segment key, value): the group's predictions and pairs.
+    pub(crate) groups: BTreeMap<(u16, u16), GroupAcc>,
+    /// Severity already raised per gap (key, metric) and stage.
+    pub(crate) raised_gap: Vec<(u16, PerfMetric, Stage, Severity)>,
 }
 
 /// The performance state of one system.
@@ -122,6 +128,8 @@ pub struct Tracker {
     cbpe: bool,
     /// The reference's score calibration (`None`: scores taken as probabilities).
     pub(crate) calibration: Option<Isotonic>,
+    /// The segment keys and the cells seen.
+    pub(crate) segments: Segments,
 }
 
 fn at(ms: i64) -> DateTime<Utc> {
@@ -153,6 +161,7 @@ impl Tracker {
                 && spec.estimate
                 && signals.iter().any(|s| s.source == Source::Score),
             calibration: None,
+            segments: Segments::new(&spec, signals),
             spec,
         })
     }
@@ -178,6 +187,7 @@ impl Tracker {
             learned: self.learned.clone(),
             cbpe: self.cbpe,
             calibration: self.calibration.clone(),
+            segments: self.segments.fresh(),
         }
     }
 
@@ -229,9 +239,7 @@ impl Tracker {
     pub(crate) fn prediction(
         &mut self,
         ks: std::ops::RangeInclusive<i64>,
-        pos: i64,
-        ts_ms: i64,
-        key: u64,
+        (pos, ts_ms, key, cell): (i64, i64, u64, u16),
         pred: Option<Predicted>,
         outcome: Option<Actual>,
         out: &mut Vec<PerformanceReport>,
@@ -249,6 +257,13 @@ impl Tracker {
             w.dirty = true;
             if let (Some(p), Some(a)) = (pred, outcome) {
                 w.acc.apply(p, a, 1);
+            }
+            for g in self.segments.groups(cell) {
+                let group = w.groups.entry(g).or_default();
+                group.predictions += 1;
+                if let (Some(p), Some(a)) = (pred, outcome) {
+                    group.acc.apply(p, a, 1);
+                }
             }
             if let (true, Some(Predicted::Class { label, score: Some(s) })) = (self.cbpe, pred) {
                 let p = self.calibration.as_ref().map_or(s, |c| c.predict(s));
@@ -270,7 +285,7 @@ impl Tracker {
                     pos,
                     ts_s: (ts_ms.div_euclid(1000)).clamp(0, u32::MAX as i64) as u32,
                     label,
-                    cell: 0,
+                    cell,
                 };
                 if let Some(e) = self.join.insert(entry) {
                     if !e.has_outcome() {
@@ -338,6 +353,13 @@ impl Tracker {
                 w.acc.apply(pred, decode(old), -1);
             }
             w.acc.apply(pred, actual, 1);
+            for g in self.segments.groups(e.cell) {
+                let group = w.groups.entry(g).or_default();
+                if let Some(old) = replaced {
+                    group.acc.apply(pred, decode(old), -1);
+                }
+                group.acc.apply(pred, actual, 1);
+            }
             w.dirty = true;
             if w.closed {
                 let coverage = w.acc.n as f64 / w.predictions.max(1) as f64;
@@ -455,6 +477,8 @@ impl Tracker {
         let task = self.spec.task;
         let min_coverage = self.spec.min_coverage;
         let declared = &self.spec.declared;
+        let segments = &self.segments;
+        let metric_list = &self.metrics;
         let Some(w) = self.windows.get_mut(&k) else {
             unreachable!("reported windows are tracked");
         };
@@ -559,6 +583,21 @@ impl Tracker {
                 }
             })
             .collect();
+        let (segments_out, gaps) = group_results(
+            segments,
+            &self.spec,
+            metric_list,
+            w,
+            judged,
+            stage,
+        );
+        for g in &gaps {
+            if g.raise {
+                let ki = segments.keys.iter().position(|k| *k == g.key).unwrap_or(0) as u16;
+                w.raised_gap.push((ki, g.metric, stage, g.severity));
+            }
+            severity = severity.max(g.severity);
+        }
         w.reported_tenths = (coverage * 10.0).floor() as i32;
         w.dirty = false;
         let (start, end) = match self.windowing.kind {
@@ -588,10 +627,118 @@ impl Tracker {
             severity,
             metrics,
             estimated,
+            segments: segments_out,
+            gaps,
             calibrated: self.cbpe.then_some(self.calibration.is_some()),
             join: counts,
         }
     }
+}
+
+/// Each group's results and each key's best-to-worst gaps, in a window.
+fn group_results(
+    segments: &Segments,
+    spec: &PerformanceSpec,
+    metrics: &[PerfMetric],
+    w: &PerfWindow,
+    judged: bool,
+    stage: Stage,
+) -> (Vec<SegmentResult>, Vec<GapResult>) {
+    let mut out = Vec::new();
+    for (&(k, v), g) in &w.groups {
+        let enough = g.acc.n >= spec.min_cell;
+        let status = if !enough {
+            MetricStatus::Insufficient
+        } else if !judged {
+            MetricStatus::AwaitingOutcomes
+        } else {
+            MetricStatus::Evaluated
+        };
+        out.push(SegmentResult {
+            key: segments.keys[usize::from(k)].clone(),
+            value: segments.value_name(k, v).to_owned(),
+            status,
+            predictions: enough.then_some(g.predictions),
+            outcomes: enough.then_some(g.acc.n),
+            metrics: if enough {
+                metrics
+                    .iter()
+                    .filter_map(|&m| g.acc.metric(m, spec.task).map(|x| (m, x)))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
+        });
+    }
+    let mut gaps = Vec::new();
+    for (ki, key) in segments.keys.iter().enumerate() {
+        for (&m, t) in &spec.gap {
+            let mut cells: Vec<(&str, f64)> = w
+                .groups
+                .iter()
+                .filter(|((k, _), g)| usize::from(*k) == ki && g.acc.n >= spec.min_cell)
+                .filter_map(|((k, v), g)| {
+                    g.acc
+                        .metric(m, spec.task)
+                        .map(|x| (segments.value_name(*k, *v), x))
+                })
+                .collect();
+            // Best first.
+            cells.sort_by(|a, b| {
+                let o = b.1.total_cmp(&a.1);
+                if m.higher_is_better() {
+                    o
+                } else {
+                    o.reverse()
+                }
+            });
+            let (status, best, worst, gap, severity) = match (cells.first(), cells.last()) {
+                (Some(b), Some(l)) if cells.len() >= 2 => {
+                    let gap = (b.1 - l.1).abs();
+                    let sev = if !judged {
+                        Severity::Ok
+                    } else if t.critical.is_some_and(|c| gap > c) {
+                        Severity::Critical
+                    } else if t.warning.is_some_and(|c| gap > c) {
+                        Severity::Warning
+                    } else {
+                        Severity::Ok
+                    };
+                    let status = if judged {
+                        MetricStatus::Evaluated
+                    } else {
+                        MetricStatus::AwaitingOutcomes
+                    };
+                    (
+                        status,
+                        Some((b.0.to_owned(), b.1)),
+                        Some((l.0.to_owned(), l.1)),
+                        Some(gap),
+                        sev,
+                    )
+                }
+                _ => (MetricStatus::Insufficient, None, None, None, Severity::Ok),
+            };
+            let raise = severity > Severity::Ok
+                && !w
+                    .raised_gap
+                    .iter()
+                    .any(|&(rk, rm, rs, rv)| usize::from(rk) == ki && rm == m && rs == stage && rv >= severity);
+            gaps.push(GapResult {
+                key: key.clone(),
+                metric: m,
+                status,
+                best,
+                worst,
+                gap,
+                warning: t.warning,
+                critical: t.critical,
+                severity,
+                raise,
+            });
+        }
+    }
+    (out, gaps)
 }
 
 /// Whether `v` is worse than `level` for metric `m`.

@@ -261,6 +261,22 @@ pub struct PerformanceSpec {
     /// `alerts.min_severity`); estimates are at most warnings.
     #[serde(default)]
     pub min_severity: Option<super::Severity>,
+    /// Groups of people to compare: `features.NAME` (a categorical feature of the plan)
+    /// or `segment.NAME` (a tag of the event's `segment` map). Each value of each key is
+    /// a cell with its own metrics.
+    #[serde(default)]
+    pub segments: Vec<String>,
+    /// Outcomes a cell needs before its numbers are shown: smaller cells are reported as
+    /// insufficient, never as a number (small cells identify people).
+    #[serde(default = "hundred")]
+    pub min_cell: u64,
+    /// Values kept per segment key; the rest are pooled as `other`.
+    #[serde(default = "twenty")]
+    pub max_segment_values: usize,
+    /// Levels for the gap between the best and the worst cell of a key, per metric
+    /// (e.g. `gap.recall = { warning = 0.05, critical = 0.10 }`).
+    #[serde(default)]
+    pub gap: BTreeMap<PerfMetric, Thresholds>,
     /// The levels declared in the instructions for use: a final window worse than one is
     /// critical.
     #[serde(default)]
@@ -287,6 +303,12 @@ fn budget() -> u64 {
 }
 fn fifty() -> usize {
     50
+}
+fn hundred() -> u64 {
+    100
+}
+fn twenty() -> usize {
+    20
 }
 
 impl PerformanceSpec {

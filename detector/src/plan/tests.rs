@@ -165,3 +165,41 @@ fn min_samples_cannot_exceed_window() {
     let e = err(&GOOD.replace("size = 200", "size = 200\nmin_samples = 201"));
     assert!(e.contains("window.min_samples"), "{e}");
 }
+
+#[test]
+fn performance_table_errors_name_the_key() {
+    let with = |perf: &str| err(&format!("{GOOD}\n[performance]\n{perf}\n"));
+    let cases = [
+        ("task = \"regression\"", "performance.task", "add [prediction.value]"),
+        ("task = \"multiclass\"", "performance.task", "add [prediction.label]"),
+        ("task = \"binary\"\nmetrics = [\"mae\"]", "performance.metrics", "does not apply"),
+        ("task = \"binary\"\nmin_coverage = 0", "performance.min_coverage", "above 0"),
+        ("task = \"binary\"\ndeclared = { accuracy = 1.5 }", "performance.declared.accuracy", "not a valid level"),
+        ("task = \"binary\"\ndeclared = { mae = 3 }", "performance.declared.mae", "not among the metrics"),
+        (
+            "task = \"binary\"\nthresholds.recall = { warning = 0.7, critical = 0.8 }",
+            "performance.thresholds.recall",
+            "higher is better",
+        ),
+        ("task = \"binary\"\nsegments = [\"features.age\"]", "performance.segments", "numeric feature"),
+        ("task = \"binary\"\nsegments = [\"region\"]", "performance.segments", "features.NAME or segment.NAME"),
+        ("task = \"binary\"\ngap.recall = { warning = 0.1 }", "performance.gap.recall", "needs segments"),
+        ("task = \"binary\"\npositive_label = \"0\"", "performance.negative_label", "two different"),
+        ("task = \"binary\"\nhorizon = 5", "horizon", "unknown field"),
+        ("task = \"ranking\"", "task", "unknown variant"),
+    ];
+    for (perf, key, says) in cases {
+        let e = with(perf);
+        assert!(e.contains(key) && e.contains(says), "{perf}: {e}");
+    }
+    let good = parse(&format!(
+        "{GOOD}\n[performance]\ntask = \"binary\"\nsegments = [\"features.region\", \"segment.channel\"]\ngap.recall = {{ warning = 0.05 }}\ndeclared = {{ accuracy = 0.9 }}\n"
+    ))
+    .expect("valid");
+    let p = good.performance.expect("performance");
+    assert_eq!(p.horizon_s, 14 * 86_400);
+    assert_eq!(p.min_coverage, 0.5);
+    assert_eq!(p.min_cell, 100);
+    assert!(p.active_metrics(true).contains(&PerfMetric::RocAuc));
+    assert!(!p.active_metrics(false).contains(&PerfMetric::RocAuc));
+}

@@ -311,6 +311,74 @@ impl Plan {
                 }
             }
         }
+        if perf.segments.len() > 8 {
+            return err("segments", format!("{} keys; at most 8", perf.segments.len()));
+        }
+        for (i, key) in perf.segments.iter().enumerate() {
+            if let Some(f) = key.strip_prefix("features.") {
+                match self.features.get(f) {
+                    Some(spec) if spec.kind == FeatureType::Categorical => {}
+                    Some(_) => {
+                        return err(
+                            "segments",
+                            format!("\"{key}\" is a numeric feature; a segment key must be categorical"),
+                        )
+                    }
+                    None => {
+                        return err(
+                            "segments",
+                            format!("\"{key}\": no [features.{f}] in the plan"),
+                        )
+                    }
+                }
+            } else if let Some(t) = key.strip_prefix("segment.") {
+                if t.is_empty() || t.len() > driftwatch_schema::MAX_QUOTED_NAME {
+                    return err("segments", format!("\"{key}\": a tag name of 1 to 64 bytes"));
+                }
+            } else {
+                return err(
+                    "segments",
+                    format!("\"{key}\" must name features.NAME or segment.NAME"),
+                );
+            }
+            if perf.segments[..i].contains(key) {
+                return err("segments", format!("\"{key}\" is named twice"));
+            }
+        }
+        if perf.min_cell == 0 {
+            return err("min_cell", "must be at least 1".into());
+        }
+        if !(1..=1000).contains(&perf.max_segment_values) {
+            return err(
+                "max_segment_values",
+                format!("{} is outside 1..=1000", perf.max_segment_values),
+            );
+        }
+        for (m, t) in &perf.gap {
+            let key = format!("performance.gap.{m}");
+            if perf.segments.is_empty() {
+                return Err((key, "a gap needs segments to compare".into()));
+            }
+            if !active.contains(m) {
+                return Err((key, format!("\"{m}\" is not among the metrics")));
+            }
+            if t.learned || t.warning_k.is_some() || t.critical_k.is_some() {
+                return Err((key, "a gap takes constant warning/critical levels".into()));
+            }
+            if t.warning.is_none() && t.critical.is_none() {
+                return Err((key, "give warning and/or critical".into()));
+            }
+            for v in [t.warning, t.critical].into_iter().flatten() {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err((key, format!("{v} is not a valid gap")));
+                }
+            }
+            if let (Some(w), Some(c)) = (t.warning, t.critical) {
+                if c < w {
+                    return Err((key, format!("critical ({c}) must be no smaller than warning ({w})")));
+                }
+            }
+        }
         for (m, v) in &perf.declared {
             let key = format!("performance.declared.{m}");
             if !active.contains(m) {
