@@ -91,7 +91,10 @@ memory_budget_mib = 64
 fn engine(n: usize) -> (f64, f64) {
     let plan = Arc::new(Plan::from_toml(PLAN, "bench", std::path::PathBuf::new()).expect("plan"));
     let mut m = Monitor::new(plan, None);
-    let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+    let t0 = Utc
+        .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+        .single()
+        .expect("a valid date");
     let id = |i: usize| format!("req-{i}");
     let t = Instant::now();
     for i in 0..n {
@@ -124,7 +127,7 @@ fn engine(n: usize) -> (f64, f64) {
                 prediction_id: id(i),
                 timestamp: t0 + Duration::milliseconds(n as i64),
                 outcome: OutcomeValue {
-                    label: Some(if i % 3 == 0 { "0" } else { "1" }.into()),
+                    label: Some(if i.is_multiple_of(3) { "0" } else { "1" }.into()),
                     value: None,
                 },
             })
@@ -149,8 +152,14 @@ fn main() {
     let (predictions, outcomes) = engine((n / 10).max(20_000));
     println!("outcome join, {n} pending predictions ({PENDING_BYTES}-byte entries), one core");
     println!("{:<44} {:>14} {:>14}", "", "driftwatch", "target");
-    println!("{:<44} {:>14.1} {:>14}", "bytes per pending prediction (resident)", bytes, "<= 48");
-    println!("{:<44} {:>14.0} {:>14}", "joins per second (find + record)", joins, ">= 1,000,000");
+    println!(
+        "{:<44} {:>14.1} {:>14}",
+        "bytes per pending prediction (resident)", bytes, "<= 48"
+    );
+    println!(
+        "{:<44} {:>14.0} {:>14}",
+        "joins per second (find + record)", joins, ">= 1,000,000"
+    );
     println!("{:<44} {:>14.0} {:>14}", "inserts per second", inserts, "");
     println!(
         "{:<44} {:>14.0} {:>14}",

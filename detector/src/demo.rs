@@ -429,9 +429,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     }
     println!("  performance per window (accuracy; declared 0.70):");
     for k in 0..expected_windows as i64 {
-        let of = |stage| perf.iter().rev().find(|r| r.window.index == k && r.stage == stage);
+        let of = |stage| {
+            perf.iter()
+                .rev()
+                .find(|r| r.window.index == k && r.stage == stage)
+        };
         let estimated = of(crate::perf::Stage::Provisional)
-            .and_then(|r| r.estimated.iter().find(|m| m.metric == crate::plan::PerfMetric::Accuracy))
+            .and_then(|r| {
+                r.estimated
+                    .iter()
+                    .find(|m| m.metric == crate::plan::PerfMetric::Accuracy)
+            })
             .and_then(|m| m.value);
         let realized = of(crate::perf::Stage::Final)
             .or_else(|| of(crate::perf::Stage::Provisional))
@@ -537,7 +545,10 @@ async fn post_outcomes(
             reqwest::StatusCode::SERVICE_UNAVAILABLE => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
-            s => bail!("agent answered {s} to outcomes: {}", resp.text().await.unwrap_or_default()),
+            s => bail!(
+                "agent answered {s} to outcomes: {}",
+                resp.text().await.unwrap_or_default()
+            ),
         }
     }
     bail!("the agent kept refusing outcomes (503)")

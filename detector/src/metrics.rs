@@ -102,7 +102,9 @@ pub struct PerfMetrics {
     /// `driftwatch_performance_gap{system,segment_key,metric}`: best-to-worst gap
     /// between the groups of a segment key in the last judged report.
     pub gap: GaugeVec,
-    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, crate::perf::JoinCounts>>>,
+    seen: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, crate::perf::JoinCounts>>,
+    >,
 }
 
 impl PerfMetrics {
@@ -417,7 +419,9 @@ impl DetectorMetrics {
         let system = r.system_id.as_str();
         let stage = r.stage.as_str();
         let p = &self.perf;
-        p.coverage.with_label_values(&[system, stage]).set(r.coverage);
+        p.coverage
+            .with_label_values(&[system, stage])
+            .set(r.coverage);
         for m in &r.metrics {
             let metric = m.metric.as_str();
             if let Some(v) = m.value {

@@ -123,7 +123,9 @@ impl CreditModel {
         let age = (41.0 + drift.age_shift + 11.0 * self.rng.normal())
             .clamp(18.0, 95.0)
             .round();
-        let income = (10.4 + drift.income_shift + 0.5 * self.rng.normal()).exp().round();
+        let income = (10.4 + drift.income_shift + 0.5 * self.rng.normal())
+            .exp()
+            .round();
         let debt_ratio = (0.35 + 0.12 * self.rng.normal()).clamp(0.0, 1.5);
         let w = [
             0.4 - 0.3 * drift.region_shift,

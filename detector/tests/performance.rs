@@ -16,7 +16,9 @@ use driftwatch_schema::Event;
 use serde_json::{json, Value};
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).unwrap()
+    Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0)
+        .single()
+        .expect("a valid date")
 }
 
 /// A seeded generator (xorshift), so expected values are computed here, not by the
@@ -156,11 +158,10 @@ fn stream(cs: &[Case]) -> Vec<Value> {
 /// whose outcome arrives, computed from the cases.
 fn expected(cs: &[Case], k: usize) -> (usize, f64, Option<f64>) {
     let (mut n, mut right, mut tp, mut pos) = (0, 0, 0, 0);
-    for i in 200 + 100 * k..300 + 100 * k {
+    for (i, &c) in cs.iter().enumerate().skip(200 + 100 * k).take(100) {
         if i % 50 == 7 {
             continue;
         }
-        let c = cs[i];
         let predicted = c.score >= 0.5;
         n += 1;
         right += usize::from(predicted == c.truth);
@@ -179,7 +180,8 @@ fn run_monitor(events: &[Value]) -> (Vec<PerformanceReport>, Monitor) {
     let mut m = Monitor::new(plan(), None);
     let mut reports = Vec::new();
     for v in events {
-        let e = Event::from_wire(&serde_json::to_vec(v).unwrap()).expect("a valid event");
+        let e = Event::from_wire(&serde_json::to_vec(v).expect("valid test input"))
+            .expect("a valid event");
         reports.extend(m.observe(Input::Event(&e)).performance);
     }
     reports.extend(m.finish_performance());
@@ -226,19 +228,33 @@ fn late_outcomes_join_the_windows_of_their_predictions() {
             .filter(|r| r.stage == Stage::Provisional)
             .collect();
         assert!(!judged.is_empty(), "window {k}");
-        assert!(judged[0].coverage >= 0.5 && judged[0].coverage < 0.6, "window {k}");
-        let last = rs.last().unwrap();
+        assert!(
+            judged[0].coverage >= 0.5 && judged[0].coverage < 0.6,
+            "window {k}"
+        );
+        let last = rs.last().expect("valid test input");
         let (n, accuracy, recall) = expected(&cs, k as usize);
         assert_eq!(last.window.outcomes, n, "window {k}");
         assert!((last.coverage - n as f64 / 100.0).abs() < 1e-12);
         let acc = metric(last, PerfMetric::Accuracy);
-        assert!((acc.value.unwrap() - accuracy).abs() < 1e-12, "window {k}: {acc:?} vs {accuracy}");
-        assert_eq!(metric(last, PerfMetric::Recall).value.map(|v| (v * 1e12).round()), recall.map(|v| (v * 1e12).round()));
+        assert!(
+            (acc.value.expect("valid test input") - accuracy).abs() < 1e-12,
+            "window {k}: {acc:?} vs {accuracy}"
+        );
+        assert_eq!(
+            metric(last, PerfMetric::Recall)
+                .value
+                .map(|v| (v * 1e12).round()),
+            recall.map(|v| (v * 1e12).round())
+        );
         let finals = rs.iter().filter(|r| r.stage == Stage::Final).count();
         assert_eq!(finals, usize::from(k <= 12), "window {k}");
         assert_eq!(last.stage == Stage::Final, k <= 12, "window {k}");
     }
-    assert!(reports.iter().all(|r| r.severity == Severity::Ok), "the model is good throughout");
+    assert!(
+        reports.iter().all(|r| r.severity == Severity::Ok),
+        "the model is good throughout"
+    );
 }
 
 #[test]
@@ -263,9 +279,14 @@ fn a_final_window_below_the_declared_accuracy_is_critical_and_says_so() {
     assert!(!declared.is_empty(), "no declared-level alert: {alerts:#?}");
     for a in &declared {
         assert!(a.window.index >= 10, "{a:?}");
-        assert!(a.alert_id.ends_with("/performance/accuracy/final/critical"), "{}", a.alert_id);
         assert!(
-            a.summary.contains("below the accuracy declared in the instructions for use: 0."),
+            a.alert_id.ends_with("/performance/accuracy/final/critical"),
+            "{}",
+            a.alert_id
+        );
+        assert!(
+            a.summary
+                .contains("below the accuracy declared in the instructions for use: 0."),
             "{}",
             a.summary
         );
@@ -293,13 +314,13 @@ fn a_final_window_below_the_declared_accuracy_is_critical_and_says_so() {
 fn replay_of_csv_outcomes_equals_replay_of_outcome_events() {
     let cs = cases(1400, 700);
     let dir = std::env::temp_dir().join(format!("dw-perf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).expect("valid test input");
     let plan_path = dir.join("plan.toml");
     std::fs::write(
         &plan_path,
         format!("{PLAN}\n[csv]\nprediction_id = \"id\"\n"),
     )
-    .unwrap();
+    .expect("valid test input");
     // NDJSON: each outcome right after its prediction; CSV: in the row.
     let mut nd = String::new();
     let mut csv = String::from("id,timestamp,x,score,outcome\n");
@@ -320,17 +341,20 @@ fn replay_of_csv_outcomes_equals_replay_of_outcome_events() {
             if i >= 200 { label } else { "" }
         );
     }
-    std::fs::write(dir.join("events.ndjson"), nd).unwrap();
-    std::fs::write(dir.join("events.csv"), csv).unwrap();
-    let plan = Arc::new(Plan::from_file(&plan_path).unwrap());
+    std::fs::write(dir.join("events.ndjson"), nd).expect("valid test input");
+    std::fs::write(dir.join("events.csv"), csv).expect("valid test input");
+    let plan = Arc::new(Plan::from_file(&plan_path).expect("valid test input"));
     let last_per_window = |file: &str| {
         let mut out = Vec::new();
         let s = replay(plan.clone(), None, &dir.join(file), &mut out).expect("replay");
         let mut last: BTreeMap<i64, Value> = BTreeMap::new();
-        for line in String::from_utf8(out).unwrap().lines() {
-            let v: Value = serde_json::from_str(line).unwrap();
+        for line in String::from_utf8(out).expect("valid test input").lines() {
+            let v: Value = serde_json::from_str(line).expect("valid test input");
             if v["kind"] == "performance" {
-                last.insert(v["window"]["index"].as_i64().unwrap(), v["metrics"].clone());
+                last.insert(
+                    v["window"]["index"].as_i64().expect("valid test input"),
+                    v["metrics"].clone(),
+                );
             }
         }
         (s, last)
@@ -340,15 +364,24 @@ fn replay_of_csv_outcomes_equals_replay_of_outcome_events() {
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(nd.len(), 12, "twelve windows after the reference");
     assert_eq!(nd, csv, "the same metrics per window");
-    assert_eq!(s_nd.join.unwrap().joined, 1200);
-    assert_eq!(s_csv.join.unwrap().joined, 1200);
+    assert_eq!(s_nd.join.expect("valid test input").joined, 1200);
+    assert_eq!(s_csv.join.expect("valid test input").joined, 1200);
     // The model got worse at prediction 700: window 5 on.
     let acc = |m: &Value| {
-        m.as_array().unwrap().iter().find(|x| x["metric"] == "accuracy").unwrap()["value"]
+        m.as_array()
+            .expect("valid test input")
+            .iter()
+            .find(|x| x["metric"] == "accuracy")
+            .expect("valid test input")["value"]
             .as_f64()
-            .unwrap()
+            .expect("valid test input")
     };
-    assert!(acc(&nd[&0]) > 0.9 && acc(&nd[&11]) < 0.85, "{} {}", acc(&nd[&0]), acc(&nd[&11]));
+    assert!(
+        acc(&nd[&0]) > 0.9 && acc(&nd[&11]) < 0.85,
+        "{} {}",
+        acc(&nd[&0]),
+        acc(&nd[&11])
+    );
 }
 
 #[test]
@@ -356,7 +389,10 @@ fn a_monitor_restored_from_its_snapshot_reports_as_one_that_never_stopped() {
     let cs = cases(2600, 1300);
     let events: Vec<Event> = stream(&cs)
         .iter()
-        .map(|v| Event::from_wire(&serde_json::to_vec(v).unwrap()).unwrap())
+        .map(|v| {
+            Event::from_wire(&serde_json::to_vec(v).expect("valid test input"))
+                .expect("valid test input")
+        })
         .collect();
     // Uninterrupted, keeping the reference it froze.
     let mut m = Monitor::new(plan(), None);
@@ -382,14 +418,14 @@ fn a_monitor_restored_from_its_snapshot_reports_as_one_that_never_stopped() {
             sizes.push(bytes.len());
             let mut fresh = Monitor::new(plan(), Some(reference.clone()));
             fresh.restore(&version, &bytes).expect("restored");
-            let pending = |m: &Monitor| m.performance().unwrap().counts();
+            let pending = |m: &Monitor| m.performance().expect("valid test input").counts();
             assert_eq!(pending(&fresh), pending(&m), "counters survive");
             m = fresh;
         }
     }
     got.extend(m.finish_performance());
     assert!(sizes.len() >= 4, "{sizes:?}");
-    let json = |r: &[PerformanceReport]| serde_json::to_value(r).unwrap();
+    let json = |r: &[PerformanceReport]| serde_json::to_value(r).expect("valid test input");
     assert_eq!(json(&got), json(&want));
     // The alerts, too: nothing raised twice or lost across the restarts.
     let ids = |r: &[PerformanceReport]| {
@@ -405,10 +441,21 @@ fn a_monitor_restored_from_its_snapshot_reports_as_one_that_never_stopped() {
     let (version, mut bytes) = m.snapshot().expect("a snapshot");
     bytes.truncate(bytes.len() - 5);
     let mut other = Monitor::new(plan(), Some(reference));
-    let before = other.performance().unwrap().counts();
+    let before = other.performance().expect("valid test input").counts();
     assert!(other.restore(&version, &bytes).is_err());
-    assert_eq!(other.performance().unwrap().counts(), before);
-    assert_eq!(other.snapshot().map(|s| s.1.len()), Monitor::new(plan(), Some(other.reference().unwrap().clone())).snapshot().map(|s| s.1.len()));
+    assert_eq!(
+        other.performance().expect("valid test input").counts(),
+        before
+    );
+    assert_eq!(
+        other.snapshot().map(|s| s.1.len()),
+        Monitor::new(
+            plan(),
+            Some(other.reference().expect("valid test input").clone())
+        )
+        .snapshot()
+        .map(|s| s.1.len())
+    );
 }
 
 const SEGMENT_PLAN: &str = r#"
@@ -455,7 +502,11 @@ fn segmented_stream(n: usize) -> Vec<Event> {
         let region = ["north", "south", "east", "west", "islands"][(rng.next() * 5.0) as usize];
         let truth = rng.next() < 0.5;
         let miss = if channel == "branch" { 0.35 } else { 0.05 };
-        let positive = if truth { rng.next() >= miss } else { rng.next() < 0.05 };
+        let positive = if truth {
+            rng.next() >= miss
+        } else {
+            rng.next() < 0.05
+        };
         let score = if positive { 0.75 } else { 0.25 };
         let at = t0() + Duration::seconds(i as i64);
         let mut p = prediction(i, &Case { score, truth });
@@ -463,17 +514,27 @@ fn segmented_stream(n: usize) -> Vec<Event> {
         p["features"]["region"] = json!(region);
         out.push(p);
         if i >= 200 {
-            out.push(outcome(i, &format!("p-{i}"), at, if truth { "1" } else { "0" }));
+            out.push(outcome(
+                i,
+                &format!("p-{i}"),
+                at,
+                if truth { "1" } else { "0" },
+            ));
         }
     }
     out.iter()
-        .map(|v| Event::from_wire(&serde_json::to_vec(v).unwrap()).unwrap())
+        .map(|v| {
+            Event::from_wire(&serde_json::to_vec(v).expect("valid test input"))
+                .expect("valid test input")
+        })
         .collect()
 }
 
 #[test]
 fn groups_of_people_get_their_own_numbers_small_ones_none_and_the_gap_is_a_check() {
-    let plan = Arc::new(Plan::from_toml(SEGMENT_PLAN, "plan.toml", PathBuf::new()).unwrap());
+    let plan = Arc::new(
+        Plan::from_toml(SEGMENT_PLAN, "plan.toml", PathBuf::new()).expect("valid test input"),
+    );
     let mut m = Monitor::new(plan, None);
     let mut reports = Vec::new();
     for e in segmented_stream(3200) {
@@ -481,7 +542,11 @@ fn groups_of_people_get_their_own_numbers_small_ones_none_and_the_gap_is_a_check
     }
     reports.extend(m.finish_performance());
     // The last report of window 0 (predictions 200..1199, every outcome in).
-    let r = reports.iter().rev().find(|r| r.window.index == 0).expect("window 0");
+    let r = reports
+        .iter()
+        .rev()
+        .find(|r| r.window.index == 0)
+        .expect("window 0");
     assert_eq!(r.window.outcomes, 1000);
     let cell = |key: &str, value: &str| {
         r.segments
@@ -498,7 +563,12 @@ fn groups_of_people_get_their_own_numbers_small_ones_none_and_the_gap_is_a_check
     assert_eq!(branch.status, MetricStatus::Evaluated);
     assert_eq!(branch.outcomes, Some(350));
     let recall = |c: &driftwatch_detector::perf::SegmentResult| c.metrics[&PerfMetric::Recall];
-    assert!(recall(branch) < 0.75 && recall(web) > 0.9, "{} {}", recall(branch), recall(web));
+    assert!(
+        recall(branch) < 0.75 && recall(web) > 0.9,
+        "{} {}",
+        recall(branch),
+        recall(web)
+    );
     // Region: three values kept, the rest pooled as "other" (islands and west).
     let regions: Vec<&str> = r
         .segments
@@ -508,8 +578,13 @@ fn groups_of_people_get_their_own_numbers_small_ones_none_and_the_gap_is_a_check
         .collect();
     assert_eq!(regions.len(), 4, "{regions:?}");
     assert!(regions.contains(&"other"));
-    let other = cell("features.region", "other").outcomes.unwrap();
-    assert!((300..500).contains(&other), "{other} of 1000 in two of five regions");
+    let other = cell("features.region", "other")
+        .outcomes
+        .expect("valid test input");
+    assert!(
+        (300..500).contains(&other),
+        "{other} of 1000 in two of five regions"
+    );
     // The recall gap between channels (about 0.3): critical, naming both ends.
     let gap = r
         .gaps
@@ -517,15 +592,25 @@ fn groups_of_people_get_their_own_numbers_small_ones_none_and_the_gap_is_a_check
         .find(|g| g.key == "segment.channel" && g.metric == PerfMetric::Recall)
         .expect("gap");
     assert_eq!(gap.severity, Severity::Critical, "{gap:?}");
-    assert_eq!(gap.worst.as_ref().unwrap().0, "branch");
+    assert_eq!(gap.worst.as_ref().expect("valid test input").0, "branch");
     let alerts: Vec<_> = reports
         .iter()
         .flat_map(|r| performance_alerts(r, Severity::Warning))
         .filter(|a| a.signal == "performance[segment.channel]")
         .collect();
     assert!(!alerts.is_empty());
-    assert!(alerts[0].summary.contains("between groups of segment.channel"), "{}", alerts[0].summary);
-    assert!(alerts[0].summary.contains("branch"), "{}", alerts[0].summary);
+    assert!(
+        alerts[0]
+            .summary
+            .contains("between groups of segment.channel"),
+        "{}",
+        alerts[0].summary
+    );
+    assert!(
+        alerts[0].summary.contains("branch"),
+        "{}",
+        alerts[0].summary
+    );
     // Regions do not differ beyond sampling noise (200 outcomes each): never critical.
     assert!(reports
         .iter()
@@ -536,7 +621,11 @@ fn groups_of_people_get_their_own_numbers_small_ones_none_and_the_gap_is_a_check
 
 #[test]
 fn segments_survive_a_snapshot() {
-    let plan = || Arc::new(Plan::from_toml(SEGMENT_PLAN, "plan.toml", PathBuf::new()).unwrap());
+    let plan = || {
+        Arc::new(
+            Plan::from_toml(SEGMENT_PLAN, "plan.toml", PathBuf::new()).expect("valid test input"),
+        )
+    };
     let events = segmented_stream(2600);
     let mut m = Monitor::new(plan(), None);
     let mut want = Vec::new();
@@ -559,32 +648,47 @@ fn segments_survive_a_snapshot() {
         }
     }
     got.extend(m.finish_performance());
-    assert_eq!(serde_json::to_value(&got).unwrap(), serde_json::to_value(&want).unwrap());
+    assert_eq!(
+        serde_json::to_value(&got).expect("valid test input"),
+        serde_json::to_value(&want).expect("valid test input")
+    );
 }
 
 #[test]
 fn at_the_memory_budget_the_oldest_prediction_is_evicted_and_counted() {
-    let text = PLAN.replace("horizon_s = 1000", "horizon_s = 1000000\nmemory_budget_mib = 1");
-    let plan = Arc::new(Plan::from_toml(&text, "plan.toml", PathBuf::new()).unwrap());
-    let cap = plan.performance.as_ref().unwrap().max_pending();
+    let text = PLAN.replace(
+        "horizon_s = 1000",
+        "horizon_s = 1000000\nmemory_budget_mib = 1",
+    );
+    let plan =
+        Arc::new(Plan::from_toml(&text, "plan.toml", PathBuf::new()).expect("valid test input"));
+    let cap = plan
+        .performance
+        .as_ref()
+        .expect("valid test input")
+        .max_pending();
     assert_eq!(cap, (1 << 20) / 40);
     let cs = cases(cap + 5200, usize::MAX);
     let mut m = Monitor::new(plan, None);
     for (i, c) in cs.iter().enumerate() {
-        let e = Event::from_wire(&serde_json::to_vec(&prediction(i, c)).unwrap()).unwrap();
+        let e = Event::from_wire(&serde_json::to_vec(&prediction(i, c)).expect("valid test input"))
+            .expect("valid test input");
         m.observe(Input::Event(&e));
     }
-    let counts = m.performance().unwrap().counts();
+    let counts = m.performance().expect("valid test input").counts();
     // 200 reference predictions are not in the join; the next 5000 were evicted.
     assert_eq!(counts.pending as usize, cap);
     assert_eq!(counts.evicted, 5000);
     // The outcome of an evicted prediction is expired; of a kept one, joined.
     for (n, i) in [(1, 300), (2, 6000)] {
         let at = t0() + Duration::seconds(10_000_000);
-        let o = Event::from_wire(&serde_json::to_vec(&outcome(n, &format!("p-{i}"), at, "1")).unwrap()).unwrap();
+        let o = Event::from_wire(
+            &serde_json::to_vec(&outcome(n, &format!("p-{i}"), at, "1")).expect("valid test input"),
+        )
+        .expect("valid test input");
         m.observe(Input::Event(&o));
     }
-    let counts = m.performance().unwrap().counts();
+    let counts = m.performance().expect("valid test input").counts();
     assert_eq!((counts.expired, counts.joined), (1, 1));
 }
 
@@ -593,14 +697,22 @@ fn levels_learned_from_reference_windows_with_outcomes() {
     // A reference file of 5000 predictions with outcomes; windows of 500.
     let cs = cases(5000 + 4000, 5000 + 2000);
     let dir = std::env::temp_dir().join(format!("dw-perf-learned-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).expect("valid test input");
     let row = |i: usize, c: &Case, outcome: bool| {
         format!(
             "p-{i},{},{},{},{}\n",
             (t0() + Duration::seconds(i as i64)).to_rfc3339(),
             c.score * 10.0,
             c.score,
-            if outcome { if c.truth { "1" } else { "0" } } else { "" }
+            if outcome {
+                if c.truth {
+                    "1"
+                } else {
+                    "0"
+                }
+            } else {
+                ""
+            }
         )
     };
     let header = "id,timestamp,x,score,outcome\n";
@@ -613,8 +725,8 @@ fn levels_learned_from_reference_windows_with_outcomes() {
             events += &row(i, c, true);
         }
     }
-    std::fs::write(dir.join("reference.csv"), reference).unwrap();
-    std::fs::write(dir.join("events.csv"), events).unwrap();
+    std::fs::write(dir.join("reference.csv"), reference).expect("valid test input");
+    std::fs::write(dir.join("events.csv"), events).expect("valid test input");
     let text = PLAN
         .replace("first_events = 200", "file = \"reference.csv\"")
         .replace("size = 100", "size = 500")
@@ -623,15 +735,18 @@ fn levels_learned_from_reference_windows_with_outcomes() {
             "thresholds.accuracy = { learned = true }\nthresholds.recall = { learned = true, warning_k = 1, critical_k = 2 }",
         )
         + "\n[csv]\nprediction_id = \"id\"\n";
-    std::fs::write(dir.join("plan.toml"), text).unwrap();
-    let plan = Arc::new(Plan::from_file(&dir.join("plan.toml")).unwrap());
+    std::fs::write(dir.join("plan.toml"), text).expect("valid test input");
+    let plan = Arc::new(Plan::from_file(&dir.join("plan.toml")).expect("valid test input"));
     let reference = driftwatch_detector::reference_store::build_from_file(
         &plan,
         &dir.join("reference.csv"),
         "test".into(),
     )
-    .unwrap();
-    let perf = reference.performance.clone().expect("reference performance");
+    .expect("valid test input");
+    let perf = reference
+        .performance
+        .clone()
+        .expect("reference performance");
     assert_eq!(perf.pairs, 5000);
     let acc = &perf.learned[&PerfMetric::Accuracy];
     assert_eq!(acc.windows, 10);
@@ -648,24 +763,31 @@ fn levels_learned_from_reference_windows_with_outcomes() {
     let mean = per_window.iter().sum::<f64>() / 10.0;
     let sd = (per_window.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 10.0).sqrt();
     assert!((acc.mean - mean).abs() < 1e-12 && (acc.std - sd).abs() < 1e-12);
-    assert!((acc.warning.unwrap() - (mean - 2.0 * sd)).abs() < 1e-12);
-    assert!((acc.critical.unwrap() - (mean - 3.0 * sd)).abs() < 1e-12);
+    assert!((acc.warning.expect("valid test input") - (mean - 2.0 * sd)).abs() < 1e-12);
+    assert!((acc.critical.expect("valid test input") - (mean - 3.0 * sd)).abs() < 1e-12);
     let recall = &perf.learned[&PerfMetric::Recall];
-    assert!(recall.critical.unwrap() < recall.warning.unwrap());
+    assert!(recall.critical.expect("valid test input") < recall.warning.expect("valid test input"));
 
     let mut out = Vec::new();
-    replay(plan, None, &dir.join("events.csv"), &mut out).unwrap();
+    replay(plan, None, &dir.join("events.csv"), &mut out).expect("valid test input");
     std::fs::remove_dir_all(&dir).ok();
     let reports: Vec<PerformanceReport> = String::from_utf8(out)
-        .unwrap()
+        .expect("valid test input")
         .lines()
         .filter(|l| l.contains("\"kind\":\"performance\""))
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str(l).expect("valid test input"))
         .collect();
     let verdict = |k: i64| {
-        let r = reports.iter().rev().find(|r| r.window.index == k).unwrap();
+        let r = reports
+            .iter()
+            .rev()
+            .find(|r| r.window.index == k)
+            .expect("valid test input");
         let m = metric(r, PerfMetric::Accuracy);
-        assert_eq!(m.thresholds, driftwatch_detector::engine::ThresholdOrigin::Learned);
+        assert_eq!(
+            m.thresholds,
+            driftwatch_detector::engine::ThresholdOrigin::Learned
+        );
         m.severity
     };
     // Windows 0-3 before the model got worse; 4-7 after (accuracy 0.96 -> 0.75).

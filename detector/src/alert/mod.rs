@@ -182,7 +182,11 @@ fn performance_alert(
     use crate::perf::Stage;
     use driftwatch_schema::AlertKind;
     let value = m.value?;
-    let cmp = if m.metric.higher_is_better() { "<" } else { ">" };
+    let cmp = if m.metric.higher_is_better() {
+        "<"
+    } else {
+        ">"
+    };
     let name = if estimate {
         format!("estimated {}", m.metric.title())
     } else {
@@ -194,7 +198,11 @@ fn performance_alert(
             d,
             format!(
                 "{name} {} the {} declared in the instructions for use: {} {cmp} {}",
-                if m.metric.higher_is_better() { "below" } else { "above" },
+                if m.metric.higher_is_better() {
+                    "below"
+                } else {
+                    "above"
+                },
                 m.metric.title(),
                 short(value),
                 short(d)

@@ -124,7 +124,11 @@ impl ReferenceBuilder {
             let mut row = Vec::with_capacity(self.signals.len());
             for i in 0..batch.len() {
                 batch.row(i, &mut row);
-                let id = batch.ids.get(i).copied().filter(|&h| h != crate::input::batch::NO_ID);
+                let id = batch
+                    .ids
+                    .get(i)
+                    .copied()
+                    .filter(|&h| h != crate::input::batch::NO_ID);
                 self.add_row_with(batch.timestamp(i), &row, batch.outcome(i), id);
             }
             return;
@@ -248,7 +252,11 @@ impl ReferenceBuilder {
         };
         profile.version = format!(
             "fnv1a64:{:016x}",
-            content_hash(&profile.signals, &profile.learned, profile.performance.as_ref())
+            content_hash(
+                &profile.signals,
+                &profile.learned,
+                profile.performance.as_ref()
+            )
         );
         profile
     }

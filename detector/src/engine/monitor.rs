@@ -348,7 +348,11 @@ impl Monitor {
         &mut self,
         timestamp: DateTime<Utc>,
         row: &[Observed<'_>],
-        (outcome, id, tags): (Option<&str>, u64, Option<&std::collections::BTreeMap<String, String>>),
+        (outcome, id, tags): (
+            Option<&str>,
+            u64,
+            Option<&std::collections::BTreeMap<String, String>>,
+        ),
         step: &mut Step,
     ) {
         if let Some(s) = self.skew.check(timestamp.timestamp_millis()) {

@@ -56,7 +56,11 @@ impl Monitor {
             return None;
         }
         let mut w = Writer::default();
-        w.u8(if self.perf.is_some() { VERSION_PERF } else { VERSION });
+        w.u8(if self.perf.is_some() {
+            VERSION_PERF
+        } else {
+            VERSION
+        });
         w.i64(windows.closed_before);
         w.i64(windows.seq);
         w.i64(windows.watermark);
@@ -113,9 +117,7 @@ impl Monitor {
             _ => return Err(CodecError("unknown snapshot version".into())),
         };
         if with_perf != self.perf.is_some() {
-            return Err(CodecError(
-                "a plan with another [performance] table".into(),
-            ));
+            return Err(CodecError("a plan with another [performance] table".into()));
         }
         let closed_before = r.i64()?;
         let seq = r.i64()?;

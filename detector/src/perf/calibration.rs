@@ -65,8 +65,13 @@ impl Isotonic {
         }
         // Keep the points where the value changes on either side (as scikit-learn).
         let n = xs.len();
-        let keep = |i: usize| i == 0 || i + 1 == n || fitted[i] != fitted[i - 1] || fitted[i] != fitted[i + 1];
-        let (x, y): (Vec<f64>, Vec<f64>) = (0..n).filter(|&i| keep(i)).map(|i| (xs[i], fitted[i])).unzip();
+        let keep = |i: usize| {
+            i == 0 || i + 1 == n || fitted[i] != fitted[i - 1] || fitted[i] != fitted[i + 1]
+        };
+        let (x, y): (Vec<f64>, Vec<f64>) = (0..n)
+            .filter(|&i| keep(i))
+            .map(|i| (xs[i], fitted[i]))
+            .unzip();
         Some(Isotonic { x, y })
     }
 
@@ -154,8 +159,14 @@ mod tests {
     #[test]
     fn isotonic_pools_violators_and_interpolates_between_blocks() {
         // Outcomes 0 1 0 1 1 at scores .1 .2 .3 .4 .5: .2 and .3 pool to 0.5.
-        let pairs = [(0.1, false), (0.2, true), (0.3, false), (0.4, true), (0.5, true)];
-        let iso = Isotonic::fit(&pairs).unwrap();
+        let pairs = [
+            (0.1, false),
+            (0.2, true),
+            (0.3, false),
+            (0.4, true),
+            (0.5, true),
+        ];
+        let iso = Isotonic::fit(&pairs).expect("pairs");
         assert_eq!(iso.predict(0.0), 0.0);
         assert_eq!(iso.predict(0.1), 0.0);
         assert_eq!(iso.predict(0.2), 0.5);
@@ -168,7 +179,7 @@ mod tests {
     #[test]
     fn equal_scores_are_one_point_at_their_mean() {
         let pairs = [(0.5, true), (0.5, false), (0.5, false), (0.9, true)];
-        let iso = Isotonic::fit(&pairs).unwrap();
+        let iso = Isotonic::fit(&pairs).expect("pairs");
         assert!((iso.predict(0.5) - 1.0 / 3.0).abs() < 1e-15);
         assert_eq!(iso.predict(0.9), 1.0);
     }

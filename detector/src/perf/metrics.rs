@@ -122,7 +122,14 @@ impl PerfAcc {
     #[allow(clippy::type_complexity)]
     pub(crate) fn parts(
         &self,
-    ) -> (usize, &[u64], &[(f64, bool)], (f64, f64), &[(u64, f64, u64)], &[f64; 5]) {
+    ) -> (
+        usize,
+        &[u64],
+        &[(f64, bool)],
+        (f64, f64),
+        &[(u64, f64, u64)],
+        &[f64; 5],
+    ) {
         (
             self.k,
             &self.confusion,
@@ -176,7 +183,12 @@ impl PerfAcc {
 
     /// Binary: (TP, FP, FN, TN), class 1 positive.
     pub fn binary_counts(&self) -> (u64, u64, u64, u64) {
-        (self.cell(1, 1), self.cell(0, 1), self.cell(1, 0), self.cell(0, 0))
+        (
+            self.cell(1, 1),
+            self.cell(0, 1),
+            self.cell(1, 0),
+            self.cell(0, 0),
+        )
     }
 
     /// Pairs that carry a score.

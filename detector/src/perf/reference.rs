@@ -77,7 +77,14 @@ impl PerfCollector {
 
     /// One reference prediction (the `index`-th, stamped `ts_ms`), with its outcome if
     /// it carries one; `id`: its prediction id's hash, for a later outcome event.
-    pub(crate) fn add(&mut self, index: usize, ts_ms: i64, row: &[Observed<'_>], outcome: Option<&str>, id: Option<u64>) {
+    pub(crate) fn add(
+        &mut self,
+        index: usize,
+        ts_ms: i64,
+        row: &[Observed<'_>],
+        outcome: Option<&str>,
+        id: Option<u64>,
+    ) {
         let pred = super::tracker::predicted_of(
             self.task,
             &mut self.classes,
@@ -85,7 +92,8 @@ impl PerfCollector {
             self.score_threshold,
             row,
         );
-        let actual = outcome.and_then(|o| super::tracker::actual_of_text(self.task, &mut self.classes, o));
+        let actual =
+            outcome.and_then(|o| super::tracker::actual_of_text(self.task, &mut self.classes, o));
         let pos = match self.windowing.kind {
             WindowKind::Count => index as i64,
             WindowKind::Time => ts_ms,
@@ -138,10 +146,20 @@ impl PerfCollector {
                 .filter_map(|(_, acc)| acc.metric(m, self.task))
                 .collect();
             let n = values.len();
-            let mean = if n > 0 { values.iter().sum::<f64>() / n as f64 } else { 0.0 };
+            let mean = if n > 0 {
+                values.iter().sum::<f64>() / n as f64
+            } else {
+                0.0
+            };
             let std = if n > 0 { stats::std_dev(&values) } else { 0.0 };
             let level = |k: f64| {
-                (n >= 2).then(|| if m.higher_is_better() { mean - k * std } else { mean + k * std })
+                (n >= 2).then(|| {
+                    if m.higher_is_better() {
+                        mean - k * std
+                    } else {
+                        mean + k * std
+                    }
+                })
             };
             learned.insert(
                 m,

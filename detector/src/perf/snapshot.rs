@@ -60,7 +60,9 @@ impl Tracker {
     pub(crate) fn write(&self, w: &mut Writer) {
         w.i64(self.now_ms);
         let c = self.counts;
-        for v in [c.joined, c.replaced, c.expired, c.orphaned, c.invalid, c.evicted] {
+        for v in [
+            c.joined, c.replaced, c.expired, c.orphaned, c.invalid, c.evicted,
+        ] {
             w.u64(v);
         }
         let names = self.classes.names();
@@ -155,9 +157,15 @@ impl Tracker {
             evicted: c[5],
             pending: 0,
         };
-        let names = (0..r.len(8)?).map(|_| r.str()).collect::<Result<Vec<_>, _>>()?;
+        let names = (0..r.len(8)?)
+            .map(|_| r.str())
+            .collect::<Result<Vec<_>, _>>()?;
         let values = (0..r.len(8)?)
-            .map(|_| (0..r.len(8)?).map(|_| r.str()).collect::<Result<Vec<_>, _>>())
+            .map(|_| {
+                (0..r.len(8)?)
+                    .map(|_| r.str())
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let cells = (0..r.len(8)?)
             .map(|_| {
@@ -198,7 +206,11 @@ impl Tracker {
             win.reported_tenths = r.i64()? as i32;
             for _ in 0..r.len(3)? {
                 let m = metric_of(r.u8()?)?;
-                let stage = if r.u8()? == 1 { Stage::Final } else { Stage::Provisional };
+                let stage = if r.u8()? == 1 {
+                    Stage::Final
+                } else {
+                    Stage::Provisional
+                };
                 win.raised.push((m, stage, severity_of(r.u8()?)?));
             }
             for _ in 0..r.len(2)? {
@@ -222,7 +234,11 @@ impl Tracker {
             for _ in 0..r.len(11)? {
                 let k = r.u64()? as u16;
                 let m = metric_of(r.u8()?)?;
-                let stage = if r.u8()? == 1 { Stage::Final } else { Stage::Provisional };
+                let stage = if r.u8()? == 1 {
+                    Stage::Final
+                } else {
+                    Stage::Provisional
+                };
                 win.raised_gap.push((k, m, stage, severity_of(r.u8()?)?));
             }
             windows.insert(k, win);

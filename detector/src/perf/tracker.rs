@@ -16,12 +16,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 use driftwatch_schema::{OutcomeValue, WindowInfo};
 
-use super::join::{Found, Pending, PendingJoin};
-use super::metrics::{Actual, PerfAcc, Predicted};
-use super::report::{JoinCounts, MetricResult, MetricStatus, PerformanceReport, Stage};
 use super::calibration::Isotonic;
 use super::cbpe::CbpeAcc;
+use super::join::{Found, Pending, PendingJoin};
+use super::metrics::{Actual, PerfAcc, Predicted};
 use super::report::{GapResult, SegmentResult};
+use super::report::{JoinCounts, MetricResult, MetricStatus, PerformanceReport, Stage};
 use super::segments::{GroupAcc, Segments};
 use crate::engine::{LearnedLevels, Observed, ReferenceProfile, ThresholdOrigin};
 use crate::input::batch::NO_ID;
@@ -265,7 +265,14 @@ impl Tracker {
                     group.acc.apply(p, a, 1);
                 }
             }
-            if let (true, Some(Predicted::Class { label, score: Some(s) })) = (self.cbpe, pred) {
+            if let (
+                true,
+                Some(Predicted::Class {
+                    label,
+                    score: Some(s),
+                }),
+            ) = (self.cbpe, pred)
+            {
                 let p = self.calibration.as_ref().map_or(s, |c| c.predict(s));
                 w.cbpe.add(label == 1, s, p);
             }
@@ -518,7 +525,11 @@ impl Tracker {
                     Some(_) if !judged => (MetricStatus::AwaitingOutcomes, Severity::Ok, false),
                     Some(v) => {
                         let below = stage == Stage::Final && d.is_some_and(|d| worse(m, v, d));
-                        let sev = if below { Severity::Critical } else { l.judge(m, v) };
+                        let sev = if below {
+                            Severity::Critical
+                        } else {
+                            l.judge(m, v)
+                        };
                         (MetricStatus::Evaluated, sev, below)
                     }
                 };
@@ -558,13 +569,20 @@ impl Tracker {
                     Some(_) if l.unlearned => (MetricStatus::Insufficient, Severity::Ok, false),
                     Some(v) => {
                         let below = d.is_some_and(|d| worse(m, v, d));
-                        let sev = if below { Severity::Warning } else { l.judge(m, v) };
+                        let sev = if below {
+                            Severity::Warning
+                        } else {
+                            l.judge(m, v)
+                        };
                         (MetricStatus::Evaluated, sev.min(Severity::Warning), below)
                     }
                 };
                 let raise = sev > Severity::Ok
                     && w.closed
-                    && !w.raised_estimate.iter().any(|&(rm, rv)| rm == m && rv >= sev);
+                    && !w
+                        .raised_estimate
+                        .iter()
+                        .any(|&(rm, rv)| rm == m && rv >= sev);
                 if raise {
                     w.raised_estimate.push((m, sev));
                 }
@@ -583,14 +601,8 @@ impl Tracker {
                 }
             })
             .collect();
-        let (segments_out, gaps) = group_results(
-            segments,
-            &self.spec,
-            metric_list,
-            w,
-            judged,
-            stage,
-        );
+        let (segments_out, gaps) =
+            group_results(segments, &self.spec, metric_list, w, judged, stage);
         for g in &gaps {
             if g.raise {
                 let ki = segments.keys.iter().position(|k| *k == g.key).unwrap_or(0) as u16;
@@ -720,10 +732,9 @@ fn group_results(
                 _ => (MetricStatus::Insufficient, None, None, None, Severity::Ok),
             };
             let raise = severity > Severity::Ok
-                && !w
-                    .raised_gap
-                    .iter()
-                    .any(|&(rk, rm, rs, rv)| usize::from(rk) == ki && rm == m && rs == stage && rv >= severity);
+                && !w.raised_gap.iter().any(|&(rk, rm, rs, rv)| {
+                    usize::from(rk) == ki && rm == m && rs == stage && rv >= severity
+                });
             gaps.push(GapResult {
                 key: key.clone(),
                 metric: m,

@@ -156,8 +156,8 @@ impl PerfMetric {
         use PerfMetric::*;
         match self {
             Accuracy => task != Task::Regression,
-            Precision | Recall | F1 | Specificity | RocAuc | AveragePrecision | LogLoss
-            | Brier | Ece => task == Task::Binary,
+            Precision | Recall | F1 | Specificity | RocAuc | AveragePrecision | LogLoss | Brier
+            | Ece => task == Task::Binary,
             PrecisionMacro | RecallMacro | F1Macro | PrecisionMicro | RecallMicro | F1Micro => {
                 task == Task::Multiclass
             }

@@ -170,21 +170,61 @@ fn min_samples_cannot_exceed_window() {
 fn performance_table_errors_name_the_key() {
     let with = |perf: &str| err(&format!("{GOOD}\n[performance]\n{perf}\n"));
     let cases = [
-        ("task = \"regression\"", "performance.task", "add [prediction.value]"),
-        ("task = \"multiclass\"", "performance.task", "add [prediction.label]"),
-        ("task = \"binary\"\nmetrics = [\"mae\"]", "performance.metrics", "does not apply"),
-        ("task = \"binary\"\nmin_coverage = 0", "performance.min_coverage", "above 0"),
-        ("task = \"binary\"\ndeclared = { accuracy = 1.5 }", "performance.declared.accuracy", "not a valid level"),
-        ("task = \"binary\"\ndeclared = { mae = 3 }", "performance.declared.mae", "not among the metrics"),
+        (
+            "task = \"regression\"",
+            "performance.task",
+            "add [prediction.value]",
+        ),
+        (
+            "task = \"multiclass\"",
+            "performance.task",
+            "add [prediction.label]",
+        ),
+        (
+            "task = \"binary\"\nmetrics = [\"mae\"]",
+            "performance.metrics",
+            "does not apply",
+        ),
+        (
+            "task = \"binary\"\nmin_coverage = 0",
+            "performance.min_coverage",
+            "above 0",
+        ),
+        (
+            "task = \"binary\"\ndeclared = { accuracy = 1.5 }",
+            "performance.declared.accuracy",
+            "not a valid level",
+        ),
+        (
+            "task = \"binary\"\ndeclared = { mae = 3 }",
+            "performance.declared.mae",
+            "not among the metrics",
+        ),
         (
             "task = \"binary\"\nthresholds.recall = { warning = 0.7, critical = 0.8 }",
             "performance.thresholds.recall",
             "higher is better",
         ),
-        ("task = \"binary\"\nsegments = [\"features.age\"]", "performance.segments", "numeric feature"),
-        ("task = \"binary\"\nsegments = [\"region\"]", "performance.segments", "features.NAME or segment.NAME"),
-        ("task = \"binary\"\ngap.recall = { warning = 0.1 }", "performance.gap.recall", "needs segments"),
-        ("task = \"binary\"\npositive_label = \"0\"", "performance.negative_label", "two different"),
+        (
+            "task = \"binary\"\nsegments = [\"features.age\"]",
+            "performance.segments",
+            "numeric feature",
+        ),
+        (
+            "task = \"binary\"\nsegments = [\"region\"]",
+            "performance.segments",
+            "features.NAME or segment.NAME",
+        ),
+        (
+            "task = \"binary\"\ngap.recall = { warning = 0.1 }",
+            "performance.gap.recall",
+            "needs segments",
+        ),
+        (
+            "task = \"binary\"\npositive_label = \"0\"",
+            "performance.negative_label",
+            "two different",
+        ),
         ("task = \"binary\"\nhorizon = 5", "horizon", "unknown field"),
         ("task = \"ranking\"", "task", "unknown variant"),
     ];

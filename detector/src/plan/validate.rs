@@ -292,7 +292,10 @@ impl Plan {
                 return Err((key, "warning_k/critical_k need learned = true".into()));
             }
             if t.warning.is_none() && t.critical.is_none() {
-                return Err((key, "give warning and/or critical, or learned = true".into()));
+                return Err((
+                    key,
+                    "give warning and/or critical, or learned = true".into(),
+                ));
             }
             for v in [t.warning, t.critical].into_iter().flatten() {
                 check_level(*m, v).map_err(|e| (key.clone(), e))?;
@@ -304,15 +307,26 @@ impl Plan {
                         key,
                         format!(
                             "critical ({c}) must be {} than warning ({w}): {} is better",
-                            if m.higher_is_better() { "no larger" } else { "no smaller" },
-                            if m.higher_is_better() { "higher" } else { "lower" }
+                            if m.higher_is_better() {
+                                "no larger"
+                            } else {
+                                "no smaller"
+                            },
+                            if m.higher_is_better() {
+                                "higher"
+                            } else {
+                                "lower"
+                            }
                         ),
                     ));
                 }
             }
         }
         if perf.segments.len() > 8 {
-            return err("segments", format!("{} keys; at most 8", perf.segments.len()));
+            return err(
+                "segments",
+                format!("{} keys; at most 8", perf.segments.len()),
+            );
         }
         for (i, key) in perf.segments.iter().enumerate() {
             if let Some(f) = key.strip_prefix("features.") {
@@ -321,7 +335,9 @@ impl Plan {
                     Some(_) => {
                         return err(
                             "segments",
-                            format!("\"{key}\" is a numeric feature; a segment key must be categorical"),
+                            format!(
+                                "\"{key}\" is a numeric feature; a segment key must be categorical"
+                            ),
                         )
                     }
                     None => {
@@ -333,7 +349,10 @@ impl Plan {
                 }
             } else if let Some(t) = key.strip_prefix("segment.") {
                 if t.is_empty() || t.len() > driftwatch_schema::MAX_QUOTED_NAME {
-                    return err("segments", format!("\"{key}\": a tag name of 1 to 64 bytes"));
+                    return err(
+                        "segments",
+                        format!("\"{key}\": a tag name of 1 to 64 bytes"),
+                    );
                 }
             } else {
                 return err(
@@ -375,7 +394,10 @@ impl Plan {
             }
             if let (Some(w), Some(c)) = (t.warning, t.critical) {
                 if c < w {
-                    return Err((key, format!("critical ({c}) must be no smaller than warning ({w})")));
+                    return Err((
+                        key,
+                        format!("critical ({c}) must be no smaller than warning ({w})"),
+                    ));
                 }
             }
         }
