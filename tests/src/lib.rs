@@ -5,6 +5,7 @@
 //! `tests/real_broker.rs` runs the binaries as processes against the broker named by
 //! `DRIFTWATCH_TEST_BROKERS` (started by `tests/real-broker.sh`).
 
+pub mod kafka;
 pub mod process;
 
 use std::net::SocketAddr;

@@ -18,13 +18,11 @@ use driftwatch_detector::engine::WindowReport;
 use driftwatch_detector::input;
 use driftwatch_detector::plan::Plan;
 use driftwatch_detector::service::{self, ServiceConfig};
+use driftwatch_e2e::kafka::{mock_cluster, produce, read_quiet};
 use driftwatch_e2e::{eventually, metric, WebhookReceiver};
 use driftwatch_schema::Event;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -63,54 +61,6 @@ fn events() -> Vec<Event> {
         .expect("b");
         out.push(e);
         out.push(b);
-    }
-    out
-}
-
-fn produce(brokers: &str, events: &[Event]) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer");
-    for e in events {
-        let payload = e.to_wire();
-        let mut record = BaseRecord::to("driftwatch.events")
-            .key(e.system_id())
-            .payload(&payload);
-        loop {
-            match p.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    p.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    p.flush(Duration::from_secs(30)).expect("flush");
-}
-
-/// Every payload of a one-partition topic, until `quiet` passes without one.
-fn read_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<serde_json::Value> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("reader-{topic}-{}", std::process::id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-        .expect("partition");
-    c.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < quiet {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            out.push(serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON"));
-            last = Instant::now();
-        }
     }
     out
 }
@@ -216,24 +166,6 @@ async fn start_every(brokers: &str, plan_file: &str, alerts: &str, checkpoint: D
     }
 }
 
-/// A one-node mock cluster with the four topics, one partition each; its brokers.
-fn cluster() -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    String,
-) {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    for t in [
-        "driftwatch.events",
-        "driftwatch.alerts",
-        "driftwatch.reports",
-        "driftwatch.state",
-    ] {
-        cluster.create_topic(t, 1, 1).expect("topic");
-    }
-    let brokers = cluster.bootstrap_servers();
-    (cluster, brokers)
-}
-
 /// Record `run`'s complete windows until it has evaluated one and then none for 2 s.
 async fn until_quiet(
     run: &mut Run,
@@ -286,8 +218,8 @@ async fn crash_and_restart(plan_file: &str, crashes: usize) {
     let want = replayed(plan_file, &events, &dir);
     assert!(want.len() >= 10, "{} windows", want.len());
 
-    let (_cluster, brokers) = cluster();
-    produce(&brokers, &events);
+    let (_cluster, brokers) = mock_cluster();
+    produce(&brokers, "driftwatch.events", &events);
 
     let mut seen = BTreeMap::new();
     let mut again = 0;
@@ -372,7 +304,7 @@ async fn crash_and_restart(plan_file: &str, crashes: usize) {
         })
         .map(|a| (a.alert_id, ()))
         .collect();
-    let on_kafka = read_all(&brokers, "driftwatch.alerts", Duration::from_secs(2));
+    let on_kafka = read_quiet(&brokers, "driftwatch.alerts", Duration::from_secs(2));
     let mut by_id: HashMap<String, serde_json::Value> = HashMap::new();
     for a in &on_kafka {
         let id = a["alert_id"].as_str().expect("alert_id").to_owned();
@@ -388,7 +320,7 @@ async fn crash_and_restart(plan_file: &str, crashes: usize) {
     assert_eq!(got_alerts, want_alerts, "{plan_file}: alert ids");
 
     // Every report is on the reports topic too.
-    let on_reports = read_all(&brokers, "driftwatch.reports", Duration::from_secs(1));
+    let on_reports = read_quiet(&brokers, "driftwatch.reports", Duration::from_secs(1));
     let complete: std::collections::BTreeSet<(String, i64)> = on_reports
         .iter()
         .filter(|r| r["window"]["complete"] == true)
@@ -452,7 +384,7 @@ async fn crash_and_restart(plan_file: &str, crashes: usize) {
             Event::from_wire(wire.as_bytes()).expect("event")
         })
         .collect();
-    produce(&brokers, &more);
+    produce(&brokers, "driftwatch.events", &more);
     let page = eventually(Duration::from_secs(30), || {
         let page = driftwatch_common::health::render(&run.registry);
         async move {
@@ -478,7 +410,7 @@ async fn crash_and_restart(plan_file: &str, crashes: usize) {
     );
     run.stop.cancel();
     run.handle.await.expect("join").expect("service ran");
-    let after = read_all(&brokers, "driftwatch.alerts", Duration::from_secs(1)).len();
+    let after = read_quiet(&brokers, "driftwatch.alerts", Duration::from_secs(1)).len();
     assert_eq!(after, alerts_before, "nothing re-sent");
     println!(
         "{plan_file}: {} windows, {crashes} crashes, {again} windows evaluated again with identical content, {} alerts ({} on Kafka with repeats)",
@@ -519,11 +451,11 @@ async fn takeover(plan_file: &str) {
     std::fs::create_dir_all(&dir).expect("dir");
     let events = events();
     let want = replayed(plan_file, &events, &dir);
-    let (_cluster, brokers) = cluster();
+    let (_cluster, brokers) = mock_cluster();
     // The first instance sees the first 40% of the stream (past the reference), the
     // second the rest: the kill lands with windows open.
     let (early, late) = events.split_at(events.len() * 2 / 5);
-    produce(&brokers, early);
+    produce(&brokers, "driftwatch.events", early);
     driftwatch_common::telemetry::init_tracing();
 
     let (hook, url) = WebhookReceiver::start().await.expect("webhook");
@@ -548,7 +480,7 @@ async fn takeover(plan_file: &str) {
         "{by_first} of {} windows before the kill",
         want.len()
     );
-    produce(&brokers, late);
+    produce(&brokers, "driftwatch.events", late);
     let deadline = Instant::now() + Duration::from_secs(60);
     let first_busy = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -655,9 +587,9 @@ async fn a_revoked_instance_checkpoints_before_it_lets_go() {
     std::fs::create_dir_all(&dir).expect("dir");
     let events = events();
     let want = replayed(plan_file, &events, &dir);
-    let (_cluster, brokers) = cluster();
+    let (_cluster, brokers) = mock_cluster();
     let (early, late) = events.split_at(events.len() * 2 / 5);
-    produce(&brokers, early);
+    produce(&brokers, "driftwatch.events", early);
     driftwatch_common::telemetry::init_tracing();
     let minute = Duration::from_secs(60);
     let mut seen = BTreeMap::new();
@@ -682,7 +614,7 @@ async fn a_revoked_instance_checkpoints_before_it_lets_go() {
         "the first instance was revoked"
     );
     assert!(joined.is_some(), "the second instance joined");
-    produce(&brokers, late);
+    produce(&brokers, "driftwatch.events", late);
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < want.len() && Instant::now() < deadline {
         tokio::select! {

@@ -17,12 +17,11 @@ use driftwatch_detector::input;
 use driftwatch_detector::plan::Plan;
 use driftwatch_detector::service::{self, ServiceConfig};
 use driftwatch_detector::synth::{demo_plan_toml, CreditModel, Drift};
+use driftwatch_e2e::kafka::{mock_cluster, produce};
 use driftwatch_e2e::{eventually, metric};
 use driftwatch_schema::Event;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -36,29 +35,6 @@ fn temp(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("temp dir");
     d
-}
-
-/// Produce payloads to `topic` with key = system id, in order, and wait for them.
-fn produce(brokers: &str, topic: &str, events: &[Event]) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer");
-    for e in events {
-        let payload = e.to_wire();
-        let mut record = BaseRecord::to(topic).key(e.system_id()).payload(&payload);
-        loop {
-            match p.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    p.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    p.flush(Duration::from_secs(30)).expect("flush");
 }
 
 /// Every payload of `topic` (one partition), read until `want` arrived or 30 s passed.
@@ -86,25 +62,6 @@ fn kafka_options(brokers: &str) -> KafkaOptions {
         group_id: "dw-service-test".into(),
         ..KafkaOptions::new(brokers)
     }
-}
-
-fn cluster() -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    String,
-) {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster
-        .create_topic("driftwatch.events", 1, 1)
-        .expect("topic");
-    for t in [
-        "driftwatch.alerts",
-        "driftwatch.reports",
-        "driftwatch.state",
-    ] {
-        cluster.create_topic(t, 1, 1).expect("topic");
-    }
-    let brokers = cluster.bootstrap_servers();
-    (cluster, brokers)
 }
 
 /// The golden corpus's wire events with a retry in it: every 25th prediction sent again
@@ -174,7 +131,7 @@ async fn both_drivers_one_answer(plan_file: &str) {
     assert!(!want_alerts.is_empty());
 
     // The Kafka driver.
-    let (_cluster, brokers) = cluster();
+    let (_cluster, brokers) = mock_cluster();
     produce(&brokers, "driftwatch.events", &events);
     let (tx, mut rx) = mpsc::unbounded_channel::<WindowReport>();
     let mut config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
@@ -298,7 +255,7 @@ async fn a_hanging_webhook_delays_nothing_and_still_gets_every_alert() {
         .with_state(hook.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let (_cluster, brokers) = cluster();
+    let (_cluster, brokers) = mock_cluster();
     let mut model = CreditModel::new("credit-hang", 9);
     let events: Vec<Event> = (0..6000)
         .map(|i| {
@@ -421,7 +378,7 @@ async fn ready_waits_for_the_references() {
     )
     .expect("plan");
     let plan = Arc::new(Plan::from_file(&dir.join("plan.toml")).expect("plan"));
-    let (_cluster, brokers) = cluster();
+    let (_cluster, brokers) = mock_cluster();
     let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
     let stop = CancellationToken::new();
     let s = stop.clone();
@@ -537,7 +494,7 @@ async fn run_with_webhook(
     settle: Duration,
 ) -> (usize, String) {
     let dir = temp(name);
-    let (_cluster, brokers) = cluster();
+    let (_cluster, brokers) = mock_cluster();
     let system = format!("credit-{name}");
     let mut model = CreditModel::new(&system, 11);
     let events: Vec<Event> = (0..6000)
@@ -693,7 +650,7 @@ async fn alerts_for_a_webhook_down_across_a_restart_arrive_after_it() {
     let dir = temp("outbox");
     let (hook, url) = SwitchedHook::start().await;
 
-    let (_cluster, brokers) = cluster();
+    let (_cluster, brokers) = mock_cluster();
     let plan = drifting_with_webhook(&brokers, "credit-outbox", 5, &url);
     let run = |plan: Arc<Plan>| {
         let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
@@ -791,7 +748,7 @@ async fn a_webhook_down_for_five_minutes_gets_every_alert_afterwards() {
     let (hook, url) = SwitchedHook::start().await;
     let down_since = Instant::now();
 
-    let (_cluster, brokers) = cluster();
+    let (_cluster, brokers) = mock_cluster();
     let plan = drifting_with_webhook(&brokers, "credit-down", 8, &url);
     let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
     let registry = config.registry.clone();
