@@ -123,6 +123,12 @@ fn metrics_match_scikit_learn_and_survive_corrections() {
             once.apply(p, a, 1);
         }
         check(case, &once, task, "once", &mut failures);
+        // All at once (one sort for ROC AUC and average precision) equals one by one.
+        let all: Vec<PerfMetric> = driftwatch_detector::plan::ALL_PERF_METRICS.to_vec();
+        let together = once.metrics(&all, task);
+        for (m, v) in all.iter().zip(together) {
+            assert_eq!(v, once.metric(*m, task), "{m} together and alone");
+        }
         let mut corrected = PerfAcc::default();
         for (i, &(p, a)) in pairs.iter().enumerate() {
             if i % 5 == 0 {

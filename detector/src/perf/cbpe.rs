@@ -95,7 +95,8 @@ impl CbpeAcc {
             return None;
         }
         let mut sorted = self.scores.clone();
-        sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+        // Equal raw scores have equal probabilities: their order does not matter.
+        sorted.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
         let tp_all: f64 = sorted.iter().map(|s| s.1).sum();
         let fp_all = sorted.len() as f64 - tp_all;
         if tp_all <= 0.0 || fp_all <= 0.0 {

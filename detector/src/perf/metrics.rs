@@ -196,6 +196,24 @@ impl PerfAcc {
         self.pairs.len()
     }
 
+    /// Several metrics at once: the scored pairs are sorted once for ROC AUC and average
+    /// precision together.
+    pub fn metrics(&self, ms: &[PerfMetric], task: Task) -> Vec<Option<f64>> {
+        let ranked = ms
+            .iter()
+            .any(|m| matches!(m, PerfMetric::RocAuc | PerfMetric::AveragePrecision))
+            .then(|| ranked(&self.pairs));
+        ms.iter()
+            .map(|&m| match (m, &ranked) {
+                (PerfMetric::RocAuc, Some(r)) if self.n > 0 => roc_auc_ranked(r),
+                (PerfMetric::AveragePrecision, Some(r)) if self.n > 0 => {
+                    average_precision_ranked(r)
+                }
+                _ => self.metric(m, task),
+            })
+            .collect()
+    }
+
     /// One metric; `None` when it is undefined for this window (a zero denominator, one
     /// class only for ROC AUC, no pairs).
     pub fn metric(&self, m: PerfMetric, task: Task) -> Option<f64> {
@@ -267,11 +285,11 @@ impl PerfAcc {
     }
 }
 
-/// Sort pairs by descending score and walk the groups of equal score:
-/// `f(positives, negatives)` per group.
-fn by_score_desc(pairs: &[(f64, bool)], mut f: impl FnMut(u64, u64)) {
+/// The pairs as groups of equal score, highest first: (positives, negatives) each.
+fn ranked(pairs: &[(f64, bool)]) -> Vec<(u64, u64)> {
     let mut sorted: Vec<(f64, bool)> = pairs.to_vec();
     sorted.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    let mut groups = Vec::new();
     let mut i = 0;
     while i < sorted.len() {
         let s = sorted[i].0;
@@ -284,15 +302,20 @@ fn by_score_desc(pairs: &[(f64, bool)], mut f: impl FnMut(u64, u64)) {
             }
             i += 1;
         }
-        f(pos, neg);
+        groups.push((pos, neg));
     }
+    groups
 }
 
 /// ROC AUC: the chance a positive scores above a negative, ties counting half (the
 /// trapezoidal area of scikit-learn's curve). `None` with one class only.
 pub fn roc_auc(pairs: &[(f64, bool)]) -> Option<f64> {
-    let p = pairs.iter().filter(|q| q.1).count() as u64;
-    let n = pairs.len() as u64 - p;
+    roc_auc_ranked(&ranked(pairs))
+}
+
+fn roc_auc_ranked(groups: &[(u64, u64)]) -> Option<f64> {
+    let p: u64 = groups.iter().map(|g| g.0).sum();
+    let n: u64 = groups.iter().map(|g| g.1).sum();
     if p == 0 || n == 0 {
         return None;
     }
@@ -300,29 +323,33 @@ pub fn roc_auc(pairs: &[(f64, bool)]) -> Option<f64> {
     // i.e. those not yet seen, and tie with the group's own negatives.
     let mut above_neg = 0u64;
     let mut twice = 0u128;
-    by_score_desc(pairs, |pos, neg| {
+    for &(pos, neg) in groups {
         let below = n - above_neg - neg;
         twice += u128::from(pos) * u128::from(2 * below + neg);
         above_neg += neg;
-    });
+    }
     Some(twice as f64 / (2.0 * p as f64 * n as f64))
 }
 
 /// Average precision as scikit-learn: the sum over decreasing score thresholds of the
 /// recall gained times the precision there. `None` without positives.
 pub fn average_precision(pairs: &[(f64, bool)]) -> Option<f64> {
-    let p = pairs.iter().filter(|q| q.1).count() as u64;
+    average_precision_ranked(&ranked(pairs))
+}
+
+fn average_precision_ranked(groups: &[(u64, u64)]) -> Option<f64> {
+    let p: u64 = groups.iter().map(|g| g.0).sum();
     if p == 0 {
         return None;
     }
     let (mut tp, mut fp) = (0u64, 0u64);
     let mut ap = 0.0;
-    by_score_desc(pairs, |pos, neg| {
+    for &(pos, neg) in groups {
         tp += pos;
         fp += neg;
         if pos > 0 {
             ap += (pos as f64 / p as f64) * (tp as f64 / (tp + fp) as f64);
         }
-    });
+    }
     Some(ap)
 }

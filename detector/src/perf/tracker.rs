@@ -514,10 +514,11 @@ impl Tracker {
             None => Vec::new(),
         };
         let mut severity = Severity::Ok;
+        let values = w.acc.metrics(metric_list, task);
         let metrics: Vec<MetricResult> = levels
             .iter()
-            .map(|&(m, l)| {
-                let value = w.acc.metric(m, task);
+            .zip(values)
+            .map(|(&(m, l), value)| {
                 let d = declared.get(&m).copied();
                 let (status, sev, below) = match value {
                     None => (MetricStatus::Insufficient, Severity::Ok, false),
@@ -675,7 +676,8 @@ fn group_results(
             metrics: if enough {
                 metrics
                     .iter()
-                    .filter_map(|&m| g.acc.metric(m, spec.task).map(|x| (m, x)))
+                    .zip(g.acc.metrics(metrics, spec.task))
+                    .filter_map(|(&m, x)| x.map(|x| (m, x)))
                     .collect()
             } else {
                 BTreeMap::new()
