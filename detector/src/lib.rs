@@ -1,4 +1,4 @@
-//! driftwatch detector: drift statistics per AI system against a monitoring plan.
+//! driftwatch detector: drift and performance per AI system against a monitoring plan.
 //!
 //! Data passes through these modules in order:
 //!
@@ -12,8 +12,12 @@
 //! 3. Each system's [`engine::Monitor`] takes every input through one call,
 //!    [`engine::Monitor::observe`]: it holds the reference (built per [`plan`]) and the
 //!    open windows, and on window close runs the plan's checks ([`method`], computed by
-//!    [`stats`]) and returns [`engine::WindowReport`]s.
-//! 4. Every report and the alerts it raises ([`alert::alerts_for`]) go to each
+//!    [`stats`]) and returns [`engine::WindowReport`]s. With a `[performance]` plan it
+//!    also owns a [`perf::Tracker`]: outcomes joined to their predictions, realized and
+//!    estimated (CBPE) performance per window and per segment, returned as
+//!    [`perf::PerformanceReport`]s.
+//! 4. Every report and the alerts it raises ([`alert::alerts_for`],
+//!    [`alert::performance_alerts`]) go to each
 //!    [`output::Output`]: [`metrics`] for Prometheus, [`alert::delivery`] for the plan's
 //!    webhook, Alertmanager and the alerts topic, each receiver behind its own queue.
 //!
