@@ -345,7 +345,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let finals_expected = (0..expected_windows as i64)
         .filter(|k| {
             let last = (opts.reference as i64) + (k + 1) * opts.window as i64 - 1;
-            last + HORIZON_S <= last_outcome_s
+            last + HORIZON_S < last_outcome_s
         })
         .count();
     let mut perf = Vec::new();

@@ -272,8 +272,28 @@ fn plan_check(files: &[PathBuf]) -> ExitCode {
             Ok(plan) => {
                 let signals = plan.signals();
                 let checks: usize = signals.iter().map(|s| s.checks.len()).sum();
+                let performance = plan.performance.as_ref().map_or(String::new(), |p| {
+                    let declared: Vec<String> =
+                        p.declared.iter().map(|(m, v)| format!("{m} {v}")).collect();
+                    format!(
+                        "; performance: {}, {} metrics, outcomes within {} s{}{}",
+                        format!("{:?}", p.task).to_lowercase(),
+                        p.active_metrics(plan.prediction.score.is_some()).len(),
+                        p.horizon_s,
+                        if declared.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", declared {}", declared.join(", "))
+                        },
+                        if p.segments.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", per {}", p.segments.join(", "))
+                        }
+                    )
+                });
                 println!(
-                    "{}: ok: system {}, {} signals, {} checks, {}",
+                    "{}: ok: system {}, {} signals, {} checks, {}{performance}",
                     f.display(),
                     plan.system.id,
                     signals.len(),

@@ -532,3 +532,79 @@ fn a_far_future_or_far_past_timestamp_changes_no_window() {
         stderr(&with)
     );
 }
+
+/// A plan with `[performance]`, checked and replayed as an operator would: the check
+/// says what it watches, replay's summary says what became of the outcomes, and the
+/// output has a performance report per window after the window reports.
+#[test]
+fn replay_with_outcomes_reports_performance_and_counts_the_join() {
+    let dir = TempDir::new("performance");
+    let plan = demo_plan_toml("credit", 1000, 500)
+        + "\n[performance]\ntask = \"binary\"\npositive_label = \"repaid\"\nnegative_label = \"defaulted\"\nhorizon_s = 0\ndeclared = { accuracy = 0.70 }\nsegments = [\"features.region\"]\n";
+    write(&dir.path("plan.toml"), &plan);
+    let o = bin()
+        .args(["plan", "check"])
+        .arg(dir.path("plan.toml"))
+        .output()
+        .expect("run");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("performance: binary, 10 metrics, outcomes within 0 s, declared accuracy 0.7, per features.region"),
+        "{out}"
+    );
+    // NDJSON: 3,000 predictions, each followed by its outcome, two unknown outcomes.
+    let mut model = CreditModel::new("credit", 5);
+    let mut f = std::fs::File::create(dir.path("events.ndjson")).expect("create");
+    for i in 0..3000 {
+        let mut p = model.next_json(if i < 2000 {
+            Drift::NONE
+        } else {
+            Drift::DEMO_WITH_INCOME
+        });
+        let mut o = model.outcome_json(&p, 0);
+        for (v, kind) in [(&mut p, "prediction"), (&mut o, "outcome")] {
+            v["v"] = 1.into();
+            v["kind"] = kind.into();
+        }
+        writeln!(f, "{p}\n{o}").expect("write");
+    }
+    for j in 0..2 {
+        writeln!(
+            f,
+            r#"{{"v":1,"kind":"outcome","system_id":"credit","prediction_id":"nobody-{j}","timestamp":"2026-11-23T10:00:00Z","outcome":{{"label":"repaid"}}}}"#
+        )
+        .expect("write");
+    }
+    drop(f);
+    let o = replay(&dir, "events.ndjson");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    // Orphaned: the two unknown ids, and the outcome of the last reference prediction,
+    // which arrives after the reference froze (the others went into the reference).
+    assert!(
+        err.contains("performance: 11 reports, outcomes 2000 joined, 0 replaced, 0 expired, 3 orphaned, 0 invalid; 0 predictions evicted, 0 still pending"),
+        "{err}"
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    // Per window: at its close (the closing prediction's outcome follows it), at full
+    // coverage, and final once a later prediction moves event time past it; the last
+    // window ends provisional with the input.
+    let perf: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["kind"] == "performance")
+        .collect();
+    assert_eq!(perf.len(), 11);
+    for k in 0..4 {
+        let last = perf
+            .iter()
+            .rev()
+            .find(|r| r["window"]["index"] == k)
+            .expect("a report");
+        assert_eq!(last["stage"], if k < 3 { "final" } else { "provisional" });
+        assert_eq!(last["coverage"], 1.0);
+        assert!(last["segments"].as_array().expect("segments").len() >= 4);
+    }
+}

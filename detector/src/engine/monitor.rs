@@ -317,7 +317,10 @@ impl Monitor {
                 }
             }
             // The outcome of a reference prediction: the reference's performance.
-            Phase::Collecting(builder, _) => builder.add_outcome(o),
+            Phase::Collecting(builder, _) => {
+                builder.add_outcome(o);
+                return;
+            }
         }
         if let Some(t) = &mut self.perf {
             let ts = o.timestamp.timestamp_millis();

@@ -247,6 +247,7 @@ impl Tracker {
         self.counts = counts;
         self.classes.restore(names);
         self.segments.restore(values, cells);
+        self.awaiting = join.iter().filter(|e| !e.has_outcome()).count() as u64;
         self.join = join;
         self.windows = windows;
         Ok(())

@@ -119,6 +119,8 @@ pub struct Tracker {
     /// Latest event time seen (ms).
     pub(crate) now_ms: i64,
     pub(crate) counts: JoinCounts,
+    /// Entries of the join without an outcome yet.
+    pub(crate) awaiting: u64,
     system_id: String,
     plan_version: Option<String>,
     reference_version: String,
@@ -153,6 +155,7 @@ impl Tracker {
             horizon_ms: spec.horizon_ms(),
             now_ms: i64::MIN,
             counts: JoinCounts::default(),
+            awaiting: 0,
             system_id: plan.system.id.clone(),
             plan_version: plan.system.plan_version.clone(),
             reference_version: String::new(),
@@ -181,6 +184,7 @@ impl Tracker {
             horizon_ms: self.horizon_ms,
             now_ms: i64::MIN,
             counts: JoinCounts::default(),
+            awaiting: 0,
             system_id: self.system_id.clone(),
             plan_version: self.plan_version.clone(),
             reference_version: self.reference_version.clone(),
@@ -294,10 +298,16 @@ impl Tracker {
                     label,
                     cell,
                 };
-                if let Some(e) = self.join.insert(entry) {
+                let before = self.join.len();
+                let evicted = self.join.insert(entry);
+                if let Some(e) = evicted {
                     if !e.has_outcome() {
                         self.counts.evicted += 1;
+                        self.awaiting -= 1;
                     }
+                }
+                if evicted.is_some() || self.join.len() > before {
+                    self.awaiting += 1;
                 }
             }
             _ => {}
@@ -319,7 +329,10 @@ impl Tracker {
             return;
         };
         let (at, replaced) = match self.join.find(key) {
-            Found::First(at) => (at, None),
+            Found::First(at) => {
+                self.awaiting = self.awaiting.saturating_sub(1);
+                (at, None)
+            }
             Found::Again(at) => (at, Some(self.join.get_mut(at).out)),
             Found::Departed => {
                 self.counts.expired += 1;
@@ -386,7 +399,9 @@ impl Tracker {
     pub(crate) fn closed(&mut self, k: i64, out: &mut Vec<PerformanceReport>) {
         if let Some(w) = self.windows.get_mut(&k) {
             w.closed = true;
-            let stage = if self.now_ms >= w.last_ms.saturating_add(self.horizon_ms) {
+            // Final once event time is past the horizon (strictly: an outcome stamped
+            // with its prediction's time still counts with horizon_s = 0).
+            let stage = if self.now_ms > w.last_ms.saturating_add(self.horizon_ms) {
                 Stage::Final
             } else {
                 Stage::Provisional
@@ -410,12 +425,14 @@ impl Tracker {
             if i64::from(e.ts_s) * 1000 + 999 >= cutoff {
                 break;
             }
-            self.join.pop_oldest();
+            if self.join.pop_oldest().is_some_and(|e| !e.has_outcome()) {
+                self.awaiting = self.awaiting.saturating_sub(1);
+            }
         }
         let done: Vec<i64> = self
             .windows
             .iter()
-            .filter(|(_, w)| w.closed && w.last_ms <= cutoff)
+            .filter(|(_, w)| w.closed && w.last_ms < cutoff)
             .map(|(k, _)| *k)
             .collect();
         for k in done {
@@ -441,7 +458,7 @@ impl Tracker {
     /// The join counters now.
     pub fn counts(&self) -> JoinCounts {
         JoinCounts {
-            pending: self.join.len() as u64,
+            pending: self.awaiting,
             ..self.counts
         }
     }
