@@ -794,3 +794,152 @@ fn levels_learned_from_reference_windows_with_outcomes() {
     assert!((0..4).all(|k| verdict(k) < Severity::Critical));
     assert!((4..8).all(|k| verdict(k) == Severity::Critical));
 }
+
+#[test]
+fn sliding_and_event_time_windows_count_an_outcome_in_every_window_of_its_prediction() {
+    let cs = cases(2200, 1400);
+    for (window, what) in [
+        ("size = 200\nslide = 100", "sliding count windows"),
+        (
+            "kind = \"time\"\nduration_s = 200\nslide_s = 100",
+            "sliding time windows",
+        ),
+    ] {
+        let text = PLAN.replace("size = 100", window);
+        let plan = Arc::new(Plan::from_toml(&text, "plan.toml", PathBuf::new()).expect("plan"));
+        let mut m = Monitor::new(plan, None);
+        let mut reports = Vec::new();
+        for v in stream(&cs) {
+            let e = Event::from_wire(&serde_json::to_vec(&v).expect("json")).expect("event");
+            reports.extend(m.observe(Input::Event(&e)).performance);
+        }
+        reports.extend(m.finish_performance());
+        let mut checked = 0;
+        for r in reports.iter().filter(|r| r.stage == Stage::Final) {
+            // The predictions of the window, by position (count: after the 200 of the
+            // reference; time: seconds from t0).
+            let k = r.window.index;
+            let (from, to) = if what.contains("count") {
+                (200 + 100 * k as usize, 400 + 100 * k as usize)
+            } else {
+                let start = (r.window.start.expect("start") - t0()).num_seconds() as usize;
+                (start.max(200), start + 200)
+            };
+            let joined: Vec<usize> = (from..to.min(cs.len())).filter(|i| i % 50 != 7).collect();
+            let right = joined
+                .iter()
+                .filter(|&&i| (cs[i].score >= 0.5) == cs[i].truth)
+                .count();
+            assert_eq!(r.window.outcomes, joined.len(), "{what} window {k}");
+            let acc = metric(r, PerfMetric::Accuracy).value.expect("accuracy");
+            assert!(
+                (acc - right as f64 / joined.len() as f64).abs() < 1e-12,
+                "{what} window {k}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 10, "{what}: {checked} final windows");
+    }
+}
+
+/// A plan for `task` reading `[prediction.<signal>]`, count windows of 100, outcomes
+/// within 10 s, every outcome in the same event order.
+fn run_task(
+    task: &str,
+    signal: &str,
+    extra: &str,
+    events: &[Value],
+) -> (Vec<PerformanceReport>, Monitor) {
+    let text = format!(
+        "[system]\nid = \"loans\"\n[reference]\nfirst_events = 50\n[window]\nsize = 100\n[prediction.{signal}]\n[performance]\ntask = \"{task}\"\nhorizon_s = 10\n{extra}\n"
+    );
+    let plan = Arc::new(Plan::from_toml(&text, "plan.toml", PathBuf::new()).expect("plan"));
+    let mut m = Monitor::new(plan, None);
+    let mut out = Vec::new();
+    for v in events {
+        let e = Event::from_wire(&serde_json::to_vec(v).expect("json")).expect("event");
+        out.extend(m.observe(Input::Event(&e)).performance);
+    }
+    out.extend(m.finish_performance());
+    (out, m)
+}
+
+fn event(i: usize, kind: &str, body: Value) -> Value {
+    let mut v = json!({
+        "v": 1, "kind": kind, "system_id": "loans", "model_version": "1",
+        "event_id": format!("00000000-0000-4000-{}-{i:012}", if kind == "outcome" { 9000 } else { 8000 }),
+        "prediction_id": format!("p-{i}"),
+        "timestamp": (t0() + Duration::seconds(i as i64)).to_rfc3339(),
+    });
+    if kind == "prediction" {
+        v["features"] = json!({});
+        v["prediction"] = body;
+    } else {
+        v.as_object_mut().map(|o| o.remove("model_version"));
+        v["outcome"] = body;
+    }
+    v
+}
+
+#[test]
+fn multiclass_and_regression_outcomes_join_like_binary_ones() {
+    let classes = ["low", "mid", "high", "veto"];
+    let mut rng = Rng(77);
+    let mut events = Vec::new();
+    let mut truth = Vec::new();
+    for i in 0..650 {
+        let t = classes[(rng.next() * 4.0) as usize];
+        let p = if rng.next() < 0.7 {
+            t
+        } else {
+            classes[(rng.next() * 4.0) as usize]
+        };
+        events.push(event(i, "prediction", json!({ "label": p })));
+        events.push(event(i, "outcome", json!({ "label": t })));
+        truth.push((p, t));
+    }
+    // A fifth class past max_classes = 4: counted invalid, never joined.
+    events.push(event(650, "prediction", json!({ "label": "low" })));
+    events.push(event(650, "outcome", json!({ "label": "other-class" })));
+    let (reports, m) = run_task("multiclass", "label", "max_classes = 4", &events);
+    let counts = m.performance().expect("tracker").counts();
+    assert_eq!((counts.joined, counts.invalid), (600, 1));
+    for k in 0..6usize {
+        let r = reports
+            .iter()
+            .rev()
+            .find(|r| r.window.index == k as i64)
+            .expect("report");
+        let window = &truth[50 + 100 * k..150 + 100 * k];
+        let right = window.iter().filter(|(p, t)| p == t).count();
+        let acc = metric(r, PerfMetric::Accuracy).value.expect("accuracy");
+        assert!((acc - right as f64 / 100.0).abs() < 1e-12, "window {k}");
+        assert!(metric(r, PerfMetric::F1Macro).value.is_some());
+    }
+
+    let mut events = Vec::new();
+    let mut pairs = Vec::new();
+    for i in 0..650 {
+        let y = 100.0 + 20.0 * rng.next();
+        let v = y + 5.0 * (rng.next() - 0.5);
+        events.push(event(i, "prediction", json!({ "value": v })));
+        events.push(event(i, "outcome", json!({ "value": y })));
+        pairs.push((v, y));
+    }
+    let (reports, _) = run_task("regression", "value", "", &events);
+    for k in 0..6usize {
+        let r = reports
+            .iter()
+            .rev()
+            .find(|r| r.window.index == k as i64)
+            .expect("report");
+        let mae = pairs[50 + 100 * k..150 + 100 * k]
+            .iter()
+            .map(|(v, y)| (y - v).abs())
+            .sum::<f64>()
+            / 100.0;
+        let got = metric(r, PerfMetric::Mae).value.expect("mae");
+        assert!((got - mae).abs() < 1e-9, "window {k}: {got} vs {mae}");
+        assert!(metric(r, PerfMetric::R2).value.is_some());
+    }
+}
