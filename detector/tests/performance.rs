@@ -237,6 +237,16 @@ fn late_outcomes_join_the_windows_of_their_predictions() {
         assert_eq!(last.window.outcomes, n, "window {k}");
         assert!((last.coverage - n as f64 / 100.0).abs() < 1e-12);
         let acc = metric(last, PerfMetric::Accuracy);
+        // The CBPE estimate made at close stands beside the realized value.
+        let (value, estimate) = (acc.value.expect("value"), acc.estimate.expect("estimate"));
+        assert_eq!(acc.estimate_gap, Some(value - estimate));
+        assert_eq!(
+            last.estimated
+                .iter()
+                .find(|e| e.metric == PerfMetric::Accuracy)
+                .and_then(|e| e.value),
+            Some(estimate)
+        );
         assert!(
             (acc.value.expect("valid test input") - accuracy).abs() < 1e-12,
             "window {k}: {acc:?} vs {accuracy}"

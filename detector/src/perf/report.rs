@@ -69,6 +69,10 @@ pub struct MetricResult {
     /// realized value minus it is how far the estimate was off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<f64>,
+    /// How far the estimate was off: the realized value minus the estimate (when both
+    /// exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_gap: Option<f64>,
     /// Ok, warning or critical.
     pub severity: Severity,
     /// This report is the first of its window and stage to reach this severity: an

@@ -537,6 +537,7 @@ impl Tracker {
             .zip(values)
             .map(|(&(m, l), value)| {
                 let d = declared.get(&m).copied();
+                let estimate = estimates.iter().find(|e| e.0 == m).and_then(|e| e.1);
                 let (status, sev, below) = match value {
                     None => (MetricStatus::Insufficient, Severity::Ok, false),
                     Some(_) if l.unlearned => (MetricStatus::Insufficient, Severity::Ok, false),
@@ -569,7 +570,8 @@ impl Tracker {
                     thresholds: l.origin,
                     declared: d,
                     below_declared: below,
-                    estimate: estimates.iter().find(|e| e.0 == m).and_then(|e| e.1),
+                    estimate,
+                    estimate_gap: value.zip(estimate).map(|(v, e)| v - e),
                     severity: sev,
                     raise,
                 }
@@ -614,6 +616,7 @@ impl Tracker {
                     declared: d,
                     below_declared: below,
                     estimate: None,
+                    estimate_gap: None,
                     severity: sev,
                     raise,
                 }
