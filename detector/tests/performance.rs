@@ -953,3 +953,156 @@ fn multiclass_and_regression_outcomes_join_like_binary_ones() {
         assert!(metric(r, PerfMetric::R2).value.is_some());
     }
 }
+
+const SEGMENT_DRIFT_PLAN: &str = r#"
+[system]
+id = "loans"
+
+[reference]
+first_events = 2000
+
+[window]
+size = 1000
+
+[features.x]
+type = "numeric"
+checks = ["ks"]
+
+[features.region]
+type = "categorical"
+checks = ["chi2"]
+
+[prediction.score]
+checks = ["ks"]
+
+[performance]
+task = "binary"
+segments = ["features.region"]
+segment_drift = true
+"#;
+
+/// Predictions of three regions with x ~ N(0, 1); from prediction 3000 on, the south's
+/// x moves by 0.8 sd, and a fourth region, never in the reference, appears.
+fn regional_stream(n: usize) -> Vec<Event> {
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut out = Vec::new();
+    for i in 0..n {
+        let u = rng.next();
+        let region = if i >= 3000 && u < 0.05 {
+            "islands"
+        } else {
+            ["north", "south", "east"][(rng.next() * 3.0) as usize]
+        };
+        // Box-Muller from two uniforms.
+        let z = (-2.0 * rng.next().max(1e-300).ln()).sqrt()
+            * (2.0 * std::f64::consts::PI * rng.next()).cos();
+        let x = z + if i >= 3000 && region == "south" {
+            0.8
+        } else {
+            0.0
+        };
+        let mut p = prediction(
+            i,
+            &Case {
+                score: 0.5,
+                truth: true,
+            },
+        );
+        p["features"] = json!({ "x": x, "region": region });
+        out.push(Event::from_wire(&serde_json::to_vec(&p).expect("json")).expect("event"));
+    }
+    out
+}
+
+#[test]
+fn drift_per_group_compares_each_group_with_its_own_reference() {
+    let plan = || {
+        Arc::new(Plan::from_toml(SEGMENT_DRIFT_PLAN, "plan.toml", PathBuf::new()).expect("plan"))
+    };
+    let events = regional_stream(6000);
+    let mut m = Monitor::new(plan(), None);
+    let mut reports = Vec::new();
+    let mut reference = None;
+    for e in &events {
+        let step = m.observe(Input::Event(e));
+        reference = reference.or(step.reference_frozen.map(|r| (*r).clone()));
+        reports.extend(step.reports);
+    }
+    let reference = reference.expect("frozen");
+    assert_eq!(
+        reference.segments.keys().collect::<Vec<_>>(),
+        [
+            "features.region=east",
+            "features.region=north",
+            "features.region=south"
+        ]
+    );
+    let group = |r: &driftwatch_detector::engine::WindowReport, value: &str| {
+        r.segments
+            .iter()
+            .find(|s| s.value == value)
+            .cloned()
+            .unwrap_or_else(|| panic!("{value} in window {}", r.window.index))
+    };
+    let ks = |g: &driftwatch_detector::engine::SegmentDrift| {
+        g.checks
+            .iter()
+            .find(|c| c.signal == "x")
+            .map(|c| c.severity)
+            .expect("x/ks")
+    };
+    // Window 0 (predictions 2000-2999): nothing moved.
+    assert!(
+        reports[0]
+            .segments
+            .iter()
+            .all(|g| g.severity == Severity::Ok),
+        "{:#?}",
+        reports[0].segments
+    );
+    // Windows 1-3: the south drifted on x, the north did not; the islands have no
+    // reference to compare with.
+    for r in &reports[1..4] {
+        assert_eq!(
+            ks(&group(r, "south")),
+            Severity::Critical,
+            "window {}",
+            r.window.index
+        );
+        assert_eq!(
+            ks(&group(r, "north")),
+            Severity::Ok,
+            "window {}",
+            r.window.index
+        );
+        let islands = group(r, "islands");
+        assert!(islands.no_reference && islands.checks.is_empty());
+    }
+    let alerts: Vec<_> = reports
+        .iter()
+        .flat_map(|r| driftwatch_detector::alert::alerts_for(r, Severity::Warning))
+        .collect();
+    assert!(alerts
+        .iter()
+        .any(|a| a.signal == "x[features.region=south]" && a.severity == Severity::Critical));
+    assert!(!alerts
+        .iter()
+        .any(|a| a.signal == "x[features.region=north]" && a.severity == Severity::Critical));
+
+    // Stopped and restored mid-window: the same reports, groups included.
+    let mut m = Monitor::new(plan(), None);
+    let mut got = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        got.extend(m.observe(Input::Event(e)).reports);
+        if i > 2000 && i % 700 == 0 {
+            let (v, bytes) = m.snapshot().expect("snapshot");
+            let mut fresh = Monitor::new(plan(), Some(reference.clone()));
+            fresh.restore(&v, &bytes).expect("restore");
+            m = fresh;
+        }
+    }
+    assert_eq!(
+        serde_json::to_value(&got).expect("json"),
+        serde_json::to_value(&reports).expect("json")
+    );
+}

@@ -22,80 +22,89 @@ pub fn short(x: f64) -> String {
     }
 }
 
-/// The alerts a window report raises at or above `min`.
+/// The alerts a window report raises at or above `min`: its checks, then the checks of
+/// each group of people (signal `age[features.region=south]`).
 pub fn alerts_for(report: &WindowReport, min: Severity) -> Vec<Alert> {
-    report
-        .checks
-        .iter()
-        .filter(|c| c.status == CheckStatus::Evaluated && c.severity >= min.max(Severity::Warning))
-        .filter_map(|c| {
-            let value = c.value?;
-            let threshold = match c.severity {
-                Severity::Critical => c.critical?,
-                _ => c.warning?,
-            };
-            // Learned levels on a test with a p-value compare its statistic.
-            let on_statistic = c.thresholds == ThresholdOrigin::Learned && c.method.has_p_value();
-            let cmp = if c.method.lower_is_worse() && !on_statistic {
-                "<"
-            } else {
-                ">"
-            };
-            let spec = c.method.spec();
-            let name = if on_statistic {
-                spec.statistic_title
-            } else {
-                spec.title
-            };
-            let adjusted = if c.p_value_adjusted == Some(value) && c.p_value != Some(value) {
-                " (BH-adjusted)"
-            } else {
-                ""
-            };
-            let what = format!(
-                "{name}{adjusted} {} {cmp} {}",
-                short(value),
-                short(threshold)
-            );
-            let stat = match (c.method, c.statistic) {
-                _ if on_statistic => String::new(),
-                (Method::Ks, Some(d)) => format!(", D = {}", short(d)),
-                (Method::Chi2, Some(s)) => format!(", chi2 = {}", short(s)),
-                _ => String::new(),
-            };
-            Some(Alert {
-                alert_id: format!(
-                    "{}/{}/{}/{}/{}",
-                    report.system_id,
-                    report.reference_version,
-                    report.window.index,
-                    c.signal,
-                    c.method
-                ),
-                system_id: report.system_id.clone(),
-                kind: driftwatch_schema::AlertKind::Drift,
-                severity: c.severity,
-                signal: c.signal.clone(),
-                method: c.method.as_str().to_owned(),
-                statistic: c.statistic,
-                p_value: c.p_value,
-                value,
-                threshold,
-                samples: c.samples,
-                window: report.window.clone(),
-                reference_version: report.reference_version.clone(),
-                plan_version: report.plan_version.clone(),
-                summary: format!(
-                    "{} drift on {} of {}: {what}{stat} over {} values in window {}",
-                    c.severity.as_str(),
-                    c.signal,
-                    report.system_id,
-                    c.samples,
-                    report.window.index
-                ),
-            })
-        })
+    let min = min.max(Severity::Warning);
+    let whole = report.checks.iter().map(|c| (c, c.signal.clone()));
+    let groups = report.segments.iter().flat_map(|g| {
+        g.checks
+            .iter()
+            .map(move |c| (c, format!("{}[{}={}]", c.signal, g.key, g.value)))
+    });
+    whole
+        .chain(groups)
+        .filter(|(c, _)| c.status == CheckStatus::Evaluated && c.severity >= min)
+        .filter_map(|(c, signal)| check_alert(report, c, signal))
         .collect()
+}
+
+fn check_alert(
+    report: &WindowReport,
+    c: &crate::engine::CheckResult,
+    signal: String,
+) -> Option<Alert> {
+    let value = c.value?;
+    let threshold = match c.severity {
+        Severity::Critical => c.critical?,
+        _ => c.warning?,
+    };
+    // Learned levels on a test with a p-value compare its statistic.
+    let on_statistic = c.thresholds == ThresholdOrigin::Learned && c.method.has_p_value();
+    let cmp = if c.method.lower_is_worse() && !on_statistic {
+        "<"
+    } else {
+        ">"
+    };
+    let spec = c.method.spec();
+    let name = if on_statistic {
+        spec.statistic_title
+    } else {
+        spec.title
+    };
+    let adjusted = if c.p_value_adjusted == Some(value) && c.p_value != Some(value) {
+        " (BH-adjusted)"
+    } else {
+        ""
+    };
+    let what = format!(
+        "{name}{adjusted} {} {cmp} {}",
+        short(value),
+        short(threshold)
+    );
+    let stat = match (c.method, c.statistic) {
+        _ if on_statistic => String::new(),
+        (Method::Ks, Some(d)) => format!(", D = {}", short(d)),
+        (Method::Chi2, Some(s)) => format!(", chi2 = {}", short(s)),
+        _ => String::new(),
+    };
+    Some(Alert {
+        alert_id: format!(
+            "{}/{}/{}/{}/{}",
+            report.system_id, report.reference_version, report.window.index, signal, c.method
+        ),
+        system_id: report.system_id.clone(),
+        kind: driftwatch_schema::AlertKind::Drift,
+        severity: c.severity,
+        method: c.method.as_str().to_owned(),
+        statistic: c.statistic,
+        p_value: c.p_value,
+        value,
+        threshold,
+        samples: c.samples,
+        window: report.window.clone(),
+        reference_version: report.reference_version.clone(),
+        plan_version: report.plan_version.clone(),
+        summary: format!(
+            "{} drift on {} of {}: {what}{stat} over {} values in window {}",
+            c.severity.as_str(),
+            signal,
+            report.system_id,
+            c.samples,
+            report.window.index
+        ),
+        signal,
+    })
 }
 
 /// The alerts a performance report raises at or above `min`: each realized metric that

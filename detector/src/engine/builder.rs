@@ -36,6 +36,12 @@ pub struct ReferenceBuilder {
     pub(crate) events: usize,
     /// Predictions and outcomes, for a plan with `[performance]`.
     pub(crate) perf: Option<crate::perf::reference::PerfCollector>,
+    /// Per group of people, a builder of the group's own reference (plans with
+    /// `segment_drift`).
+    pub(crate) groups: Option<(
+        crate::perf::segments::Segments,
+        BTreeMap<u16, ReferenceBuilder>,
+    )>,
 }
 
 impl ReferenceBuilder {
@@ -54,9 +60,39 @@ impl ReferenceBuilder {
             numeric: vec![Vec::new(); n],
             categorical: vec![BTreeMap::new(); n],
             chunks: learns.then(BTreeMap::new),
+            groups: plan
+                .performance
+                .as_ref()
+                .filter(|p| p.segment_drift)
+                .map(|p| {
+                    (
+                        crate::perf::segments::Segments::new(p, &signals),
+                        BTreeMap::new(),
+                    )
+                }),
             signals,
             events: 0,
             perf: crate::perf::reference::PerfCollector::for_plan(plan),
+        }
+    }
+
+    /// An empty builder of the same signals, for one group's reference: no performance,
+    /// no learned levels (a group's share of a window varies, so its windows are not
+    /// the monitored ones).
+    fn for_group(&self) -> ReferenceBuilder {
+        let n = self.signals.len();
+        ReferenceBuilder {
+            system_id: self.system_id.clone(),
+            signals: self.signals.clone(),
+            bins: self.bins,
+            windowing: self.windowing,
+            min_samples: self.min_samples,
+            numeric: vec![Vec::new(); n],
+            categorical: vec![BTreeMap::new(); n],
+            chunks: None,
+            events: 0,
+            perf: None,
+            groups: None,
         }
     }
 
@@ -65,7 +101,7 @@ impl ReferenceBuilder {
         let mut row = Vec::with_capacity(self.signals.len());
         decode(&self.signals, p, &mut row);
         let id = crate::input::batch::id_hash(p.prediction_id.as_bytes());
-        self.add_row_with(p.timestamp, &row, None, Some(id));
+        self.add_row_tagged(p.timestamp, &row, (None, Some(id), Some(&p.segment)));
     }
 
     /// An outcome event of the reference: joined to its prediction, for performance.
@@ -92,6 +128,32 @@ impl ReferenceBuilder {
         outcome: Option<&str>,
         id: Option<u64>,
     ) {
+        self.add_row_tagged(timestamp, row, (outcome, id, None));
+    }
+
+    /// [`ReferenceBuilder::add_row_with`], with the prediction's `segment` tags (events).
+    pub(crate) fn add_row_tagged(
+        &mut self,
+        timestamp: DateTime<Utc>,
+        row: &[Observed<'_>],
+        (outcome, id, tags): (
+            Option<&str>,
+            Option<u64>,
+            Option<&std::collections::BTreeMap<String, String>>,
+        ),
+    ) {
+        if self.groups.is_some() {
+            let template = self.for_group();
+            if let Some((segments, builders)) = &mut self.groups {
+                let cell = segments.cell_of(row, tags);
+                for g in segments.group_ids(cell) {
+                    builders
+                        .entry(g)
+                        .or_insert_with(|| template.for_group())
+                        .add_row(timestamp, row);
+                }
+            }
+        }
         if let Some(perf) = &mut self.perf {
             perf.add(self.events, timestamp.timestamp_millis(), row, outcome, id);
         }
@@ -240,7 +302,21 @@ impl ReferenceBuilder {
             }
             None => BTreeMap::new(),
         };
+        let groups = match self.groups.take() {
+            Some((segments, builders)) => builders
+                .into_iter()
+                .map(|(g, b)| {
+                    let (key, value) = segments.group_name(g);
+                    (
+                        group_key(&key, &value),
+                        b.build(source.clone(), fingerprint.clone()),
+                    )
+                })
+                .collect(),
+            None => BTreeMap::new(),
+        };
         let mut profile = ReferenceProfile {
+            segments: groups,
             system_id: self.system_id,
             version: String::new(),
             fingerprint,
@@ -256,7 +332,10 @@ impl ReferenceBuilder {
                 &profile.signals,
                 &profile.learned,
                 profile.performance.as_ref()
-            )
+            ) ^ profile.segments.iter().fold(0, |h, (k, r)| fnv1a64(
+                r.version.as_bytes(),
+                fnv1a64(k.as_bytes(), h)
+            ))
         );
         profile
     }
@@ -326,4 +405,9 @@ pub(crate) fn learned_value(method: Method, v: &Value) -> f64 {
     } else {
         v.value
     }
+}
+
+/// The name a group's reference is kept under: `key=value`.
+pub(crate) fn group_key(key: &str, value: &str) -> String {
+    format!("{key}={value}")
 }

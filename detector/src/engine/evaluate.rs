@@ -244,7 +244,7 @@ pub(crate) fn reports(
     reference: &ReferenceProfile,
     windows: &Windows,
     closed: Vec<Closed>,
-    threads: usize,
+    (threads, groups): (usize, Option<&crate::perf::segments::Segments>),
 ) -> Vec<WindowReport> {
     if closed.is_empty() {
         return Vec::new();
@@ -265,10 +265,15 @@ pub(crate) fn reports(
     keys.into_iter()
         .zip(ws)
         .zip(checks)
-        .map(|(((k, complete), w), checks)| {
+        .map(|(((k, complete), mut w), checks)| {
+            let segments = match groups {
+                Some(g) => segment_drift(plan, signals, reference, g, std::mem::take(&mut w.cells)),
+                None => Vec::new(),
+            };
             let severity = checks
                 .iter()
                 .map(|c| c.severity)
+                .chain(segments.iter().map(|s| s.severity))
                 .max()
                 .unwrap_or(Severity::Ok);
             let (start, end) = windows.bounds(k);
@@ -288,6 +293,57 @@ pub(crate) fn reports(
                 },
                 severity,
                 checks,
+                segments,
+            }
+        })
+        .collect()
+}
+
+/// The drift checks of each group's share of a window against the group's own
+/// reference; a group the reference never saw has nothing to compare with.
+fn segment_drift(
+    plan: &Plan,
+    signals: &[Signal],
+    reference: &ReferenceProfile,
+    groups: &crate::perf::segments::Segments,
+    cells: std::collections::BTreeMap<u16, Window>,
+) -> Vec<SegmentDrift> {
+    cells
+        .into_iter()
+        .map(|(g, cell)| {
+            let (key, value) = groups.group_name(g);
+            match reference.segments.get(&group_key(&key, &value)) {
+                Some(r) => {
+                    let mut one = [cell];
+                    let checks = evaluate(
+                        signals,
+                        r,
+                        &mut one,
+                        plan.window.min_samples(),
+                        plan.multiple_testing.method,
+                        1,
+                    )
+                    .pop()
+                    .unwrap_or_default();
+                    SegmentDrift {
+                        key,
+                        value,
+                        severity: checks
+                            .iter()
+                            .map(|c| c.severity)
+                            .max()
+                            .unwrap_or(Severity::Ok),
+                        no_reference: false,
+                        checks,
+                    }
+                }
+                None => SegmentDrift {
+                    key,
+                    value,
+                    severity: Severity::Ok,
+                    no_reference: true,
+                    checks: Vec::new(),
+                },
             }
         })
         .collect()

@@ -42,7 +42,9 @@ pub use monitor::{Detector, Input, Monitor, Step, Unplanned};
 pub use reference::{
     fnv1a64, plan_fingerprint, KsCache, LearnedLevels, ReferenceProfile, SignalReference,
 };
-pub use report::{CheckResult, CheckStatus, ThresholdOrigin, WindowInfo, WindowReport};
+pub use report::{
+    CheckResult, CheckStatus, SegmentDrift, ThresholdOrigin, WindowInfo, WindowReport,
+};
 pub use row::{decode, FxHasher, Observed};
 
 pub(crate) use builder::*;

@@ -199,6 +199,14 @@ impl Monitor {
         }
     }
 
+    /// The segment interner when drift is checked per group.
+    fn segment_groups(&self) -> Option<&crate::perf::segments::Segments> {
+        self.perf
+            .as_ref()
+            .filter(|t| t.spec.segment_drift)
+            .map(|t| &t.segments)
+    }
+
     /// The performance state, for a plan with `[performance]`.
     pub fn performance(&self) -> Option<&Tracker> {
         self.perf.as_ref()
@@ -301,7 +309,7 @@ impl Monitor {
                 reference,
                 windows,
                 held,
-                self.threads,
+                (self.threads, self.segment_groups()),
             ),
             Phase::Collecting(..) => Vec::new(),
         }
@@ -365,7 +373,7 @@ impl Monitor {
         if let Phase::Collecting(builder, how) = &mut self.phase {
             match *how {
                 Collect::FirstN(n) => {
-                    builder.add_row_with(timestamp, row, outcome, Some(id));
+                    builder.add_row_tagged(timestamp, row, (outcome, Some(id), tags));
                     if builder.len() >= n {
                         self.freeze(step);
                     }
@@ -376,7 +384,7 @@ impl Monitor {
                         return;
                     }
                     if timestamp < to {
-                        builder.add_row_with(timestamp, row, outcome, Some(id));
+                        builder.add_row_tagged(timestamp, row, (outcome, Some(id), tags));
                         return;
                     }
                     // The first prediction past the period freezes it and is monitored.
@@ -387,7 +395,16 @@ impl Monitor {
         let Phase::Monitoring { windows, .. } = &mut self.phase else {
             return;
         };
-        let (closed, placed) = windows.add(&self.signals, timestamp, row, outcome.is_some());
+        let cell = self
+            .perf
+            .as_mut()
+            .map_or(0, |t| t.segments.cell_of(row, tags));
+        let groups = match &self.perf {
+            Some(t) if t.spec.segment_drift => t.segments.group_ids(cell),
+            _ => Vec::new(),
+        };
+        let (closed, placed) =
+            windows.add(&self.signals, timestamp, row, (outcome.is_some(), &groups));
         step.late += usize::from(placed.is_none());
         if let Some(t) = &mut self.perf {
             if let Some(ks) = placed {
@@ -408,7 +425,6 @@ impl Monitor {
                     },
                     None => (None, id),
                 };
-                let cell = t.segments.cell_of(row, tags);
                 t.prediction(ks, (pos, ts, id, cell), pred, actual, &mut step.performance);
             }
             for (k, _) in &closed {
@@ -503,7 +519,13 @@ impl Monitor {
             reference,
             windows,
             closed,
-            self.threads,
+            (
+                self.threads,
+                self.perf
+                    .as_ref()
+                    .filter(|t| t.spec.segment_drift)
+                    .map(|t| &t.segments),
+            ),
         ));
         out
     }

@@ -131,6 +131,10 @@ pub struct ReferenceProfile {
     /// outcomes): realized metrics, learned levels, the score calibration for CBPE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub performance: Option<crate::perf::reference::ReferencePerformance>,
+    /// Per group of people (`key=value`), the group's own reference (plans with
+    /// `segment_drift`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segments: BTreeMap<String, ReferenceProfile>,
 }
 
 pub(crate) fn learned_key(signal: &str, method: Method) -> String {

@@ -67,6 +67,23 @@ pub struct CheckResult {
     pub type_errors: usize,
 }
 
+/// The drift checks of one group of people in a window, against the group's own
+/// reference (plans with `segment_drift`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SegmentDrift {
+    /// The segment key (`features.region`, `segment.channel`).
+    pub key: String,
+    /// The group (the key's value).
+    pub value: String,
+    /// Highest severity among the checks (ok when the group has no reference).
+    pub severity: Severity,
+    /// The reference has no predictions of this group: nothing to compare with.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_reference: bool,
+    /// One result per signal and method, in plan order.
+    pub checks: Vec<CheckResult>,
+}
+
 /// Every check of one system in one window.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WindowReport {
@@ -83,4 +100,7 @@ pub struct WindowReport {
     pub severity: Severity,
     /// One result per signal and method, in plan order.
     pub checks: Vec<CheckResult>,
+    /// The same checks per group of people (plans with `segment_drift`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentDrift>,
 }

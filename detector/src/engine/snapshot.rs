@@ -45,6 +45,78 @@ fn read_ts(r: &mut Reader<'_>) -> Result<Option<DateTime<Utc>>, CodecError> {
     }
 }
 
+/// One window: its counts, times, each signal's values, and (version 2) the windows of
+/// its groups of people.
+fn write_window(w: &mut Writer, win: &Window, with_cells: bool) {
+    w.len(win.events);
+    w.len(win.outcomes);
+    write_ts(w, win.first);
+    write_ts(w, win.last);
+    for acc in &win.signals {
+        w.len(acc.num.len());
+        for x in &acc.num {
+            w.f64(*x);
+        }
+        w.len(acc.missing);
+        w.len(acc.type_errors);
+        w.u8(u8::from(acc.cat.map.is_some()));
+        let cats: Vec<(&String, &u64)> = acc.cat.iter().collect();
+        w.len(cats.len());
+        for (c, n) in cats {
+            w.str(c);
+            w.u64(*n);
+        }
+    }
+    if with_cells {
+        w.len(win.cells.len());
+        for (g, cell) in &win.cells {
+            w.u64(u64::from(*g));
+            // A group's window has no groups of its own.
+            write_window(w, cell, false);
+        }
+    }
+}
+
+fn read_window(
+    r: &mut Reader<'_>,
+    signals: &[crate::plan::Signal],
+    with_cells: bool,
+) -> Result<Window, CodecError> {
+    let mut win = Window::new(signals, 0);
+    win.events = r.len(0)?;
+    win.outcomes = r.len(0)?;
+    win.first = read_ts(r)?;
+    win.last = read_ts(r)?;
+    for acc in &mut win.signals {
+        let n = r.len(8)?;
+        acc.num = (0..n).map(|_| r.f64()).collect::<Result<_, _>>()?;
+        acc.missing = r.len(0)?;
+        acc.type_errors = r.len(0)?;
+        let as_map = r.u8()? == 1;
+        let mut cat = CatCounts::default();
+        let pairs = (0..r.len(16)?)
+            .map(|_| Ok((r.str()?, r.u64()?)))
+            .collect::<Result<Vec<_>, CodecError>>()?;
+        if as_map {
+            cat.map = Some(pairs.into_iter().collect());
+        } else {
+            cat.list = pairs
+                .into_iter()
+                .map(|(c, n)| (quick_key(&c), c, n))
+                .collect();
+        }
+        acc.cat = cat;
+    }
+    if with_cells {
+        for _ in 0..r.len(16)? {
+            let g = r.u64()? as u16;
+            let cell = read_window(r, signals, false)?;
+            win.cells.insert(g, cell);
+        }
+    }
+    Ok(win)
+}
+
 impl Monitor {
     /// The state to checkpoint, with the reference version it was computed against;
     /// `None` while the reference is collected or windows await evaluation.
@@ -67,27 +139,10 @@ impl Monitor {
         w.i64(self.skew.latest_ms);
         w.len(self.signals.len());
         w.len(windows.open.len());
+        let with_cells = self.perf.is_some();
         for (k, win) in &windows.open {
             w.i64(*k);
-            w.len(win.events);
-            w.len(win.outcomes);
-            write_ts(&mut w, win.first);
-            write_ts(&mut w, win.last);
-            for acc in &win.signals {
-                w.len(acc.num.len());
-                for x in &acc.num {
-                    w.f64(*x);
-                }
-                w.len(acc.missing);
-                w.len(acc.type_errors);
-                w.u8(u8::from(acc.cat.map.is_some()));
-                let cats: Vec<(&String, &u64)> = acc.cat.iter().collect();
-                w.len(cats.len());
-                for (c, n) in cats {
-                    w.str(c);
-                    w.u64(*n);
-                }
-            }
+            write_window(&mut w, win, with_cells);
         }
         if let Some(t) = &self.perf {
             t.write(&mut w);
@@ -129,31 +184,7 @@ impl Monitor {
         let mut open = std::collections::BTreeMap::new();
         for _ in 0..r.len(16)? {
             let k = r.i64()?;
-            let mut win = Window::new(signals, 0);
-            win.events = r.len(0)?;
-            win.outcomes = r.len(0)?;
-            win.first = read_ts(&mut r)?;
-            win.last = read_ts(&mut r)?;
-            for acc in &mut win.signals {
-                let n = r.len(8)?;
-                acc.num = (0..n).map(|_| r.f64()).collect::<Result<_, _>>()?;
-                acc.missing = r.len(0)?;
-                acc.type_errors = r.len(0)?;
-                let as_map = r.u8()? == 1;
-                let mut cat = CatCounts::default();
-                let pairs = (0..r.len(16)?)
-                    .map(|_| Ok((r.str()?, r.u64()?)))
-                    .collect::<Result<Vec<_>, CodecError>>()?;
-                if as_map {
-                    cat.map = Some(pairs.into_iter().collect());
-                } else {
-                    cat.list = pairs
-                        .into_iter()
-                        .map(|(c, n)| (quick_key(&c), c, n))
-                        .collect();
-                }
-                acc.cat = cat;
-            }
+            let win = read_window(&mut r, signals, with_perf)?;
             open.insert(k, win);
         }
         // Read into a copy, so damaged bytes leave the tracker as it was.

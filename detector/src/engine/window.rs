@@ -36,6 +36,9 @@ pub(crate) struct Window {
     pub(crate) outcomes: usize,
     pub(crate) first: Option<DateTime<Utc>>,
     pub(crate) last: Option<DateTime<Utc>>,
+    /// The same window per group of people (plans with `segment_drift`), by group id
+    /// (`perf::segments::Segments::group_id`).
+    pub(crate) cells: BTreeMap<u16, Window>,
 }
 
 impl Window {
@@ -59,6 +62,25 @@ impl Window {
             outcomes: 0,
             first: None,
             last: None,
+            cells: BTreeMap::new(),
+        }
+    }
+
+    /// Add a prediction to the window and to the windows of its `groups`.
+    pub(crate) fn add_grouped(
+        &mut self,
+        signals: &[Signal],
+        timestamp: DateTime<Utc>,
+        row: &[Observed<'_>],
+        outcome: bool,
+        groups: &[u16],
+    ) {
+        self.add(timestamp, row, outcome);
+        for &g in groups {
+            self.cells
+                .entry(g)
+                .or_insert_with(|| Window::new(signals, 0))
+                .add(timestamp, row, outcome);
         }
     }
 
@@ -141,7 +163,7 @@ impl Windows {
         signals: &[Signal],
         timestamp: DateTime<Utc>,
         row: &[Observed<'_>],
-        outcome: bool,
+        (outcome, groups): (bool, &[u16]),
     ) -> (Vec<(i64, Window)>, Option<std::ops::RangeInclusive<i64>>) {
         let Windowing {
             kind,
@@ -169,7 +191,7 @@ impl Windows {
             self.open
                 .entry(k)
                 .or_insert_with(|| Window::new(signals, capacity))
-                .add(timestamp, row, outcome);
+                .add_grouped(signals, timestamp, row, outcome, groups);
         }
         let placed = (!placed.is_empty()).then_some(placed);
         let mark = match kind {

@@ -145,6 +145,34 @@ impl Segments {
             .map(|(k, &v)| (k as u16, v))
     }
 
+    /// The group id of value `v` of key `k`: one number per (key, value) the caps
+    /// allow, stable for the life of the monitor.
+    pub fn group_id(&self, k: u16, v: u16) -> u16 {
+        k * (self.max_values as u16 + 1) + v
+    }
+
+    /// The (key, value) of a group id.
+    pub fn group_of(&self, g: u16) -> (u16, u16) {
+        let per = self.max_values as u16 + 1;
+        (g / per, g % per)
+    }
+
+    /// The group ids of a cell.
+    pub(crate) fn group_ids(&self, cell: u16) -> Vec<u16> {
+        self.groups(cell)
+            .map(|(k, v)| self.group_id(k, v))
+            .collect()
+    }
+
+    /// The reference key of a group: `key=value`.
+    pub fn group_name(&self, g: u16) -> (String, String) {
+        let (k, v) = self.group_of(g);
+        (
+            self.keys.get(usize::from(k)).cloned().unwrap_or_default(),
+            self.value_name(k, v).to_owned(),
+        )
+    }
+
     /// The name of value `v` of key `k`.
     pub(crate) fn value_name(&self, k: u16, v: u16) -> &str {
         self.values

@@ -273,6 +273,10 @@ pub struct PerformanceSpec {
     /// Values kept per segment key; the rest are pooled as `other`.
     #[serde(default = "twenty")]
     pub max_segment_values: usize,
+    /// Also run the plan's drift checks per group, each against the group's own
+    /// reference (the reference predictions of that group), with constant levels.
+    #[serde(default)]
+    pub segment_drift: bool,
     /// Levels for the gap between the best and the worst cell of a key, per metric
     /// (e.g. `gap.recall = { warning = 0.05, critical = 0.10 }`).
     #[serde(default)]

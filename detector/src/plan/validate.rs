@@ -364,6 +364,12 @@ impl Plan {
                 return err("segments", format!("\"{key}\" is named twice"));
             }
         }
+        if perf.segment_drift && perf.segments.is_empty() {
+            return err(
+                "segment_drift",
+                "needs segments to split the drift checks by".into(),
+            );
+        }
         if perf.min_cell == 0 {
             return err("min_cell", "must be at least 1".into());
         }
