@@ -19,6 +19,7 @@ pub mod report;
 pub mod segments;
 mod snapshot;
 pub mod tracker;
+mod verdict;
 
 pub use join::{PendingJoin, PENDING_BYTES};
 pub use metrics::{Actual, PerfAcc, Predicted};
