@@ -371,25 +371,10 @@ pub(crate) fn learn(
         for check in s.checks.iter().filter(|c| c.thresholds.learned) {
             let key = learned_key(&s.name, check.method);
             let v = values.remove(&key).unwrap_or_default();
-            let n = v.len();
-            let mean = if n > 0 {
-                v.iter().sum::<f64>() / n as f64
-            } else {
-                f64::NAN
-            };
-            let std = stats::std_dev(&v);
-            let (wk, ck) = check.thresholds.ks();
             // Every learned value is one where larger means drift (see `learned_value`).
-            let level = |k: f64| (n >= 2).then_some(mean + k * std);
             out.insert(
                 key,
-                LearnedLevels {
-                    windows: n,
-                    mean,
-                    std,
-                    warning: level(wk),
-                    critical: level(ck),
-                },
+                LearnedLevels::from_values(&v, check.thresholds.ks(), true),
             );
         }
     }

@@ -108,6 +108,33 @@ pub struct LearnedLevels {
     pub critical: Option<f64>,
 }
 
+impl LearnedLevels {
+    /// Levels `k` standard deviations (ddof 0) from the mean of `values`, on the worse
+    /// side (`larger_is_worse`, else below the mean), for (warning, critical); none with
+    /// fewer than two values. Without values the mean and deviation are 0, not NaN, so
+    /// the levels survive JSON (the reference stores keep it).
+    pub(crate) fn from_values(values: &[f64], (wk, ck): (f64, f64), larger_is_worse: bool) -> Self {
+        let n = values.len();
+        let (mean, std) = if n == 0 {
+            (0.0, 0.0)
+        } else {
+            (
+                values.iter().sum::<f64>() / n as f64,
+                crate::stats::std_dev(values),
+            )
+        };
+        let sign = if larger_is_worse { 1.0 } else { -1.0 };
+        let level = |k: f64| (n >= 2).then_some(mean + sign * k * std);
+        LearnedLevels {
+            windows: n,
+            mean,
+            std,
+            warning: level(wk),
+            critical: level(ck),
+        }
+    }
+}
+
 /// The frozen reference of one system: computed once, versioned, quoted by every result.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReferenceProfile {

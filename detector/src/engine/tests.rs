@@ -779,3 +779,26 @@ fn a_restored_monitor_continues_bit_for_bit() {
         }
     }
 }
+
+/// A reference too small for one whole window has no learned levels; it must still
+/// round-trip through JSON, as the reference stores keep it (a NaN mean was written as
+/// `null` and could not be read back).
+#[test]
+fn a_reference_without_whole_windows_round_trips_through_json() {
+    let text = demo_plan_toml("credit", 300, 1000).replace(
+        "[prediction.score]",
+        "[prediction.score]\nthresholds.psi = { learned = true }",
+    );
+    let plan = Plan::from_toml(&text, "demo", PathBuf::new()).expect("plan");
+    let mut b = ReferenceBuilder::new(&plan);
+    let mut model = CreditModel::new("credit", 9);
+    for _ in 0..300 {
+        b.add(&model.next_prediction(Drift::NONE));
+    }
+    let r = b.build("test".into(), "f".into());
+    let levels = &r.learned["prediction.score/psi"];
+    assert_eq!((levels.windows, levels.warning), (0, None));
+    let json = serde_json::to_string(&r).expect("json");
+    let back: ReferenceProfile = serde_json::from_str(&json).expect("reads back");
+    assert_eq!(back.version, r.version);
+}

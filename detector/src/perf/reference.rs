@@ -12,7 +12,6 @@ use super::metrics::{Actual, PerfAcc, Predicted};
 use super::tracker::Classes;
 use crate::engine::{LearnedLevels, Observed};
 use crate::plan::{Calibration, PerfMetric, Plan, Source, Task, WindowKind, Windowing};
-use crate::stats;
 
 /// The reference's performance.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -145,31 +144,9 @@ impl PerfCollector {
                 .values()
                 .filter_map(|(_, acc)| acc.metric(m, self.task))
                 .collect();
-            let n = values.len();
-            let mean = if n > 0 {
-                values.iter().sum::<f64>() / n as f64
-            } else {
-                0.0
-            };
-            let std = if n > 0 { stats::std_dev(&values) } else { 0.0 };
-            let level = |k: f64| {
-                (n >= 2).then(|| {
-                    if m.higher_is_better() {
-                        mean - k * std
-                    } else {
-                        mean + k * std
-                    }
-                })
-            };
             learned.insert(
                 m,
-                LearnedLevels {
-                    windows: n,
-                    mean,
-                    std,
-                    warning: level(wk),
-                    critical: level(ck),
-                },
+                LearnedLevels::from_values(&values, (wk, ck), !m.higher_is_better()),
             );
         }
         let calibrate = match self.calibration {
