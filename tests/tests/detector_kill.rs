@@ -18,12 +18,12 @@ use driftwatch_detector::driver::file::replay;
 use driftwatch_detector::engine::WindowReport;
 use driftwatch_detector::input;
 use driftwatch_detector::plan::Plan;
+use driftwatch_e2e::kafka::produce;
 use driftwatch_e2e::process::{brokers, free_port, test_dir, Proc};
 use driftwatch_e2e::{binary, create_topics, eventually, metric, WebhookReceiver};
 use driftwatch_schema::Event;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 const SYSTEMS: [&str; 2] = ["golden", "golden-b"];
@@ -52,28 +52,6 @@ fn events() -> Vec<Event> {
         out.push(Event::from_wire(b.as_bytes()).expect("b"));
     }
     out
-}
-
-fn produce(brokers: &str, topic: &str, events: &[Event]) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer");
-    for e in events {
-        let payload = e.to_wire();
-        let mut record = BaseRecord::to(topic).key(e.system_id()).payload(&payload);
-        loop {
-            match p.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    p.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    p.flush(Duration::from_secs(60)).expect("flush");
 }
 
 /// Every payload of partition 0 of `topic` up to its end as of now.

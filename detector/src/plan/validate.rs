@@ -272,30 +272,8 @@ impl Plan {
             if !active.contains(m) {
                 return Err((key, format!("\"{m}\" is not among the metrics")));
             }
-            if t.learned {
-                if t.warning.is_some() || t.critical.is_some() {
-                    return Err((
-                        key,
-                        "learned thresholds take warning_k/critical_k, not warning/critical".into(),
-                    ));
-                }
-                let (wk, ck) = t.ks();
-                if !(wk > 0.0 && ck > 0.0 && wk.is_finite() && ck.is_finite()) || wk > ck {
-                    return Err((
-                        key,
-                        format!("warning_k ({wk}) and critical_k ({ck}) must be positive, warning_k <= critical_k"),
-                    ));
-                }
+            if !check_thresholds(t).map_err(|e| (key.clone(), e))? {
                 continue;
-            }
-            if t.warning_k.is_some() || t.critical_k.is_some() {
-                return Err((key, "warning_k/critical_k need learned = true".into()));
-            }
-            if t.warning.is_none() && t.critical.is_none() {
-                return Err((
-                    key,
-                    "give warning and/or critical, or learned = true".into(),
-                ));
             }
             for v in [t.warning, t.critical].into_iter().flatten() {
                 check_level(*m, v).map_err(|e| (key.clone(), e))?;
@@ -466,30 +444,8 @@ fn check_methods(
         if !active.contains(m) {
             return Err((tkey, format!("method \"{m}\" is not among the checks")));
         }
-        if t.learned {
-            if t.warning.is_some() || t.critical.is_some() {
-                return Err((
-                    tkey,
-                    "learned thresholds take warning_k/critical_k, not warning/critical".into(),
-                ));
-            }
-            let (wk, ck) = t.ks();
-            if !(wk > 0.0 && ck > 0.0 && wk.is_finite() && ck.is_finite()) || wk > ck {
-                return Err((
-                    tkey,
-                    format!("warning_k ({wk}) and critical_k ({ck}) must be positive, warning_k <= critical_k"),
-                ));
-            }
+        if !check_thresholds(t).map_err(|e| (tkey.clone(), e))? {
             continue;
-        }
-        if t.warning_k.is_some() || t.critical_k.is_some() {
-            return Err((tkey, "warning_k/critical_k need learned = true".into()));
-        }
-        if t.warning.is_none() && t.critical.is_none() {
-            return Err((
-                tkey,
-                "give warning and/or critical, or learned = true".into(),
-            ));
         }
         for v in [t.warning, t.critical].into_iter().flatten() {
             if !v.is_finite() || v < 0.0 || (m.bounded_by_one() && v > 1.0) {
@@ -514,4 +470,31 @@ fn check_methods(
         }
     }
     Ok(())
+}
+
+/// The rules every `thresholds` entry follows: learned levels take `warning_k` and
+/// `critical_k` (positive, warning no larger), constant ones take `warning` and/or
+/// `critical`. `Ok(true)`: constant levels, to be checked against the method or metric.
+fn check_thresholds(t: &Thresholds) -> Result<bool, String> {
+    if t.learned {
+        if t.warning.is_some() || t.critical.is_some() {
+            return Err(
+                "learned thresholds take warning_k/critical_k, not warning/critical".into(),
+            );
+        }
+        let (wk, ck) = t.ks();
+        if !(wk > 0.0 && ck > 0.0 && wk.is_finite() && ck.is_finite()) || wk > ck {
+            return Err(format!(
+                "warning_k ({wk}) and critical_k ({ck}) must be positive, warning_k <= critical_k"
+            ));
+        }
+        return Ok(false);
+    }
+    if t.warning_k.is_some() || t.critical_k.is_some() {
+        return Err("warning_k/critical_k need learned = true".into());
+    }
+    if t.warning.is_none() && t.critical.is_none() {
+        return Err("give warning and/or critical, or learned = true".into());
+    }
+    Ok(true)
 }
