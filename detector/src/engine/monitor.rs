@@ -413,19 +413,7 @@ impl Monitor {
                     WindowKind::Count => windows.seq - 1,
                     WindowKind::Time => ts,
                 };
-                let pred = t.predicted(row);
-                let (actual, id) = match outcome {
-                    Some(text) => match t.actual_text(text) {
-                        Some(a) => (Some(a), id),
-                        None => {
-                            // Not a value of the task: counted, and never joined.
-                            t.counts.invalid += 1;
-                            (None, NO_ID)
-                        }
-                    },
-                    None => (None, id),
-                };
-                t.prediction(ks, (pos, ts, id, cell), pred, actual, &mut step.performance);
+                t.row(ks, (pos, ts, id, cell), row, outcome, &mut step.performance);
             }
             for (k, _) in &closed {
                 t.closed(*k, &mut step.performance);
@@ -458,6 +446,10 @@ impl Monitor {
             return;
         };
         let held = &mut self.held;
+        let perf = &mut self.perf;
+        // Performance reads only its own columns of each row.
+        let needed = perf.as_ref().map(Tracker::columns).unwrap_or_default();
+        let mut closed_ks = Vec::new();
         // Runs of rows with sound timestamps go in column by column; a skewed row is
         // counted and left out.
         while i < batch.len() {
@@ -470,13 +462,44 @@ impl Monitor {
                 }
                 j += 1;
             }
+            if let Some(t) = perf.as_mut() {
+                // A count window takes every prediction of its positions, so each row
+                // is in all the windows of its position; the tracker sees the run's rows
+                // before the windows they close.
+                let mut pos = windows.seq;
+                for r in i..j {
+                    row.clear();
+                    row.resize(self.signals.len(), Observed::Missing);
+                    for &c in &needed {
+                        row[c] = batch.value(r, c);
+                    }
+                    let id = batch.ids.get(r).copied().unwrap_or(NO_ID);
+                    let ts = batch.timestamp(r).timestamp_millis();
+                    let cell = t.segments.cell_of(&row, None);
+                    let ks = t.windows_of(pos);
+                    t.row(
+                        ks,
+                        (pos, ts, id, cell),
+                        &row,
+                        batch.outcome(r),
+                        &mut step.performance,
+                    );
+                    pos += 1;
+                }
+            }
             windows.add_columns(&self.signals, batch, i..j, |k, window| {
+                closed_ks.push(k);
                 held.push(Closed {
                     k,
                     window,
                     complete: true,
                 })
             });
+            if let Some(t) = perf.as_mut() {
+                for k in closed_ks.drain(..) {
+                    t.closed(k, &mut step.performance);
+                }
+            }
             if let Some(s) = skewed {
                 step.skewed(s);
             }
@@ -485,9 +508,9 @@ impl Monitor {
     }
 
     /// Whether the next rows of a batch can go in column by column: monitoring count
-    /// windows, without performance (which reads each row).
+    /// windows, unless drift is checked per group of people (each row's groups).
     fn takes_columns(&self) -> bool {
-        self.perf.is_none()
+        self.segment_groups().is_none()
             && matches!(&self.phase, Phase::Monitoring { windows, .. } if windows.spec.kind == WindowKind::Count)
     }
 

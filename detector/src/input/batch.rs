@@ -379,6 +379,18 @@ impl ColumnBatch {
         self.rows = keep.iter().filter(|k| **k).count() + self.rows.saturating_sub(keep.len());
     }
 
+    /// The value of column `c` in row `i`.
+    pub fn value(&self, i: usize, c: usize) -> Observed<'_> {
+        match &self.columns[c] {
+            Column::Num(v) if v[i].is_nan() => Observed::Missing,
+            Column::Num(v) => Observed::Num(v[i]),
+            Column::Cat { ids, .. } if ids[i] == MISSING => Observed::Missing,
+            Column::Cat { ids, dict } => {
+                Observed::Cat(std::borrow::Cow::Borrowed(dict.name(ids[i])))
+            }
+        }
+    }
+
     /// Row `i` as engine values (into `out`, cleared first).
     pub fn row<'a>(&'a self, i: usize, out: &mut Vec<Observed<'a>>) {
         out.clear();

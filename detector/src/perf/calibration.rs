@@ -7,13 +7,26 @@
 use serde::{Deserialize, Serialize};
 
 /// A fitted isotonic map from score to probability.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Isotonic {
     /// Increasing scores where the fitted value changes (block ends).
     pub x: Vec<f64>,
     /// The fitted probability at each.
     pub y: Vec<f64>,
+    /// Per equal-width bucket of [x0, xn], the first knot in it or after: a
+    /// prediction searches only its bucket's knots (made on first use).
+    #[serde(skip)]
+    buckets: std::sync::OnceLock<Vec<u32>>,
 }
+
+impl PartialEq for Isotonic {
+    fn eq(&self, other: &Self) -> bool {
+        self.x == other.x && self.y == other.y
+    }
+}
+
+/// Buckets of the knot index.
+const BUCKETS: usize = 4096;
 
 impl Isotonic {
     /// Fit on (score, outcome) pairs. `None` without pairs.
@@ -72,7 +85,30 @@ impl Isotonic {
             .filter(|&i| keep(i))
             .map(|i| (xs[i], fitted[i]))
             .unzip();
-        Some(Isotonic { x, y })
+        Some(Isotonic {
+            x,
+            y,
+            buckets: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn bucket_of(&self, s: f64) -> usize {
+        let (lo, hi) = (self.x[0], self.x[self.x.len() - 1]);
+        (((s - lo) / (hi - lo) * BUCKETS as f64) as usize).min(BUCKETS - 1)
+    }
+
+    fn buckets(&self) -> &[u32] {
+        self.buckets.get_or_init(|| {
+            let mut out = Vec::with_capacity(BUCKETS + 1);
+            let mut j = 0;
+            for b in 0..=BUCKETS {
+                while j < self.x.len() && self.bucket_of(self.x[j]) < b {
+                    j += 1;
+                }
+                out.push(j as u32);
+            }
+            out
+        })
     }
 
     /// The calibrated probability of a score.
@@ -84,8 +120,12 @@ impl Isotonic {
         if s >= self.x[n - 1] {
             return self.y[n - 1];
         }
-        // The first knot above s.
-        let j = self.x.partition_point(|&x| x <= s);
+        // The first knot above s: among the knots of s's bucket (those of earlier
+        // buckets lie below s, of later ones above).
+        let b = self.bucket_of(s);
+        let buckets = self.buckets();
+        let (from, to) = (buckets[b] as usize, buckets[b + 1] as usize);
+        let j = from + self.x[from..to].partition_point(|&x| x <= s);
         let (x0, x1, y0, y1) = (self.x[j - 1], self.x[j], self.y[j - 1], self.y[j]);
         if x1 == x0 {
             return y1;
@@ -174,6 +214,46 @@ mod tests {
         assert!((iso.predict(0.15) - 0.25).abs() < 1e-15);
         assert!((iso.predict(0.35) - 0.75).abs() < 1e-15);
         assert_eq!(iso.predict(0.9), 1.0);
+    }
+
+    #[test]
+    fn the_bucket_index_finds_the_same_knots_as_a_plain_search() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        // Clustered scores: many knots in few buckets, empty buckets elsewhere.
+        let pairs: Vec<(f64, bool)> = (0..20_000)
+            .map(|_| {
+                let p = next();
+                let s = if p < 0.5 { 0.3 + p * 1e-3 } else { p };
+                ((s * 1e6).round() / 1e6, next() < p)
+            })
+            .collect();
+        let iso = Isotonic::fit(&pairs).expect("pairs");
+        assert!(iso.x.len() > 100, "{} knots", iso.x.len());
+        let plain = |s: f64| {
+            let n = iso.x.len();
+            if s <= iso.x[0] {
+                return iso.y[0];
+            }
+            if s >= iso.x[n - 1] {
+                return iso.y[n - 1];
+            }
+            let j = iso.x.partition_point(|&x| x <= s);
+            let (x0, x1, y0, y1) = (iso.x[j - 1], iso.x[j], iso.y[j - 1], iso.y[j]);
+            y0 + (s - x0) * (y1 - y0) / (x1 - x0)
+        };
+        for _ in 0..100_000 {
+            let s = next() * 1.2 - 0.1;
+            assert_eq!(iso.predict(s).to_bits(), plain(s).to_bits(), "{s}");
+        }
+        for &x in &iso.x {
+            assert_eq!(iso.predict(x).to_bits(), plain(x).to_bits(), "knot {x}");
+        }
     }
 
     #[test]

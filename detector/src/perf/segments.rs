@@ -76,6 +76,14 @@ impl Segments {
         }
     }
 
+    /// The row positions of the features segments are keyed by.
+    pub(crate) fn row_columns(&self) -> impl Iterator<Item = usize> + '_ {
+        self.from.iter().filter_map(|f| match f {
+            From::Row(at) => *at,
+            From::Tag(_) => None,
+        })
+    }
+
     /// Whether the plan names segments.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()

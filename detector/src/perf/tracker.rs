@@ -214,6 +214,44 @@ impl Tracker {
         )
     }
 
+    /// The row positions this tracker reads: the prediction's score, label and value,
+    /// and the features its segments are keyed by.
+    pub(crate) fn columns(&self) -> Vec<usize> {
+        let mut out: Vec<usize> = [self.score, self.label, self.value]
+            .into_iter()
+            .flatten()
+            .chain(self.segments.row_columns())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// A monitored prediction's row placed in windows `ks`: its prediction, the outcome
+    /// it carries if any (as written), joined at once or left to wait.
+    pub(crate) fn row(
+        &mut self,
+        ks: std::ops::RangeInclusive<i64>,
+        (pos, ts, id, cell): (i64, i64, u64, u16),
+        row: &[Observed<'_>],
+        outcome: Option<&str>,
+        out: &mut Vec<PerformanceReport>,
+    ) {
+        let pred = self.predicted(row);
+        let (actual, id) = match outcome {
+            Some(text) => match self.actual_text(text) {
+                Some(a) => (Some(a), id),
+                None => {
+                    // Not a value of the task: counted, and never joined.
+                    self.counts.invalid += 1;
+                    (None, NO_ID)
+                }
+            },
+            None => (None, id),
+        };
+        self.prediction(ks, (pos, ts, id, cell), pred, actual, out);
+    }
+
     /// An outcome as written in a CSV column.
     pub(crate) fn actual_text(&mut self, text: &str) -> Option<Actual> {
         actual_of_text(self.spec.task, &mut self.classes, text)
@@ -225,7 +263,7 @@ impl Tracker {
     }
 
     /// The windows of a prediction at `pos` (every one, whether still tracked or not).
-    fn windows_of(&self, pos: i64) -> std::ops::RangeInclusive<i64> {
+    pub(crate) fn windows_of(&self, pos: i64) -> std::ops::RangeInclusive<i64> {
         let Windowing {
             kind, size, slide, ..
         } = self.windowing;
