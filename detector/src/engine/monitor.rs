@@ -466,8 +466,7 @@ impl Monitor {
                 // A count window takes every prediction of its positions, so each row
                 // is in all the windows of its position; the tracker sees the run's rows
                 // before the windows they close.
-                let mut pos = windows.seq;
-                for r in i..j {
+                for (pos, r) in (windows.seq..).zip(i..j) {
                     row.clear();
                     row.resize(self.signals.len(), Observed::Missing);
                     for &c in &needed {
@@ -484,7 +483,6 @@ impl Monitor {
                         batch.outcome(r),
                         &mut step.performance,
                     );
-                    pos += 1;
                 }
             }
             windows.add_columns(&self.signals, batch, i..j, |k, window| {
