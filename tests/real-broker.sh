@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real-broker suite: starts a tansu broker on a free loopback port (installing tansu
-# if missing), runs tests/tests/real_broker.rs (the pipeline),
+# if missing), runs tests/tests/real_broker.rs (the pipeline: drift, and performance
+# from outcomes posted late through the agent),
 # tests/tests/detector_kill.rs (detect killed -9 three times; two detect processes with
 # the partition's holder killed) and tests/tests/agent_durability.rs (kill -9, outage,
 # full spool, disk errors, privacy) against it, and stops it. tests/tests/kafka_security.rs starts a tansu of its own that

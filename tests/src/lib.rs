@@ -135,29 +135,45 @@ pub async fn post_stream(
     after: usize,
     repeat: bool,
 ) -> anyhow::Result<()> {
+    post_stream_with(
+        agent,
+        system,
+        seed,
+        (before, after),
+        repeat,
+        Drift::DEMO,
+        None,
+    )
+    .await
+}
+
+/// [`post_stream`] with the drift to apply after `before` predictions, and, with
+/// `outcome_delay`, each prediction's outcome posted to `/v1/outcomes` once that many
+/// later predictions have been posted (stamped as many seconds after it); the last ones
+/// at the end.
+pub async fn post_stream_with(
+    agent: SocketAddr,
+    system: &str,
+    seed: u64,
+    (before, after): (usize, usize),
+    repeat: bool,
+    drift: Drift,
+    outcome_delay: Option<usize>,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let mut model = CreditModel::new(system, seed);
     let total = before + after;
     let mut sent = 0;
-    while sent < total {
-        let n = 250.min(total - sent);
-        let mut body = Vec::new();
-        for i in 0..n {
-            let drift = if sent + i < before {
-                Drift::NONE
-            } else {
-                Drift::DEMO
-            };
-            serde_json::to_writer(&mut body, &model.next_json(drift))?;
-            body.push(b'\n');
-        }
-        for _ in 0..(1 + usize::from(repeat)) {
-            // As a model server would: keep the batch on 503 and retry (the agent answers
-            // 503 while it recovers its spool at start).
+    let mut awaiting = std::collections::VecDeque::new();
+    let post = |path: &'static str, body: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            // As a model server would: keep the batch on 503 and retry (the agent
+            // answers 503 while it recovers its spool at start).
             let mut attempts = 0;
             let r = loop {
                 let r = client
-                    .post(format!("http://{agent}/v1/predictions"))
+                    .post(format!("http://{agent}{path}"))
                     .body(body.clone())
                     .send()
                     .await?;
@@ -168,8 +184,50 @@ pub async fn post_stream(
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             };
             anyhow::ensure!(r.status() == 202, "agent answered {}", r.status());
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    while sent < total {
+        let n = 250.min(total - sent);
+        let mut body = Vec::new();
+        for i in 0..n {
+            let d = if sent + i < before {
+                Drift::NONE
+            } else {
+                drift
+            };
+            let p = model.next_json(d);
+            serde_json::to_writer(&mut body, &p)?;
+            body.push(b'\n');
+            if outcome_delay.is_some() {
+                awaiting.push_back(p);
+            }
+        }
+        for _ in 0..(1 + usize::from(repeat)) {
+            post("/v1/predictions", body.clone()).await?;
         }
         sent += n;
+        if let Some(delay) = outcome_delay {
+            let due = awaiting.len().saturating_sub(delay);
+            let mut body = Vec::new();
+            for p in awaiting.drain(..due) {
+                serde_json::to_writer(&mut body, &model.outcome_json(&p, delay as i64))?;
+                body.push(b'\n');
+            }
+            if !body.is_empty() {
+                post("/v1/outcomes", body).await?;
+            }
+        }
+    }
+    if let Some(delay) = outcome_delay {
+        let mut body = Vec::new();
+        for p in awaiting.drain(..) {
+            serde_json::to_writer(&mut body, &model.outcome_json(&p, delay as i64))?;
+            body.push(b'\n');
+        }
+        if !body.is_empty() {
+            post("/v1/outcomes", body).await?;
+        }
     }
     Ok(())
 }

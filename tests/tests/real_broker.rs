@@ -10,9 +10,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use driftwatch_detector::synth::demo_plan_toml;
+use driftwatch_detector::synth::{demo_plan_toml, Drift};
 use driftwatch_e2e::process::{brokers, free_port, Proc};
-use driftwatch_e2e::{binary, create_topics, eventually, metric, post_stream, WebhookReceiver};
+use driftwatch_e2e::{
+    binary, create_topics, eventually, metric, post_stream, post_stream_with, WebhookReceiver,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
@@ -24,6 +26,22 @@ struct Run {
 }
 
 async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -> Run {
+    run_pipeline_with(name, (before, after), windows, None).await
+}
+
+/// What a run with `[performance]` adds: the plan's table, and outcomes posted this many
+/// predictions (and seconds) after their own.
+struct WithOutcomes {
+    performance: &'static str,
+    delay: usize,
+}
+
+async fn run_pipeline_with(
+    name: &str,
+    (before, after): (usize, usize),
+    windows: usize,
+    outcomes: Option<WithOutcomes>,
+) -> Run {
     let brokers = brokers();
     let unique = format!(
         "{name}-{}-{}",
@@ -51,7 +69,9 @@ async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -
     let plan = dir.join("plan.toml");
     std::fs::write(
         &plan,
-        demo_plan_toml(name, 2000, 1000) + &format!("webhook_url = \"{url}\"\n"),
+        demo_plan_toml(name, 2000, 1000)
+            + &format!("webhook_url = \"{url}\"\n")
+            + outcomes.as_ref().map_or("", |o| o.performance),
     )
     .expect("plan");
 
@@ -103,9 +123,22 @@ async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -
     .await;
     assert!(ready.is_some(), "agent became ready");
 
-    post_stream(agent_addr, name, 7, before, after, false)
-        .await
-        .expect("every batch acknowledged by the agent");
+    match &outcomes {
+        None => post_stream(agent_addr, name, 7, before, after, false).await,
+        Some(o) => {
+            post_stream_with(
+                agent_addr,
+                name,
+                7,
+                (before, after),
+                false,
+                Drift::DEMO_WITH_INCOME,
+                Some(o.delay),
+            )
+            .await
+        }
+    }
+    .expect("every batch acknowledged by the agent");
 
     let series = format!("driftwatch_windows_total{{system=\"{name}\"}}");
     let evaluated = eventually(Duration::from_secs(60), || {
@@ -126,6 +159,28 @@ async fn run_pipeline(name: &str, before: usize, after: usize, windows: usize) -
     })
     .await
     .unwrap_or(0.0);
+    if outcomes.is_some() {
+        // The last final window: reported once the last outcomes are joined.
+        let series = format!("driftwatch_outcomes_total{{result=\"joined\",system=\"{name}\"}}");
+        let joined = (before + after - 2000) as f64;
+        let all = eventually(Duration::from_secs(60), || {
+            let c = client.clone();
+            let series = series.clone();
+            async move {
+                let page = c
+                    .get(format!("http://{metrics_addr}/metrics"))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                (metric(&page, &series)? >= joined).then_some(())
+            }
+        })
+        .await;
+        assert!(all.is_some(), "every monitored prediction's outcome joined");
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The webhook reads the alerts topic in its own consumer group: wait until it has
     // caught up with the topic.
@@ -218,4 +273,53 @@ async fn real_broker_no_drift_no_alert() {
         "all windows evaluated, so silence means no drift"
     );
     assert!(run.alerts.is_empty(), "{:?}", run.alerts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real broker: run tests/real-broker.sh or set DRIFTWATCH_TEST_BROKERS"]
+async fn real_broker_late_outcomes_raise_an_estimate_then_a_realized_alert() {
+    // Outcomes 300 predictions late through the agent's /v1/outcomes; the population
+    // moves towards the decision boundary after 4,000 predictions (window 2).
+    let run = run_pipeline_with(
+        "credit-real-performance",
+        (4000, 3000),
+        5,
+        Some(WithOutcomes {
+            performance: "
+[performance]
+task = \"binary\"
+positive_label = \"repaid\"
+negative_label = \"defaulted\"
+horizon_s = 600
+declared = { accuracy = 0.70 }
+min_severity = \"warning\"
+",
+            delay: 300,
+        }),
+    )
+    .await;
+    assert_eq!(run.windows, 5.0);
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        run.alerts.iter().filter(|a| a["kind"] == kind).collect()
+    };
+    let estimates = of("performance_estimate");
+    let realized = of("performance");
+    assert!(!estimates.is_empty(), "CBPE warned: {:?}", run.alerts);
+    assert!(
+        !realized.is_empty(),
+        "realized accuracy alerted: {:?}",
+        run.alerts
+    );
+    for a in estimates.iter().chain(&realized) {
+        assert!(a["window"]["index"].as_u64() >= Some(2), "{a}");
+    }
+    assert!(realized.iter().any(|a| a["severity"] == "critical"
+        && a["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("declared in the instructions for use"))));
+    // At the webhook in the order raised: the estimate of a window before its realized
+    // verdict.
+    let first = |kind: &str| run.alerts.iter().position(|a| a["kind"] == kind);
+    assert!(first("performance_estimate") < first("performance"));
+    assert_eq!(run.alerts_in_kafka, run.alerts.len());
 }
