@@ -677,7 +677,7 @@ fn at_the_memory_budget_the_oldest_prediction_is_evicted_and_counted() {
         .as_ref()
         .expect("valid test input")
         .max_pending();
-    assert_eq!(cap, (1 << 20) / 40);
+    assert_eq!(cap, (1 << 20) / 46);
     let cs = cases(cap + 5200, usize::MAX);
     let mut m = Monitor::new(plan, None);
     for (i, c) in cs.iter().enumerate() {

@@ -8,12 +8,17 @@
 //! - An entry stays after its outcome until it leaves, so a second outcome finds it
 //!   and replaces the first (last one wins).
 //!
-//! Memory: the ring and the index are sized from the budget once: 40 bytes per entry
-//! and 1.5 index slots of 4 bytes per entry, 46 bytes per prediction the budget holds.
-//! Ring pages are touched as entries arrive; the index is touched all over at once.
+//! Memory grows with what is pending, never past the budget: 40 bytes per entry in the
+//! ring (doubled as it fills, up to the budget exactly) and an index doubled (and
+//! rebuilt from the ring) when more than two thirds full, up to 1.5 slots of 4 bytes per
+//! entry of the budget. A system with few predictions pending holds little; at the
+//! budget it is 46 bytes per prediction.
 
 /// Bytes of one pending prediction in the ring.
 pub const PENDING_BYTES: usize = std::mem::size_of::<Pending>();
+
+/// Bytes of one pending prediction at the budget: its ring entry and 1.5 index slots.
+pub const BUDGET_BYTES: usize = PENDING_BYTES + 6;
 
 /// One prediction awaiting (or holding) its outcome.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,6 +84,8 @@ pub struct PendingJoin {
     len: usize,
     /// Slot values are ring positions + 1; 0 is empty.
     index: Vec<u32>,
+    /// The index never grows past this many slots (1.5 per entry of the ring).
+    max_slots: usize,
     /// Hashes of departed predictions, direct-mapped: tells "expired" from "unknown"
     /// for recently departed ids (a later departure may overwrite a slot).
     departed: Vec<u64>,
@@ -94,13 +101,15 @@ impl PendingJoin {
     /// Room for `cap` pending predictions (at least 1).
     pub fn new(cap: usize) -> Self {
         let cap = cap.clamp(1, 1 << 31);
-        let slots = cap + cap / 2 + 1;
+        let max_slots = cap + cap / 2 + 1;
+        let slots = max_slots.min(1024);
         PendingJoin {
-            ring: Vec::with_capacity(cap),
+            ring: Vec::new(),
             cap,
             head: 0,
             len: 0,
             index: vec![0; slots],
+            max_slots,
             departed: vec![0; DEPARTED_SLOTS],
         }
     }
@@ -118,6 +127,11 @@ impl PendingJoin {
     /// Room in the ring.
     pub fn capacity(&self) -> usize {
         self.cap
+    }
+
+    /// Slots of the index now.
+    pub fn allocated_index_slots(&self) -> usize {
+        self.index.len()
     }
 
     /// Bytes allocated (ring at full capacity, index, departed memory).
@@ -170,19 +184,47 @@ impl PendingJoin {
         } else {
             None
         };
+        // Room in the index for one more (before the new entry is in the ring).
+        if (self.len + 1) * 3 > self.index.len() * 2 && self.index.len() < self.max_slots {
+            self.grow();
+        }
         let at = (self.head + self.len) % self.cap;
         if at == self.ring.len() {
+            if self.ring.len() == self.ring.capacity() {
+                // Doubling, but never past the budget.
+                let more = self
+                    .ring
+                    .capacity()
+                    .max(1024)
+                    .min(self.cap - self.ring.len());
+                self.ring.reserve_exact(more);
+            }
             self.ring.push(entry);
         } else {
             self.ring[at] = entry;
         }
         self.len += 1;
-        let mut s = self.slot_of(entry.key);
+        self.place(entry.key, at);
+        evicted
+    }
+
+    /// Put ring position `at` (holding `key`) into the index.
+    fn place(&mut self, key: u64, at: usize) {
+        let mut s = self.slot_of(key);
         while self.index[s] != 0 {
             s = self.next(s);
         }
         self.index[s] = at as u32 + 1;
-        evicted
+    }
+
+    /// Double the index (at most to `max_slots`) and place every entry again.
+    fn grow(&mut self) {
+        let slots = (self.index.len() * 2).min(self.max_slots);
+        self.index = vec![0; slots];
+        for i in 0..self.len {
+            let at = (self.head + i) % self.cap;
+            self.place(self.ring[at].key, at);
+        }
     }
 
     /// Remove and return the oldest entry, remembering it departed.
@@ -299,6 +341,36 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    #[test]
+    fn the_index_grows_with_what_is_pending_not_with_the_budget() {
+        let mut j = PendingJoin::new(10_000_000);
+        assert!(j.allocated_index_slots() <= 1024);
+        for k in 0..100_000u64 {
+            j.insert(entry(k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, k as i64));
+        }
+        let slots = j.allocated_index_slots();
+        assert!(
+            (150_000..=300_000).contains(&slots),
+            "{slots} slots for 100,000"
+        );
+        for k in 0..100_000u64 {
+            assert!(
+                matches!(
+                    j.find(k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+                    Found::First(_)
+                ),
+                "{k}"
+            );
+        }
+        // Never past 1.5 slots per entry of the budget.
+        let mut small = PendingJoin::new(1000);
+        for k in 0..5000u64 {
+            small.insert(entry(k * 31 + 7, k as i64));
+        }
+        assert_eq!(small.allocated_index_slots(), 1501);
+        assert_eq!(small.len(), 1000);
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod snapshot;
 pub mod tracker;
 mod verdict;
 
-pub use join::{PendingJoin, PENDING_BYTES};
+pub use join::{PendingJoin, BUDGET_BYTES, PENDING_BYTES};
 pub use metrics::{Actual, PerfAcc, Predicted};
 pub use report::{
     GapResult, JoinCounts, MetricResult, MetricStatus, PerformanceReport, SegmentResult, Stage,

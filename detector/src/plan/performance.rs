@@ -234,7 +234,8 @@ pub struct PerformanceSpec {
     /// Share of a window's predictions with an outcome before it is judged.
     #[serde(default = "half")]
     pub min_coverage: f64,
-    /// Memory for predictions awaiting their outcome, in MiB (40 bytes each); at the
+    /// Memory for predictions awaiting their outcome, in MiB (46 bytes each, with their
+    /// index; a system holds only what is pending); at the
     /// budget the oldest is evicted and counted.
     #[serde(default = "budget")]
     pub memory_budget_mib: u64,
@@ -334,7 +335,7 @@ impl PerformanceSpec {
 
     /// Predictions that fit in the memory budget.
     pub fn max_pending(&self) -> usize {
-        (self.memory_budget_mib.saturating_mul(1 << 20) / crate::perf::PENDING_BYTES as u64)
+        (self.memory_budget_mib.saturating_mul(1 << 20) / crate::perf::BUDGET_BYTES as u64)
             .min(u32::MAX as u64 - 1) as usize
     }
 
