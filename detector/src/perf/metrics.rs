@@ -36,6 +36,9 @@ pub enum Actual {
     Value(f64),
 }
 
+/// Scored pairs: (score, actual is positive).
+type Pairs = Vec<(f64, bool)>;
+
 /// The sums of one window's joined pairs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PerfAcc {
@@ -46,8 +49,11 @@ pub struct PerfAcc {
     /// `confusion[actual * k + predicted]`.
     confusion: Vec<u64>,
     /// Binary with a score: (score, actual is positive), for ROC AUC and average
-    /// precision (exact, ties included).
+    /// precision (exact, ties included), as added.
     pairs: Vec<(f64, bool)>,
+    /// Pairs taken back (a later outcome replaced theirs): subtracted when the pairs are
+    /// ranked, so taking one back costs O(1), not a search.
+    removed: Vec<(f64, bool)>,
     log_loss: f64,
     brier: f64,
     /// Per calibration bin: pairs, sum of scores, positives.
@@ -77,8 +83,8 @@ impl PerfAcc {
                     let s = if add { 1.0 } else { -1.0 };
                     if add {
                         self.pairs.push((p, y));
-                    } else if let Some(i) = self.pairs.iter().position(|&q| q == (p, y)) {
-                        self.pairs.swap_remove(i);
+                    } else {
+                        self.removed.push((p, y));
                     }
                     let q = p.clamp(f64::EPSILON, 1.0 - f64::EPSILON);
                     self.log_loss += s * -(if y { q.ln() } else { (1.0 - q).ln() });
@@ -125,7 +131,7 @@ impl PerfAcc {
     ) -> (
         usize,
         &[u64],
-        &[(f64, bool)],
+        (&[(f64, bool)], &[(f64, bool)]),
         (f64, f64),
         &[(u64, f64, u64)],
         &[f64; 5],
@@ -133,7 +139,7 @@ impl PerfAcc {
         (
             self.k,
             &self.confusion,
-            &self.pairs,
+            (&self.pairs, &self.removed),
             (self.log_loss, self.brier),
             &self.ece,
             &self.reg,
@@ -145,7 +151,7 @@ impl PerfAcc {
         n: u64,
         k: usize,
         confusion: Vec<u64>,
-        pairs: Vec<(f64, bool)>,
+        (pairs, removed): (Pairs, Pairs),
         sums: (f64, f64),
         ece: Vec<(u64, f64, u64)>,
         reg: [f64; 5],
@@ -155,6 +161,7 @@ impl PerfAcc {
             k,
             confusion,
             pairs,
+            removed,
             log_loss: sums.0,
             brier: sums.1,
             ece,
@@ -193,7 +200,7 @@ impl PerfAcc {
 
     /// Pairs that carry a score.
     pub fn scored(&self) -> usize {
-        self.pairs.len()
+        self.pairs.len() - self.removed.len()
     }
 
     /// Several metrics at once: the scored pairs are sorted once for ROC AUC and average
@@ -202,7 +209,7 @@ impl PerfAcc {
         let ranked = ms
             .iter()
             .any(|m| matches!(m, PerfMetric::RocAuc | PerfMetric::AveragePrecision))
-            .then(|| ranked(&self.pairs));
+            .then(|| ranked(&self.pairs, &self.removed));
         ms.iter()
             .map(|&m| match (m, &ranked) {
                 (PerfMetric::RocAuc, Some(r)) if self.n > 0 => roc_auc_ranked(r),
@@ -258,10 +265,10 @@ impl PerfAcc {
                 }
                 (defined > 0).then(|| sum / f64::from(defined))
             }
-            RocAuc => roc_auc(&self.pairs),
-            AveragePrecision => average_precision(&self.pairs),
-            LogLoss => (!self.pairs.is_empty()).then(|| self.log_loss / self.pairs.len() as f64),
-            Brier => (!self.pairs.is_empty()).then(|| self.brier / self.pairs.len() as f64),
+            RocAuc => roc_auc_ranked(&ranked(&self.pairs, &self.removed)),
+            AveragePrecision => average_precision_ranked(&ranked(&self.pairs, &self.removed)),
+            LogLoss => (self.scored() > 0).then(|| self.log_loss / self.scored() as f64),
+            Brier => (self.scored() > 0).then(|| self.brier / self.scored() as f64),
             Ece => {
                 let n: u64 = self.ece.iter().map(|b| b.0).sum();
                 (n > 0).then(|| {
@@ -285,12 +292,16 @@ impl PerfAcc {
     }
 }
 
-/// The pairs as groups of equal score, highest first: (positives, negatives) each.
-fn ranked(pairs: &[(f64, bool)]) -> Vec<(u64, u64)> {
+/// The pairs, less those taken back, as groups of equal score, highest first:
+/// (positives, negatives) each.
+fn ranked(pairs: &[(f64, bool)], removed: &[(f64, bool)]) -> Vec<(u64, u64)> {
+    let desc = |a: &(f64, bool), b: &(f64, bool)| b.0.total_cmp(&a.0);
     let mut sorted: Vec<(f64, bool)> = pairs.to_vec();
-    sorted.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    sorted.sort_unstable_by(desc);
+    let mut gone: Vec<(f64, bool)> = removed.to_vec();
+    gone.sort_unstable_by(desc);
     let mut groups = Vec::new();
-    let mut i = 0;
+    let (mut i, mut j) = (0, 0);
     while i < sorted.len() {
         let s = sorted[i].0;
         let (mut pos, mut neg) = (0u64, 0u64);
@@ -302,7 +313,20 @@ fn ranked(pairs: &[(f64, bool)]) -> Vec<(u64, u64)> {
             }
             i += 1;
         }
-        groups.push((pos, neg));
+        // Every pair taken back was added, so its score is among the pairs'.
+        while j < gone.len() && gone[j].0.total_cmp(&s).is_ge() {
+            if gone[j].0 == s {
+                if gone[j].1 {
+                    pos = pos.saturating_sub(1);
+                } else {
+                    neg = neg.saturating_sub(1);
+                }
+            }
+            j += 1;
+        }
+        if pos + neg > 0 {
+            groups.push((pos, neg));
+        }
     }
     groups
 }
@@ -310,7 +334,7 @@ fn ranked(pairs: &[(f64, bool)]) -> Vec<(u64, u64)> {
 /// ROC AUC: the chance a positive scores above a negative, ties counting half (the
 /// trapezoidal area of scikit-learn's curve). `None` with one class only.
 pub fn roc_auc(pairs: &[(f64, bool)]) -> Option<f64> {
-    roc_auc_ranked(&ranked(pairs))
+    roc_auc_ranked(&ranked(pairs, &[]))
 }
 
 fn roc_auc_ranked(groups: &[(u64, u64)]) -> Option<f64> {
@@ -334,7 +358,7 @@ fn roc_auc_ranked(groups: &[(u64, u64)]) -> Option<f64> {
 /// Average precision as scikit-learn: the sum over decreasing score thresholds of the
 /// recall gained times the precision there. `None` without positives.
 pub fn average_precision(pairs: &[(f64, bool)]) -> Option<f64> {
-    average_precision_ranked(&ranked(pairs))
+    average_precision_ranked(&ranked(pairs, &[]))
 }
 
 fn average_precision_ranked(groups: &[(u64, u64)]) -> Option<f64> {

@@ -262,11 +262,12 @@ impl PerfAcc {
         for &c in confusion {
             w.u64(c);
         }
-        w.len(pairs.len());
-        for &(s, y) in pairs {
-            // The outcome rides in the sign bit's place of a separate byte.
-            w.f64(s);
-            w.u8(u8::from(y));
+        for list in [pairs.0, pairs.1] {
+            w.len(list.len());
+            for &(s, y) in list {
+                w.f64(s);
+                w.u8(u8::from(y));
+            }
         }
         w.f64(sums.0);
         w.f64(sums.1);
@@ -288,9 +289,12 @@ impl PerfAcc {
             return Err(CodecError(format!("{k} classes")));
         }
         let confusion = (0..k * k).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
-        let pairs = (0..r.len(9)?)
-            .map(|_| Ok((r.f64()?, r.u8()? == 1)))
-            .collect::<Result<Vec<_>, CodecError>>()?;
+        let mut list = || {
+            (0..r.len(9)?)
+                .map(|_| Ok((r.f64()?, r.u8()? == 1)))
+                .collect::<Result<Vec<_>, CodecError>>()
+        };
+        let pairs = (list()?, list()?);
         let sums = (r.f64()?, r.f64()?);
         let ece = (0..r.len(24)?)
             .map(|_| Ok((r.u64()?, r.f64()?, r.u64()?)))
