@@ -1106,3 +1106,36 @@ fn drift_per_group_compares_each_group_with_its_own_reference() {
         serde_json::to_value(&reports).expect("json")
     );
 }
+
+/// The gauges and counters the README lists follow the performance reports.
+#[test]
+fn performance_reports_reach_the_metrics() {
+    let text = SEGMENT_PLAN.replace(
+        "segments = [\"segment.channel\", \"features.region\"]",
+        "segments = [\"segment.channel\"]",
+    ) + "declared = { accuracy = 0.9 }\n";
+    let plan = Arc::new(Plan::from_toml(&text, "plan.toml", PathBuf::new()).expect("plan"));
+    let mut m = Monitor::new(plan, None);
+    let registry = prometheus::Registry::new();
+    let metrics = driftwatch_detector::metrics::DetectorMetrics::new(&registry).expect("metrics");
+    for e in segmented_stream(2600) {
+        for r in m.observe(Input::Event(&e)).performance {
+            metrics.record_performance(&r);
+        }
+    }
+    for r in m.finish_performance() {
+        metrics.record_performance(&r);
+    }
+    let page = driftwatch_common::health::render(&registry);
+    for series in [
+        "driftwatch_performance{metric=\"accuracy\",stage=\"provisional\",system=\"loans\"}",
+        "driftwatch_performance_declared{metric=\"accuracy\",system=\"loans\"} 0.9",
+        "driftwatch_performance_severity{metric=\"recall\",system=\"loans\"}",
+        "driftwatch_performance_coverage{stage=\"provisional\",system=\"loans\"}",
+        "driftwatch_performance_gap{metric=\"recall\",segment_key=\"segment.channel\",system=\"loans\"}",
+        "driftwatch_outcomes_total{result=\"joined\",system=\"loans\"} 2400",
+        "driftwatch_predictions_pending{system=\"loans\"} 0",
+    ] {
+        assert!(page.contains(series), "{series} not in:\n{page}");
+    }
+}

@@ -145,14 +145,7 @@ async fn run_pipeline_with(
         let c = client.clone();
         let series = series.clone();
         async move {
-            let page = c
-                .get(format!("http://{metrics_addr}/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let page = metrics_page(&c, metrics_addr).await?;
             let n = metric(&page, &series)?;
             (n >= windows as f64).then_some(n)
         }
@@ -167,14 +160,7 @@ async fn run_pipeline_with(
             let c = client.clone();
             let series = series.clone();
             async move {
-                let page = c
-                    .get(format!("http://{metrics_addr}/metrics"))
-                    .send()
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
+                let page = metrics_page(&c, metrics_addr).await?;
                 (metric(&page, &series)? >= joined).then_some(())
             }
         })
@@ -209,6 +195,17 @@ async fn run_pipeline_with(
         windows: evaluated,
         alerts_in_kafka,
     }
+}
+
+/// The detector's /metrics page, if it answers.
+async fn metrics_page(c: &reqwest::Client, addr: std::net::SocketAddr) -> Option<String> {
+    c.get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
 }
 
 fn count(brokers: &str, topic: &str) -> usize {

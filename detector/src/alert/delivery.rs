@@ -726,6 +726,28 @@ mod tests {
         assert_eq!(v[0]["labels"], w[0]["labels"]);
     }
 
+    /// Alertmanager tells drift, realized performance and estimates apart by alertname
+    /// (README; the routes in deploy/alertmanager match on it).
+    #[test]
+    fn the_alertname_says_what_the_alert_is_about() {
+        use driftwatch_schema::AlertKind;
+        let now = chrono::Utc::now();
+        for (kind, name) in [
+            (AlertKind::Drift, "DriftwatchDrift"),
+            (AlertKind::Performance, "DriftwatchPerformance"),
+            (
+                AlertKind::PerformanceEstimate,
+                "DriftwatchPerformanceEstimate",
+            ),
+        ] {
+            let a = Alert { kind, ..alert(1) };
+            let body =
+                alertmanager_body(&a.to_wire(), now, Duration::from_secs(600)).expect("an alert");
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(v[0]["labels"]["alertname"], name);
+        }
+    }
+
     /// A receiver answering `status` to everything; its URL.
     async fn receiver(status: StatusCode) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -124,9 +124,7 @@ impl SkewBound {
         }
         ts_ms > self.now_ms.saturating_add(self.bound_ms)
     }
-}
 
-impl SkewBound {
     fn new(bound_ms: i64) -> Self {
         SkewBound {
             bound_ms,

@@ -113,18 +113,16 @@ impl Segments {
         }
         let mut ids = Vec::with_capacity(self.keys.len());
         for i in 0..self.keys.len() {
-            let v: String = match &self.from[i] {
+            // Borrowed from the row or the tags: nothing is copied unless it is new.
+            let v: &str = match &self.from[i] {
                 From::Row(Some(at)) => match &row[*at] {
-                    Observed::Cat(c) => c.to_string(),
-                    _ => MISSING.to_owned(),
+                    Observed::Cat(c) => c,
+                    _ => MISSING,
                 },
-                From::Row(None) => MISSING.to_owned(),
-                From::Tag(t) => tags
-                    .and_then(|m| m.get(t))
-                    .cloned()
-                    .unwrap_or_else(|| MISSING.to_owned()),
+                From::Row(None) => MISSING,
+                From::Tag(t) => tags.and_then(|m| m.get(t)).map_or(MISSING, String::as_str),
             };
-            ids.push(self.value_id(i, &v));
+            ids.push(self.value_id(i, v));
         }
         if let Some(&c) = self.cell_ids.get(&ids) {
             return c;

@@ -115,18 +115,10 @@ impl Tracker {
                     w.raised.push((m, stage, sev));
                 }
                 MetricResult {
-                    metric: m,
-                    status,
-                    value,
-                    warning: l.warning,
-                    critical: l.critical,
-                    thresholds: l.origin,
-                    declared: d,
-                    below_declared: below,
                     estimate,
                     estimate_gap: value.zip(estimate).map(|(v, e)| v - e),
-                    severity: sev,
                     raise,
+                    ..l.result(m, value, d, (status, sev, below))
                 }
             })
             .collect();
@@ -160,18 +152,8 @@ impl Tracker {
                     w.raised_estimate.push((m, sev));
                 }
                 MetricResult {
-                    metric: m,
-                    status,
-                    value,
-                    warning: l.warning,
-                    critical: l.critical,
-                    thresholds: l.origin,
-                    declared: d,
-                    below_declared: below,
-                    estimate: None,
-                    estimate_gap: None,
-                    severity: sev,
                     raise,
+                    ..l.result(m, value, d, (status, sev, below))
                 }
             })
             .collect();
@@ -348,6 +330,31 @@ struct Levels {
 }
 
 impl Levels {
+    /// The result of metric `m` judged against these levels (no estimate beside it,
+    /// nothing raised).
+    fn result(
+        &self,
+        m: PerfMetric,
+        value: Option<f64>,
+        declared: Option<f64>,
+        (status, severity, below_declared): (MetricStatus, Severity, bool),
+    ) -> MetricResult {
+        MetricResult {
+            metric: m,
+            status,
+            value,
+            warning: self.warning,
+            critical: self.critical,
+            thresholds: self.origin,
+            declared,
+            below_declared,
+            estimate: None,
+            estimate_gap: None,
+            severity,
+            raise: false,
+        }
+    }
+
     fn judge(&self, m: PerfMetric, v: f64) -> Severity {
         if self.critical.is_some_and(|c| worse(m, v, c)) {
             Severity::Critical
