@@ -62,11 +62,21 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum PlanCommand {
-    /// Validate plan files; report the first error of each with the key at fault.
+    /// Validate plan files; report the first error of each with the key at fault, and
+    /// warn about gaps a regulator would notice.
     Check {
         /// Plan files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Treat warnings as errors (exit 64).
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Render a plan as the "post-market monitoring plan" section of the technical
+    /// documentation (Markdown, Annex IV item 9).
+    Show {
+        /// The plan file.
+        file: PathBuf,
     },
 }
 
@@ -228,8 +238,17 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Plan {
-            command: PlanCommand::Check { files },
-        } => plan_check(&files),
+            command: PlanCommand::Check { files, strict },
+        } => plan_check(&files, strict),
+        Command::Plan {
+            command: PlanCommand::Show { file },
+        } => match Plan::from_file(&file) {
+            Ok(plan) => {
+                print!("{}", plan.to_markdown());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_CONFIG, e),
+        },
         Command::Replay {
             plan,
             reference,
@@ -265,8 +284,9 @@ fn runtime() -> tokio::runtime::Runtime {
     }
 }
 
-fn plan_check(files: &[PathBuf]) -> ExitCode {
+fn plan_check(files: &[PathBuf], strict: bool) -> ExitCode {
     let mut bad = 0;
+    let mut warned = 0;
     for f in files {
         match Plan::from_file(f) {
             Ok(plan) => {
@@ -293,13 +313,18 @@ fn plan_check(files: &[PathBuf]) -> ExitCode {
                     )
                 });
                 println!(
-                    "{}: ok: system {}, {} signals, {} checks, {}{performance}",
+                    "{}: ok: system {}, plan {}, {} signals, {} checks, {}{performance}",
                     f.display(),
                     plan.system.id,
+                    plan.hash,
                     signals.len(),
                     checks,
                     plan.window.describe()
                 );
+                for w in plan.warnings() {
+                    warned += 1;
+                    eprintln!("{}: warning: {}: {}", f.display(), w.key, w.message);
+                }
             }
             Err(e) => {
                 bad += 1;
@@ -307,7 +332,7 @@ fn plan_check(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if bad == 0 {
+    if bad == 0 && !(strict && warned > 0) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_CONFIG)

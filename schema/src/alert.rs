@@ -74,6 +74,9 @@ pub enum AlertKind {
     Performance,
     /// Estimated performance (CBPE), before the outcomes arrive.
     PerformanceEstimate,
+    /// An obligation falling due: an Art. 73 report deadline, an overdue corrective
+    /// task (published by the incident service).
+    Obligation,
 }
 
 impl AlertKind {
@@ -83,6 +86,7 @@ impl AlertKind {
             AlertKind::Drift => "drift",
             AlertKind::Performance => "performance",
             AlertKind::PerformanceEstimate => "performance_estimate",
+            AlertKind::Obligation => "obligation",
         }
     }
 
@@ -126,6 +130,9 @@ pub struct Alert {
     /// Plan version, if the plan names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_version: Option<String>,
+    /// Content hash of the plan in force (`sha256:` and 16 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_hash: Option<String>,
     /// One line for humans.
     pub summary: String,
 }

@@ -207,6 +207,7 @@ fn sample_alert() -> Alert {
         },
         reference_version: "fnv1a64:00".into(),
         plan_version: None,
+        plan_hash: None,
         summary: "critical drift".into(),
     }
 }

@@ -610,6 +610,7 @@ fn alertmanager_body(
                 driftwatch_schema::AlertKind::Drift => "DriftwatchDrift",
                 driftwatch_schema::AlertKind::Performance => "DriftwatchPerformance",
                 driftwatch_schema::AlertKind::PerformanceEstimate => "DriftwatchPerformanceEstimate",
+                driftwatch_schema::AlertKind::Obligation => "DriftwatchObligation",
             },
             "system": alert.system_id,
             "signal": alert.signal,
@@ -666,6 +667,7 @@ mod tests {
             },
             reference_version: "r".into(),
             plan_version: None,
+            plan_hash: None,
             summary: "critical drift".into(),
         }
     }
@@ -739,6 +741,7 @@ mod tests {
                 AlertKind::PerformanceEstimate,
                 "DriftwatchPerformanceEstimate",
             ),
+            (AlertKind::Obligation, "DriftwatchObligation"),
         ] {
             let a = Alert { kind, ..alert(1) };
             let body =

@@ -95,6 +95,7 @@ fn check_alert(
         window: report.window.clone(),
         reference_version: report.reference_version.clone(),
         plan_version: report.plan_version.clone(),
+        plan_hash: report.plan_hash.clone(),
         summary: format!(
             "{} drift on {} of {}: {what}{stat} over {} values in window {}",
             c.severity.as_str(),
@@ -166,6 +167,7 @@ fn gap_alert(report: &crate::perf::PerformanceReport, g: &crate::perf::GapResult
         window: report.window.clone(),
         reference_version: report.reference_version.clone(),
         plan_version: report.plan_version.clone(),
+        plan_hash: report.plan_hash.clone(),
         summary: format!(
             "{} performance of {} in window {}: {} differs by {} > {} between groups of {} ({} {} best, {} {} worst) ({stage})",
             g.severity.as_str(),
@@ -278,6 +280,7 @@ fn performance_alert(
         window: report.window.clone(),
         reference_version: report.reference_version.clone(),
         plan_version: report.plan_version.clone(),
+        plan_hash: report.plan_hash.clone(),
         summary: format!(
             "{} performance of {} in window {}: {what} {basis}",
             m.severity.as_str(),

@@ -280,6 +280,7 @@ pub(crate) fn reports(
             WindowReport {
                 system_id: plan.system.id.clone(),
                 plan_version: plan.system.plan_version.clone(),
+                plan_hash: Some(plan.hash.clone()).filter(|h| !h.is_empty()),
                 reference_version: reference.version.clone(),
                 window: WindowInfo {
                     index: k,

@@ -161,6 +161,9 @@ pub struct PerformanceReport {
     /// The plan version, if the plan names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan_version: Option<String>,
+    /// Content hash of the plan in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_hash: Option<String>,
     /// The reference version.
     pub reference_version: String,
     /// The window of the predictions; `events` are its predictions, `outcomes` those

@@ -122,6 +122,7 @@ pub struct Tracker {
     pub(crate) awaiting: u64,
     pub(crate) system_id: String,
     pub(crate) plan_version: Option<String>,
+    pub(crate) plan_hash: Option<String>,
     pub(crate) reference_version: String,
     /// Levels learned from the reference, by metric.
     pub(crate) learned: BTreeMap<PerfMetric, LearnedLevels>,
@@ -157,6 +158,7 @@ impl Tracker {
             awaiting: 0,
             system_id: plan.system.id.clone(),
             plan_version: plan.system.plan_version.clone(),
+            plan_hash: Some(plan.hash.clone()).filter(|h| !h.is_empty()),
             reference_version: String::new(),
             learned: BTreeMap::new(),
             cbpe: spec.task == Task::Binary
@@ -186,6 +188,7 @@ impl Tracker {
             awaiting: 0,
             system_id: self.system_id.clone(),
             plan_version: self.plan_version.clone(),
+            plan_hash: self.plan_hash.clone(),
             reference_version: self.reference_version.clone(),
             learned: self.learned.clone(),
             cbpe: self.cbpe,

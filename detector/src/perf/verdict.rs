@@ -179,6 +179,7 @@ impl Tracker {
             kind: "performance".into(),
             system_id: self.system_id.clone(),
             plan_version: self.plan_version.clone(),
+            plan_hash: self.plan_hash.clone(),
             reference_version: self.reference_version.clone(),
             window: WindowInfo {
                 index: k,

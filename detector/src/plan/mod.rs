@@ -46,12 +46,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod art72;
 mod performance;
 mod signals;
 mod tables;
 mod validate;
 
 pub use crate::method::{default_checks, Method, ALL_METHODS};
+pub use art72::{
+    md_cell, md_text, ActionSpec, Actions, Aspect, DecidedBy, GroupBy, IncidentSpec,
+    MonitoringSpec, Owner, Party, PartyKind, PlanChange, PlanWarning, PlannedAction, ReviewSpec,
+};
 pub use performance::{Calibration, PerfMetric, PerformanceSpec, Task, ALL_PERF_METRICS};
 pub use signals::{Check, Signal, Source};
 pub use tables::*;
@@ -84,6 +89,28 @@ pub struct Plan {
     /// Performance from outcomes: the task, the metrics, the declared levels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub performance: Option<PerformanceSpec>,
+    /// Monitored aspects, data sources and exclusions (Art. 72(2)).
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+    /// The action per severity (Art. 20(1)).
+    #[serde(default)]
+    pub actions: Actions,
+    /// Who is responsible.
+    #[serde(default)]
+    pub owners: Vec<Owner>,
+    /// Who is informed of corrective action (Art. 20(1), (2)).
+    #[serde(default)]
+    pub parties: Vec<Party>,
+    /// Review cadence and version history.
+    #[serde(default)]
+    pub review: ReviewSpec,
+    /// How alerts are grouped into incidents.
+    #[serde(default)]
+    pub incidents: IncidentSpec,
+    /// Content hash of the plan text (`sha256:` and 16 hex digits): the version every
+    /// alert and incident record quotes.
+    #[serde(skip)]
+    pub hash: String,
     /// The directory of the plan file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -147,6 +174,7 @@ impl Plan {
             message: e.to_string().trim_end().replace('\n', "\n  "),
         })?;
         plan.base_dir = base_dir;
+        plan.hash = content_hash(text.as_bytes());
         plan.validate(name)?;
         Ok(plan)
     }
@@ -154,6 +182,17 @@ impl Plan {
     pub fn reference_path(&self) -> Option<PathBuf> {
         self.reference.file.as_ref().map(|f| self.base_dir.join(f))
     }
+}
+
+/// `sha256:` and the first 16 hex digits of the SHA-256 of `bytes`.
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    let mut s = String::from("sha256:");
+    for b in &d[..8] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
 }
 
 #[cfg(test)]

@@ -30,6 +30,18 @@ pub struct SystemInfo {
     /// Plan version, quoted in every result.
     #[serde(default)]
     pub plan_version: Option<String>,
+    /// The provider (organisation).
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Our role for this system: provider or deployer.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Model versions in service.
+    #[serde(default)]
+    pub versions: Vec<String>,
+    /// Where the system is deployed.
+    #[serde(default)]
+    pub deployments: Vec<String>,
 }
 
 /// Where the reference distribution comes from.

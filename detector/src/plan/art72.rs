@@ -1,0 +1,708 @@
+//! The plan as the Art. 72 post-market monitoring plan: what is monitored and excluded,
+//! the action per severity, owners, the parties to inform and the review cadence
+//! (`../shared/docs/REGULATORY.md`, "Elements of a monitoring plan").
+//!
+//! ```toml
+//! [monitoring]
+//! aspects = ["performance", "data_drift", "prediction_drift", "data_quality"]
+//! data_sources = ["driftwatch-agent beside each deployment: predictions and outcomes"]
+//! excluded = ["raw personal data: ids are pseudonymised with HMAC-SHA-256 at the agent"]
+//! law_enforcement = "not deployed by law-enforcement authorities"
+//!
+//! [actions.critical]
+//! action = "disable"          # continue | restrict | disable
+//! decided_by = "human"        # human (default) | automatic
+//! runbook = "https://wiki.example/runbooks/credit-scoring"
+//!
+//! [[owners]]
+//! role = "plan owner"
+//! name = "J. Jansen"
+//! contact = "mailto:j.jansen@example.com"
+//!
+//! [[parties]]
+//! kind = "market_surveillance_authority"
+//! name = "Autoriteit Persoonsgegevens"
+//! contact = "mailto:ai-incidents@example.nl"
+//!
+//! [review]
+//! cadence_days = 90
+//! last_reviewed = "2026-10-01"
+//! history = [{ version = "2026-11", date = "2026-11-01", change = "declared levels from validation report v3" }]
+//! ```
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Plan, Severity};
+
+/// What is monitored, from which sources, and what is left out (plan elements 3 and 4).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringSpec {
+    /// Monitored aspects; default: derived from the plan's features and tables.
+    #[serde(default)]
+    pub aspects: Vec<Aspect>,
+    /// Where the telemetry comes from.
+    #[serde(default)]
+    pub data_sources: Vec<String>,
+    /// What is deliberately not collected.
+    #[serde(default)]
+    pub excluded: Vec<String>,
+    /// Art. 72(2): how sensitive operational data of law-enforcement deployers is kept
+    /// out (or why it does not apply).
+    #[serde(default)]
+    pub law_enforcement: Option<String>,
+    /// Interaction with other AI systems, where relevant (Art. 72(2)).
+    #[serde(default)]
+    pub interaction: Option<String>,
+}
+
+/// A monitored aspect (plan element 3).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Aspect {
+    /// Realized and estimated performance.
+    Performance,
+    /// Missing values, type errors, out-of-range values.
+    DataQuality,
+    /// Input distributions.
+    DataDrift,
+    /// Output distributions.
+    PredictionDrift,
+    /// Performance and drift per group of people.
+    Bias,
+    /// Availability and errors of the serving path.
+    Availability,
+    /// Interaction with other AI systems.
+    Interaction,
+}
+
+impl Aspect {
+    fn title(self) -> &'static str {
+        match self {
+            Aspect::Performance => "performance",
+            Aspect::DataQuality => "data quality",
+            Aspect::DataDrift => "data drift",
+            Aspect::PredictionDrift => "prediction drift",
+            Aspect::Bias => "bias per group",
+            Aspect::Availability => "availability and errors",
+            Aspect::Interaction => "interaction with other AI systems",
+        }
+    }
+}
+
+/// What happens at a severity (plan element 7).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    /// Continue, restrict or disable.
+    pub action: PlannedAction,
+    /// A person decides (default), or the decision is taken automatically.
+    #[serde(default)]
+    pub decided_by: DecidedBy,
+    /// Whether an alert of this severity opens an incident (default: critical only).
+    #[serde(default)]
+    pub open_incident: Option<bool>,
+    /// What a person should do, as a URL.
+    #[serde(default)]
+    pub runbook: Option<String>,
+}
+
+/// The action a plan foresees.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannedAction {
+    /// Keep serving; investigate.
+    Continue,
+    /// Restrict use (e.g. a human reviews every decision).
+    Restrict,
+    /// Stop serving; fall back.
+    Disable,
+}
+
+impl PlannedAction {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlannedAction::Continue => "continue",
+            PlannedAction::Restrict => "restrict",
+            PlannedAction::Disable => "disable",
+        }
+    }
+}
+
+/// Who takes the decision.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// A named person (the default, and the safe one).
+    #[default]
+    Human,
+    /// driftwatch records the plan's action itself when the incident opens.
+    Automatic,
+}
+
+/// The actions per severity.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actions {
+    /// At warning level.
+    #[serde(default)]
+    pub warning: Option<ActionSpec>,
+    /// At critical level.
+    #[serde(default)]
+    pub critical: Option<ActionSpec>,
+}
+
+impl Actions {
+    /// The action at a severity.
+    pub fn at(&self, severity: Severity) -> Option<&ActionSpec> {
+        match severity {
+            Severity::Warning => self.warning.as_ref(),
+            Severity::Critical => self.critical.as_ref(),
+            Severity::Ok => None,
+        }
+    }
+
+    /// Whether an alert of this severity opens an incident.
+    pub fn opens_incident(&self, severity: Severity) -> bool {
+        match severity {
+            Severity::Ok => false,
+            Severity::Warning => self
+                .warning
+                .as_ref()
+                .and_then(|a| a.open_incident)
+                .unwrap_or(false),
+            Severity::Critical => self
+                .critical
+                .as_ref()
+                .and_then(|a| a.open_incident)
+                .unwrap_or(true),
+        }
+    }
+}
+
+/// A person responsible for part of the plan (plan element 10).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    /// What they own ("plan owner", "model owner", "on-call").
+    pub role: String,
+    /// Their name.
+    pub name: String,
+    /// How to reach them (`mailto:`, `https:`, a phone number).
+    #[serde(default)]
+    pub contact: Option<String>,
+}
+
+/// Who must be informed of a corrective action (Art. 20(1), (2); plan element 9).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum PartyKind {
+    /// Deployers of the system (Art. 20(1)).
+    Deployer,
+    /// Distributors (Art. 20(1)).
+    Distributor,
+    /// Importers (Art. 20(1)).
+    Importer,
+    /// The authorised representative (Art. 20(1)).
+    AuthorisedRepresentative,
+    /// The market surveillance authority (Art. 20(2), 73).
+    MarketSurveillanceAuthority,
+    /// The notified body, where one issued a certificate (Art. 20(2)).
+    NotifiedBody,
+}
+
+impl PartyKind {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartyKind::Deployer => "deployer",
+            PartyKind::Distributor => "distributor",
+            PartyKind::Importer => "importer",
+            PartyKind::AuthorisedRepresentative => "authorised_representative",
+            PartyKind::MarketSurveillanceAuthority => "market_surveillance_authority",
+            PartyKind::NotifiedBody => "notified_body",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            PartyKind::Deployer => "Deployer",
+            PartyKind::Distributor => "Distributor",
+            PartyKind::Importer => "Importer",
+            PartyKind::AuthorisedRepresentative => "Authorised representative",
+            PartyKind::MarketSurveillanceAuthority => "Market surveillance authority",
+            PartyKind::NotifiedBody => "Notified body",
+        }
+    }
+}
+
+/// A party to inform.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Party {
+    /// Deployer, distributor, importer, authorised representative, market surveillance
+    /// authority or notified body.
+    pub kind: PartyKind,
+    /// Organisation name.
+    pub name: String,
+    /// How to reach them (`mailto:` or `https:`).
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// The decisions they are informed of (default: every corrective decision).
+    #[serde(default)]
+    pub inform_on: Vec<String>,
+}
+
+/// One change of the plan (plan element 10, version history).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanChange {
+    /// The plan version.
+    pub version: String,
+    /// When.
+    pub date: String,
+    /// What changed and why.
+    pub change: String,
+}
+
+/// Review cadence and history (plan element 10).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSpec {
+    /// Days between reviews of the plan.
+    #[serde(default)]
+    pub cadence_days: Option<u32>,
+    /// Date of the last review.
+    #[serde(default)]
+    pub last_reviewed: Option<String>,
+    /// Version history.
+    #[serde(default)]
+    pub history: Vec<PlanChange>,
+}
+
+/// How alerts are grouped into incidents.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentSpec {
+    /// `signal` (default): one open incident per system, kind and signal; `system`: one
+    /// open incident per system.
+    #[serde(default)]
+    pub group_by: GroupBy,
+}
+
+/// Incident grouping.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// System, alert kind and signal.
+    #[default]
+    Signal,
+    /// System only.
+    System,
+}
+
+/// A gap a regulator would notice: the plan works, but is incomplete as an Art. 72 plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanWarning {
+    /// The dotted key at fault.
+    pub key: String,
+    /// What is missing and why it matters.
+    pub message: String,
+}
+
+impl Plan {
+    /// Gaps in the plan as an Art. 72 plan, each naming its key.
+    pub fn warnings(&self) -> Vec<PlanWarning> {
+        let mut out = Vec::new();
+        let mut warn = |key: &str, message: &str| {
+            out.push(PlanWarning {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.system.intended_purpose.is_none() {
+            warn(
+                "system.intended_purpose",
+                "no intended purpose: conformity is judged against it (Art. 13(3)(b))",
+            );
+        }
+        if self.owners.is_empty() {
+            warn(
+                "owners",
+                "no owner: nobody is named responsible for the plan (Art. 72(1))",
+            );
+        }
+        let declared = self
+            .performance
+            .as_ref()
+            .is_some_and(|p| !p.declared.is_empty());
+        if !declared {
+            warn(
+                "performance.declared",
+                "no declared performance level: the accuracy promised in the instructions for use (Art. 13(3)(b)(ii), 15(3)) is not checked",
+            );
+        }
+        if self.actions.critical.is_none() {
+            warn(
+                "actions.critical",
+                "critical thresholds without an action: say whether to continue, restrict or disable (Art. 20(1))",
+            );
+        }
+        if !self
+            .parties
+            .iter()
+            .any(|p| p.kind == PartyKind::MarketSurveillanceAuthority && p.contact.is_some())
+        {
+            warn(
+                "parties",
+                "no market surveillance authority with a contact: serious incidents must be reported to it (Art. 20(2), 73)",
+            );
+        }
+        for (i, p) in self.parties.iter().enumerate() {
+            if p.contact.is_none() {
+                out.push(PlanWarning {
+                    key: format!("parties[{i}].contact"),
+                    message: format!("{} \"{}\" has no contact", p.kind.as_str(), p.name),
+                });
+            }
+        }
+        let mut warn = |key: &str, message: &str| {
+            out.push(PlanWarning {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.review.cadence_days.is_none() {
+            warn(
+                "review.cadence_days",
+                "no review cadence: the plan must be kept up to date over the system's lifetime",
+            );
+        }
+        if self.monitoring.law_enforcement.is_none() {
+            warn(
+                "monitoring.law_enforcement",
+                "say how sensitive operational data of law-enforcement deployers is excluded, or why it does not apply (Art. 72(2))",
+            );
+        }
+        out
+    }
+
+    /// The monitored aspects: the plan's list, or derived from what it monitors.
+    pub fn aspects(&self) -> Vec<Aspect> {
+        if !self.monitoring.aspects.is_empty() {
+            return self.monitoring.aspects.clone();
+        }
+        let mut a = Vec::new();
+        if self.performance.is_some() {
+            a.push(Aspect::Performance);
+        }
+        if !self.features.is_empty() {
+            a.push(Aspect::DataQuality);
+            a.push(Aspect::DataDrift);
+        }
+        if self.prediction.score.is_some() || self.prediction.label.is_some() {
+            a.push(Aspect::PredictionDrift);
+        }
+        if self
+            .performance
+            .as_ref()
+            .is_some_and(|p| !p.segments.is_empty())
+        {
+            a.push(Aspect::Bias);
+        }
+        a
+    }
+
+    /// The plan as the "post-market monitoring plan" section of the technical
+    /// documentation (Annex IV item 9), in Markdown.
+    pub fn to_markdown(&self) -> String {
+        let mut m = String::new();
+        let s = &self.system;
+        let name = s.name.as_deref().unwrap_or(&s.id);
+        let _ = writeln!(m, "# Post-market monitoring plan: {name}\n");
+        let _ = writeln!(
+            m,
+            "Annex IV item 9 of the technical documentation; Art. 72 of Regulation (EU) 2024/1689.\n"
+        );
+        let _ = writeln!(
+            m,
+            "Plan version: {} (content hash `{}`).\n",
+            s.plan_version.as_deref().unwrap_or("unnamed"),
+            self.hash
+        );
+        let _ = writeln!(m, "## 1. System identity\n");
+        let row = |m: &mut String, k: &str, v: Option<&str>| {
+            let _ = writeln!(m, "| {k} | {} |", md_cell(v.unwrap_or("*not stated*")));
+        };
+        let _ = writeln!(m, "| | |\n|---|---|");
+        row(&mut m, "System id", Some(&s.id));
+        row(&mut m, "Name", s.name.as_deref());
+        row(&mut m, "Intended purpose", s.intended_purpose.as_deref());
+        row(&mut m, "Risk class", s.risk_class.as_deref());
+        row(
+            &mut m,
+            "EU database registration",
+            s.eu_database_id.as_deref(),
+        );
+        row(&mut m, "Provider", s.provider.as_deref());
+        row(&mut m, "Our role", s.role.as_deref());
+        let versions = s.versions.join(", ");
+        row(
+            &mut m,
+            "Model versions",
+            Some(&versions)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.as_str()),
+        );
+        let deployments = s.deployments.join("; ");
+        row(
+            &mut m,
+            "Deployments",
+            Some(&deployments)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.as_str()),
+        );
+
+        let _ = writeln!(m, "\n## 2. Declared performance\n");
+        match self.performance.as_ref().filter(|p| !p.declared.is_empty()) {
+            Some(p) => {
+                let _ = writeln!(m, "| metric | declared level |\n|---|---|");
+                for (metric, v) in &p.declared {
+                    let _ = writeln!(m, "| {metric} | {v} |");
+                }
+                let _ = writeln!(
+                    m,
+                    "\nA final window below a declared level is a critical alert. Outcomes are joined within {} s of the prediction; a window is judged once at least {:.0}% of its predictions have an outcome.",
+                    p.horizon_s,
+                    p.min_coverage * 100.0
+                );
+            }
+            None => {
+                let _ = writeln!(m, "*No declared level.*");
+            }
+        }
+
+        let _ = writeln!(m, "\n## 3. Monitored aspects\n");
+        for a in self.aspects() {
+            let _ = writeln!(m, "- {}", a.title());
+        }
+        if let Some(i) = &self.monitoring.interaction {
+            let _ = writeln!(m, "\nInteraction with other AI systems: {}", md_text(i));
+        }
+
+        let _ = writeln!(m, "\n## 4. Data sources and exclusions\n");
+        for d in &self.monitoring.data_sources {
+            let _ = writeln!(m, "- Source: {}", md_text(d));
+        }
+        for d in &self.monitoring.excluded {
+            let _ = writeln!(m, "- Excluded: {}", md_text(d));
+        }
+        let _ = writeln!(
+            m,
+            "- Law-enforcement deployers (Art. 72(2)): {}",
+            self.monitoring
+                .law_enforcement
+                .as_deref()
+                .map_or("*not stated*".to_owned(), md_text)
+        );
+
+        let _ = writeln!(m, "\n## 5. Methods\n");
+        let _ = writeln!(m, "- Windows: {}.", self.window.describe());
+        let _ = writeln!(m, "- Reference: {}.", self.reference_description());
+        let _ = writeln!(
+            m,
+            "- Minimum samples per check: {}.",
+            self.window.min_samples()
+        );
+        let _ = writeln!(
+            m,
+            "- Multiple testing: {}.",
+            format!("{:?}", self.multiple_testing.method).to_lowercase()
+        );
+
+        let _ = writeln!(m, "\n## 6. Thresholds\n");
+        let _ = writeln!(
+            m,
+            "| signal | check | warning | critical |\n|---|---|---|---|"
+        );
+        for sig in self.signals() {
+            for c in &sig.checks {
+                let t = &c.thresholds;
+                let level = |v: Option<f64>, k: f64| match v {
+                    Some(v) if !t.learned => v.to_string(),
+                    _ if t.learned => format!("learned (mean + {k} sd of reference windows)"),
+                    _ => "none".to_owned(),
+                };
+                let (kw, kc) = t.ks();
+                let (w, cr) = (level(t.warning, kw), level(t.critical, kc));
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {w} | {cr} |",
+                    md_cell(&sig.name),
+                    c.method.as_str()
+                );
+            }
+        }
+
+        let _ = writeln!(m, "\n## 7. Actions\n");
+        let _ = writeln!(m, "| severity | action | decided by | opens an incident | runbook |\n|---|---|---|---|---|");
+        for sev in [Severity::Warning, Severity::Critical] {
+            let opens = if self.actions.opens_incident(sev) {
+                "yes"
+            } else {
+                "no"
+            };
+            match self.actions.at(sev) {
+                Some(a) => {
+                    let _ = writeln!(
+                        m,
+                        "| {} | {} | {} | {opens} | {} |",
+                        sev.as_str(),
+                        a.action.as_str(),
+                        match a.decided_by {
+                            DecidedBy::Human => "a named person",
+                            DecidedBy::Automatic => "automatic",
+                        },
+                        a.runbook.as_deref().map_or("".to_owned(), md_cell)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        m,
+                        "| {} | *not stated* | a named person | {opens} | |",
+                        sev.as_str()
+                    );
+                }
+            }
+        }
+
+        let _ = writeln!(m, "\n## 8. Routing\n");
+        match (&self.alerts.webhook_url, &self.alerts.alertmanager_url) {
+            (None, None) => {
+                let _ = writeln!(m, "Alerts are published on the alerts topic only.");
+            }
+            (w, a) => {
+                if let Some(a) = a {
+                    let _ = writeln!(m, "- Alertmanager: {}", md_text(a));
+                }
+                if let Some(w) = w {
+                    let _ = writeln!(m, "- Webhook: {}", md_text(w));
+                }
+            }
+        }
+        let _ = writeln!(
+            m,
+            "- Lowest severity alerted: {}.",
+            self.alerts.min_severity.as_str()
+        );
+
+        let _ = writeln!(m, "\n## 9. Parties to inform of corrective action\n");
+        if self.parties.is_empty() {
+            let _ = writeln!(m, "*None stated.*");
+        } else {
+            let _ = writeln!(
+                m,
+                "| party | name | contact | informed of |\n|---|---|---|---|"
+            );
+            for p in &self.parties {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {} |",
+                    p.kind.title(),
+                    md_cell(&p.name),
+                    p.contact.as_deref().map_or("*none*".to_owned(), md_cell),
+                    if p.inform_on.is_empty() {
+                        "every corrective decision".to_owned()
+                    } else {
+                        md_cell(&p.inform_on.join(", "))
+                    }
+                );
+            }
+        }
+
+        let _ = writeln!(m, "\n## 10. Owners, review and history\n");
+        for o in &self.owners {
+            let _ = writeln!(
+                m,
+                "- {}: {}{}",
+                md_text(&o.role),
+                md_text(&o.name),
+                o.contact
+                    .as_deref()
+                    .map_or(String::new(), |c| format!(" ({})", md_text(c)))
+            );
+        }
+        let _ = writeln!(
+            m,
+            "- Review every {}; last reviewed {}.",
+            self.review
+                .cadence_days
+                .map_or("*(not stated)*".to_owned(), |d| format!("{d} days")),
+            self.review.last_reviewed.as_deref().unwrap_or("*never*")
+        );
+        if !self.review.history.is_empty() {
+            let _ = writeln!(m, "\n| version | date | change |\n|---|---|---|");
+            for h in &self.review.history {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} |",
+                    md_cell(&h.version),
+                    md_cell(&h.date),
+                    md_cell(&h.change)
+                );
+            }
+        }
+        let warnings = self.warnings();
+        if !warnings.is_empty() {
+            let _ = writeln!(m, "\n## Gaps\n");
+            for w in warnings {
+                let _ = writeln!(m, "- `{}`: {}", w.key, w.message);
+            }
+        }
+        m
+    }
+
+    fn reference_description(&self) -> String {
+        let r = &self.reference;
+        if let Some(f) = &r.file {
+            format!("the file `{}`", f.display())
+        } else if let Some(n) = r.first_events {
+            format!("the first {n} predictions of the stream")
+        } else if let (Some(f), Some(t)) = (r.from, r.to) {
+            format!("the predictions from {f} to {t}")
+        } else {
+            "not stated".into()
+        }
+    }
+
+    /// The parties to inform of a decision (`decision` in the incident record's spelling).
+    pub fn parties_for(&self, decision: &str) -> Vec<&Party> {
+        self.parties
+            .iter()
+            .filter(|p| p.inform_on.is_empty() || p.inform_on.iter().any(|d| d == decision))
+            .collect()
+    }
+}
+
+/// Text safe in a Markdown paragraph: no raw HTML, no line breaks.
+pub fn md_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text safe in a Markdown table cell.
+pub fn md_cell(s: &str) -> String {
+    md_text(s).replace('|', "\\|")
+}
