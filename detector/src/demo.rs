@@ -63,6 +63,44 @@ impl Default for DemoOptions {
     }
 }
 
+/// The demo plan's Art. 72 elements: owners, the action per severity, the parties to
+/// inform, what is monitored and excluded, the review cadence.
+fn art72_toml() -> &'static str {
+    r#"
+[monitoring]
+data_sources = ["driftwatch-agent beside the model server: predictions and outcomes"]
+excluded = ["raw personal data: request ids are pseudonymised at the agent"]
+law_enforcement = "not deployed by law-enforcement authorities"
+
+[actions.warning]
+action = "continue"
+
+[actions.critical]
+action = "disable"
+decided_by = "human"
+runbook = "https://runbooks.example/driftwatch/credit-scoring"
+
+[[owners]]
+role = "plan owner"
+name = "Demo Owner"
+contact = "mailto:owner@example.com"
+
+[[parties]]
+kind = "deployer"
+name = "Demo Bank"
+contact = "mailto:ops@bank.example"
+
+[[parties]]
+kind = "market_surveillance_authority"
+name = "Demo Authority"
+contact = "mailto:ai-incidents@authority.example"
+inform_on = ["disable", "withdraw", "recall"]
+
+[review]
+cadence_days = 90
+"#
+}
+
 /// Outcomes arrive this long (event time) after their prediction.
 const OUTCOME_DELAY_S: i64 = 300;
 /// How long the demo plan waits for outcomes before a window is final.
@@ -172,6 +210,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     cluster.create_topic(alerts_topic, 1, 1)?;
     cluster.create_topic(crate::driver::kafka::DEFAULT_STATE_TOPIC, 1, 1)?;
     cluster.create_topic(crate::driver::kafka::DEFAULT_REPORTS_TOPIC, 1, 1)?;
+    cluster.create_topic(driftwatch_incident::service::DEFAULT_CHECKPOINTS_TOPIC, 1, 1)?;
     let brokers = cluster.bootstrap_servers();
     println!("[1/5] embedded Kafka (librdkafka mock cluster) at {brokers}: topics {events_topic} (3 partitions), {alerts_topic}, {}, {}", crate::driver::kafka::DEFAULT_REPORTS_TOPIC, crate::driver::kafka::DEFAULT_STATE_TOPIC);
 
@@ -221,8 +260,47 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // 4. The detector with a plan whose alerts go to the webhook receiver.
     let plan_text = demo_plan_toml(system, opts.reference, opts.window)
         + &format!("webhook_url = \"http://{hook_addr}/alerts\"\n")
-        + &performance_toml();
+        + &performance_toml()
+        + art72_toml();
     let plan = Arc::new(Plan::from_toml(&plan_text, "demo plan", PathBuf::new())?);
+    // The incident service beside it, on an embedded SQLite record kept after the demo.
+    let record_dir = std::env::temp_dir().join(format!("driftwatch-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&record_dir)?;
+    std::fs::write(record_dir.join("plan.toml"), &plan_text)?;
+    let database_url = format!("sqlite:{}", record_dir.join("incidents.db").display());
+    let (admin_token, admin_line) = driftwatch_incident::auth::new_token(
+        "demo-admin",
+        driftwatch_incident::auth::Role::Admin,
+        None,
+    );
+    std::fs::write(record_dir.join("tokens"), format!("{admin_line}\n"))?;
+    std::fs::write(record_dir.join("admin.token"), &admin_token)?;
+    let incident_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let incident_addr = incident_listener.local_addr()?;
+    let incident_config = driftwatch_incident::service::IncidentConfig {
+        database_url: database_url.clone(),
+        brokers: brokers.clone(),
+        security: Default::default(),
+        kafka_properties: Default::default(),
+        alerts_topic: alerts_topic.into(),
+        reports_topic: crate::driver::kafka::DEFAULT_REPORTS_TOPIC.into(),
+        checkpoints_topic: driftwatch_incident::service::DEFAULT_CHECKPOINTS_TOPIC.into(),
+        group_id: "driftwatch-incidents".into(),
+        policies: vec![plan.policy()],
+        tokens: driftwatch_incident::auth::Tokens::parse(&admin_line, "demo")?,
+        signing_key: record_dir.join("audit.key"),
+        origin: "driftwatch.demo/audit".into(),
+        checkpoint_interval: Duration::from_secs(1),
+        reminder_interval: Duration::from_secs(60),
+        evidence_wait: Duration::from_secs(2),
+    };
+    let incident_stop = CancellationToken::new();
+    let incident_stopper = incident_stop.clone();
+    let incident_service = tokio::spawn(driftwatch_incident::service::run(
+        incident_listener,
+        incident_config,
+        async move { incident_stop.cancelled().await },
+    ));
     let mut detect_opts = KafkaOptions::new(&brokers);
     detect_opts.events_topic = events_topic.into();
     detect_opts.alerts_topic = Some(alerts_topic.into());
@@ -240,6 +318,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!(
         "[3/5] detector consuming {events_topic}: reference = first {} predictions, windows of {}, KS + PSI on age/income/debt_ratio/score, chi2 + PSI on region/employed; accuracy declared 0.70, outcomes joined for {HORIZON_S} s, CBPE estimates until they arrive",
         opts.reference, opts.window
+    );
+    println!(
+        "      incident service at http://{incident_addr} consuming {alerts_topic}: a critical alert opens an incident (plan action: disable, decided by a person); record in {database_url}"
     );
 
     // 5. The model posts predictions over HTTP; the population drifts halfway.
@@ -397,6 +478,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     .await??;
     let _ = std::fs::remove_dir_all(&agent_dir);
 
+    // The incident service has every alert on the topic: then it stops (signing a last
+    // checkpoint of its audit trail) and the record is checked.
+    let record = driftwatch_incident::store::Store::open(&database_url).await?;
+    let wait = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < wait && (record.alert_count().await? as usize) < in_kafka {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    incident_stopper.cancel();
+    match tokio::time::timeout(Duration::from_secs(15), incident_service).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => bail!("the incident service failed: {e}"),
+        _ => bail!("the incident service did not stop"),
+    }
+    let recorded = record.alert_count().await? as usize;
+    let incidents = record.list(None, None, 1000).await?;
+    let verified = record.verify(&[]).await?;
+
     let alerts = received
         .alerts
         .lock()
@@ -480,6 +578,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         alerts.len()
     );
     println!("  alerts on the Kafka topic {alerts_topic}: {in_kafka}");
+    println!(
+        "  incidents opened: {} (one per condition, {recorded} alerts recorded; audit chain {} entries, {})",
+        incidents.len(),
+        verified.entries,
+        if verified.ok { "verified" } else { "BROKEN" }
+    );
+    for i in &incidents {
+        println!(
+            "    {} {:<6} {} alerts, onset window {}: {}",
+            i.id,
+            i.state.as_str(),
+            i.alerts.count,
+            i.onset.as_ref().map_or("?".into(), |o| o.window_index.to_string()),
+            i.title
+        );
+    }
     println!("  elapsed: {:.1} s", started.elapsed().as_secs_f64());
     drop(cluster);
 
@@ -513,7 +627,36 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             alerts.len()
         );
     }
-    println!("\ndemo passed: the drift and the performance drop were detected and alerted on (the drop estimated before its outcomes arrived), and nothing fired before them.");
+    let policy = plan.policy();
+    let conditions: std::collections::BTreeSet<String> = alerts
+        .iter()
+        .filter(|a| a.severity == Severity::Critical)
+        .map(|a| policy.condition(a))
+        .collect();
+    if incidents.len() != conditions.len() {
+        bail!(
+            "{} incidents opened for {} alerting conditions (one each expected)",
+            incidents.len(),
+            conditions.len()
+        );
+    }
+    if recorded != in_kafka {
+        bail!("the incident service recorded {recorded} of {in_kafka} alerts");
+    }
+    if !verified.ok {
+        bail!("the audit chain does not verify: {:?}", verified.problem);
+    }
+    let dir = record_dir.display();
+    println!("\n  look at the incidents (the record stays in {dir}):");
+    println!("    driftwatch audit verify --database {database_url}");
+    println!("    driftwatch incident serve --brokers '' --database {database_url} --plan {dir}/plan.toml --tokens-file {dir}/tokens --signing-key {dir}/audit.key &");
+    println!("    export DRIFTWATCH_TOKEN_FILE={dir}/admin.token");
+    println!("    driftwatch incident list");
+    if let Some(i) = incidents.first() {
+        println!("    driftwatch incident export {}        # Markdown for the compliance file", i.id);
+        println!("    driftwatch incident assess {} --reason '...' --assessment '...'", i.id);
+    }
+    println!("\ndemo passed: the drift and the performance drop were detected and alerted on (the drop estimated before its outcomes arrived), nothing fired before them, and each alerting condition opened one incident with its evidence.");
     Ok(())
 }
 

@@ -19,6 +19,8 @@ use driftwatch_detector::input::SourceError;
 use driftwatch_detector::plan::Plan;
 use driftwatch_detector::service::{self, DetectError, ServiceConfig};
 
+mod cli_incident;
+
 /// driftwatch: post-market monitoring of high-risk AI systems.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -42,6 +44,17 @@ enum Command {
         /// Events file (CSV or NDJSON).
         #[arg(long)]
         events: PathBuf,
+    },
+    /// The incident service (`serve`) and the CLI over its API: corrective action with
+    /// an audit trail.
+    Incident {
+        #[command(subcommand)]
+        command: cli_incident::IncidentCommand,
+    },
+    /// The audit trail: `verify` checks the chain and names the first bad entry.
+    Audit {
+        #[command(subcommand)]
+        command: cli_incident::AuditCommand,
     },
     /// Monitoring plan tools.
     Plan {
@@ -255,6 +268,8 @@ fn main() -> ExitCode {
             events,
         } => run_replay(&plan, reference.as_deref(), &events),
         Command::Detect(args) => runtime().block_on(run_detect(*args)),
+        Command::Incident { command } => runtime().block_on(cli_incident::incident(command)),
+        Command::Audit { command } => runtime().block_on(cli_incident::audit(command)),
         #[cfg(feature = "demo")]
         Command::Demo { before, after } => runtime().block_on(async move {
             use driftwatch_detector::demo;

@@ -164,7 +164,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
     let store = Arc::new(Store::open(&config.database_url).await?);
-    tracing::info!(backend = ?store.backend(), version = store.schema_version().await?, "incident store ready");
+    let version = store.schema_version().await?;
+    tracing::info!(backend = ?store.backend(), version, "incident store ready");
     let signer = Arc::new(load_or_create_key(&config.signing_key, &config.origin)?);
     tracing::info!(verifier_key = %signer.verifier_key(), "audit checkpoints are signed with this key");
     let mut desk = Desk::new(store.clone(), config.policies.clone());

@@ -317,6 +317,14 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Alerts recorded so far.
+    pub async fn alert_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM incident_alerts")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
     /// Whether an alert id was recorded before.
     pub async fn alert_seen(&self, alert_id: &str) -> Result<bool, StoreError> {
         Ok(

@@ -678,6 +678,45 @@ impl Plan {
         }
     }
 
+    /// What the incident service needs of this plan.
+    pub fn policy(&self) -> driftwatch_incident::policy::Policy {
+        use driftwatch_incident::policy as p;
+        let action = |a: Option<&ActionSpec>| {
+            a.map(|a| p::PlannedAction {
+                action: a.action.as_str().to_owned(),
+                automatic: a.decided_by == DecidedBy::Automatic,
+                runbook: a.runbook.clone(),
+            })
+        };
+        p::Policy {
+            system_id: self.system.id.clone(),
+            name: self.system.name.clone(),
+            plan_hash: self.hash.clone(),
+            plan_version: self.system.plan_version.clone(),
+            model_versions: self.system.versions.clone(),
+            group_by_system: self.incidents.group_by == GroupBy::System,
+            warning_opens: self.actions.opens_incident(Severity::Warning),
+            critical_opens: self.actions.opens_incident(Severity::Critical),
+            warning: action(self.actions.warning.as_ref()),
+            critical: action(self.actions.critical.as_ref()),
+            parties: self
+                .parties
+                .iter()
+                .map(|x| p::PartyRef {
+                    kind: x.kind.as_str().to_owned(),
+                    name: x.name.clone(),
+                    contact: x.contact.clone(),
+                    inform_on: x.inform_on.clone(),
+                })
+                .collect(),
+            owners: self
+                .owners
+                .iter()
+                .map(|o| format!("{}: {}", o.role, o.name))
+                .collect(),
+        }
+    }
+
     /// The parties to inform of a decision (`decision` in the incident record's spelling).
     pub fn parties_for(&self, decision: &str) -> Vec<&Party> {
         self.parties

@@ -188,6 +188,42 @@ impl Plan {
                 }
             }
         }
+        const DECISIONS: [&str; 6] = [
+            "bring_into_conformity",
+            "restrict_use",
+            "disable",
+            "withdraw",
+            "recall",
+            "continue_use",
+        ];
+        for (i, party) in self.parties.iter().enumerate() {
+            if party.name.trim().is_empty() {
+                return Err(invalid(&format!("parties[{i}].name"), "may not be empty".into()));
+            }
+            for d in &party.inform_on {
+                if !DECISIONS.contains(&d.as_str()) {
+                    return Err(invalid(
+                        &format!("parties[{i}].inform_on"),
+                        format!("\"{d}\" is not a decision; use {}", DECISIONS.join(", ")),
+                    ));
+                }
+            }
+        }
+        for (i, owner) in self.owners.iter().enumerate() {
+            if owner.name.trim().is_empty() {
+                return Err(invalid(&format!("owners[{i}].name"), "may not be empty".into()));
+            }
+        }
+        for (sev, a) in [("warning", &self.actions.warning), ("critical", &self.actions.critical)] {
+            if let Some(url) = a.as_ref().and_then(|a| a.runbook.as_ref()) {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        &format!("actions.{sev}.runbook"),
+                        format!("\"{url}\" must be an http:// or https:// URL"),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
