@@ -214,7 +214,11 @@ pub enum AuditCommand {
 #[derive(Args, Debug)]
 pub struct ApiArgs {
     /// The incident service.
-    #[arg(long, env = "DRIFTWATCH_INCIDENT_URL", default_value = "http://127.0.0.1:9480")]
+    #[arg(
+        long,
+        env = "DRIFTWATCH_INCIDENT_URL",
+        default_value = "http://127.0.0.1:9480"
+    )]
     url: String,
     /// File holding your token (or set DRIFTWATCH_TOKEN).
     #[arg(long, env = "DRIFTWATCH_TOKEN_FILE")]
@@ -242,16 +246,32 @@ pub struct ServeArgs {
     #[arg(long = "plan")]
     plans: Vec<PathBuf>,
     /// `sqlite:PATH` (embedded, the default) or `postgres://USER@HOST/DB` (shared).
-    #[arg(long, env = "DRIFTWATCH_DATABASE_URL", default_value = "sqlite:driftwatch-incidents.db")]
+    #[arg(
+        long,
+        env = "DRIFTWATCH_DATABASE_URL",
+        default_value = "sqlite:driftwatch-incidents.db"
+    )]
     database: String,
     /// Address of the API.
-    #[arg(long, env = "DRIFTWATCH_INCIDENT_LISTEN", default_value = "127.0.0.1:9480")]
+    #[arg(
+        long,
+        env = "DRIFTWATCH_INCIDENT_LISTEN",
+        default_value = "127.0.0.1:9480"
+    )]
     listen: SocketAddr,
     /// Kafka bootstrap servers ("" to serve the API without Kafka).
-    #[arg(long, env = "DRIFTWATCH_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        env = "DRIFTWATCH_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     brokers: String,
     /// Consumer group.
-    #[arg(long, env = "DRIFTWATCH_INCIDENT_GROUP_ID", default_value = "driftwatch-incidents")]
+    #[arg(
+        long,
+        env = "DRIFTWATCH_INCIDENT_GROUP_ID",
+        default_value = "driftwatch-incidents"
+    )]
     group: String,
     /// Alerts topic.
     #[arg(long, env = "DRIFTWATCH_ALERTS_TOPIC", default_value = driftwatch_schema::DEFAULT_ALERTS_TOPIC)]
@@ -267,7 +287,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DRIFTWATCH_TOKENS_FILE")]
     tokens_file: Option<PathBuf>,
     /// Ed25519 key of audit checkpoints (made on first start, mode 0600).
-    #[arg(long, env = "DRIFTWATCH_AUDIT_KEY", default_value = "driftwatch-audit.key")]
+    #[arg(
+        long,
+        env = "DRIFTWATCH_AUDIT_KEY",
+        default_value = "driftwatch-audit.key"
+    )]
     signing_key: PathBuf,
     /// The checkpoints' origin line (names this log).
     #[arg(long, default_value = "driftwatch.audit")]
@@ -287,9 +311,16 @@ pub struct ServeArgs {
 pub async fn incident(cmd: IncidentCommand) -> ExitCode {
     match cmd {
         IncidentCommand::Serve(args) => serve(*args).await,
-        IncidentCommand::Token { name, role, expires } => {
+        IncidentCommand::Token {
+            name,
+            role,
+            expires,
+        } => {
             let Some(role) = Role::parse(&role) else {
-                return fail(EXIT_CONFIG, format!("--role \"{role}\": use viewer, operator, approver, deployer or admin"));
+                return fail(
+                    EXIT_CONFIG,
+                    format!("--role \"{role}\": use viewer, operator, approver, deployer or admin"),
+                );
             };
             let (token, line) = new_token(&name, role, expires);
             eprintln!("Give {name} this token (it is not stored anywhere):");
@@ -309,7 +340,10 @@ pub async fn incident(cmd: IncidentCommand) -> ExitCode {
             let path = format!("/v1/incidents?{}", q.join("&"));
             call(&api, &path, None, |v| {
                 let list = v["incidents"].as_array().cloned().unwrap_or_default();
-                println!("{:<14} {:<22} {:<8} {:<20} {:>6}  {:<24} TITLE", "ID", "STATE", "SEVERITY", "SYSTEM", "ALERTS", "AWARE AT");
+                println!(
+                    "{:<14} {:<22} {:<8} {:<20} {:>6}  {:<24} TITLE",
+                    "ID", "STATE", "SEVERITY", "SYSTEM", "ALERTS", "AWARE AT"
+                );
                 for i in list {
                     println!(
                         "{:<14} {:<22} {:<8} {:<20} {:>6}  {:<24} {}",
@@ -325,42 +359,131 @@ pub async fn incident(cmd: IncidentCommand) -> ExitCode {
             })
             .await
         }
-        IncidentCommand::Show { api, id } => call(&api, &format!("/v1/incidents/{id}"), None, pretty).await,
-        IncidentCommand::Open { api, system, description, title, severity, trigger } => {
+        IncidentCommand::Show { api, id } => {
+            call(&api, &format!("/v1/incidents/{id}"), None, pretty).await
+        }
+        IncidentCommand::Open {
+            api,
+            system,
+            description,
+            title,
+            severity,
+            trigger,
+        } => {
             let body = json!({"system_id": system, "description": description, "title": title, "severity": severity, "trigger": trigger});
             call(&api, "/v1/incidents", Some(strip_nulls(body)), pretty).await
         }
-        IncidentCommand::Assess { api, id, reason, assessment, root_cause, classification, serious, requirements } => {
+        IncidentCommand::Assess {
+            api,
+            id,
+            reason,
+            assessment,
+            root_cause,
+            classification,
+            serious,
+            requirements,
+        } => {
             let body = json!({"reason": reason, "assessment": assessment, "root_cause": root_cause, "classification": classification, "serious": serious, "requirements_breached": if requirements.is_empty() { None } else { Some(requirements) }});
-            call(&api, &format!("/v1/incidents/{id}/assess"), Some(strip_nulls(body)), pretty).await
+            call(
+                &api,
+                &format!("/v1/incidents/{id}/assess"),
+                Some(strip_nulls(body)),
+                pretty,
+            )
+            .await
         }
-        IncidentCommand::Decide { api, id, decision, reason, model_versions } => {
+        IncidentCommand::Decide {
+            api,
+            id,
+            decision,
+            reason,
+            model_versions,
+        } => {
             let body = json!({"reason": reason, "decision": decision, "model_versions": if model_versions.is_empty() { None } else { Some(model_versions) }});
-            call(&api, &format!("/v1/incidents/{id}/decide"), Some(strip_nulls(body)), pretty).await
+            call(
+                &api,
+                &format!("/v1/incidents/{id}/decide"),
+                Some(strip_nulls(body)),
+                pretty,
+            )
+            .await
         }
-        IncidentCommand::Inform { api, id, reason, parties } => {
+        IncidentCommand::Inform {
+            api,
+            id,
+            reason,
+            parties,
+        } => {
             let mut list = Vec::new();
             for p in &parties {
                 let parts: Vec<&str> = p.splitn(4, ':').collect();
                 if parts.len() < 3 {
-                    return fail(EXIT_CONFIG, format!("--party \"{p}\": expected KIND:NAME:CHANNEL[:REFERENCE]"));
+                    return fail(
+                        EXIT_CONFIG,
+                        format!("--party \"{p}\": expected KIND:NAME:CHANNEL[:REFERENCE]"),
+                    );
                 }
                 list.push(json!({"kind": parts[0], "name": parts[1], "channel": parts[2], "reference": parts.get(3)}));
             }
-            call(&api, &format!("/v1/incidents/{id}/inform"), Some(json!({"reason": reason, "parties": list})), pretty).await
+            call(
+                &api,
+                &format!("/v1/incidents/{id}/inform"),
+                Some(json!({"reason": reason, "parties": list})),
+                pretty,
+            )
+            .await
         }
-        IncidentCommand::Verify { api, id, reason, effective, evidence } => {
-            call(&api, &format!("/v1/incidents/{id}/verify"), Some(json!({"reason": reason, "effective": effective, "evidence": evidence})), pretty).await
+        IncidentCommand::Verify {
+            api,
+            id,
+            reason,
+            effective,
+            evidence,
+        } => {
+            call(
+                &api,
+                &format!("/v1/incidents/{id}/verify"),
+                Some(json!({"reason": reason, "effective": effective, "evidence": evidence})),
+                pretty,
+            )
+            .await
         }
-        IncidentCommand::Close { api, id, reason } => call(&api, &format!("/v1/incidents/{id}/close"), Some(json!({"reason": reason})), pretty).await,
-        IncidentCommand::Reopen { api, id, reason } => call(&api, &format!("/v1/incidents/{id}/reopen"), Some(json!({"reason": reason})), pretty).await,
-        IncidentCommand::Note { api, id, text } => call(&api, &format!("/v1/incidents/{id}/notes"), Some(json!({"text": text})), pretty).await,
+        IncidentCommand::Close { api, id, reason } => {
+            call(
+                &api,
+                &format!("/v1/incidents/{id}/close"),
+                Some(json!({"reason": reason})),
+                pretty,
+            )
+            .await
+        }
+        IncidentCommand::Reopen { api, id, reason } => {
+            call(
+                &api,
+                &format!("/v1/incidents/{id}/reopen"),
+                Some(json!({"reason": reason})),
+                pretty,
+            )
+            .await
+        }
+        IncidentCommand::Note { api, id, text } => {
+            call(
+                &api,
+                &format!("/v1/incidents/{id}/notes"),
+                Some(json!({"text": text})),
+                pretty,
+            )
+            .await
+        }
         IncidentCommand::Export { api, id, format } => {
             let client = match api.client() {
                 Ok(c) => c,
                 Err(e) => return fail(EXIT_CONFIG, e),
             };
-            match client.call(&format!("/v1/incidents/{id}/export?format={format}"), None).await {
+            match client
+                .call(&format!("/v1/incidents/{id}/export?format={format}"), None)
+                .await
+            {
                 Ok(Answer::Text(t)) => {
                     print!("{t}");
                     ExitCode::SUCCESS
@@ -386,7 +509,12 @@ fn pretty(v: Value) {
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
 }
 
-async fn call(api: &ApiArgs, path: &str, body: Option<Value>, show: impl FnOnce(Value)) -> ExitCode {
+async fn call(
+    api: &ApiArgs,
+    path: &str,
+    body: Option<Value>,
+    show: impl FnOnce(Value),
+) -> ExitCode {
     let client = match api.client() {
         Ok(c) => c,
         Err(e) => return fail(EXIT_CONFIG, e),
@@ -407,9 +535,17 @@ async fn call(api: &ApiArgs, path: &str, body: Option<Value>, show: impl FnOnce(
 fn client_fail(e: ClientError) -> ExitCode {
     match e {
         e @ ClientError::Unreachable { .. } => fail(EXIT_UNAVAILABLE, e),
-        ClientError::Refused { status, code, message } => {
+        ClientError::Refused {
+            status,
+            code,
+            message,
+        } => {
             eprintln!("driftwatch: refused ({status} {code}): {message}");
-            ExitCode::from(if status == 401 || status == 403 { 77 } else { 1 })
+            ExitCode::from(if status == 401 || status == 403 {
+                77
+            } else {
+                1
+            })
         }
     }
 }
@@ -445,7 +581,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
-        Err(e) => return fail(EXIT_UNAVAILABLE, format!("cannot listen on {}: {e}", args.listen)),
+        Err(e) => {
+            return fail(
+                EXIT_UNAVAILABLE,
+                format!("cannot listen on {}: {e}", args.listen),
+            )
+        }
     };
     let config = IncidentConfig {
         database_url: args.database,
@@ -473,7 +614,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
 
 /// Run an `audit` command.
 pub async fn audit(cmd: AuditCommand) -> ExitCode {
-    let AuditCommand::Verify { database, checkpoints, verifier_key } = cmd;
+    let AuditCommand::Verify {
+        database,
+        checkpoints,
+        verifier_key,
+    } = cmd;
     let mut held = Vec::new();
     for p in &checkpoints {
         let note = match std::fs::read_to_string(p) {
@@ -498,8 +643,15 @@ pub async fn audit(cmd: AuditCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(v) => {
-            let p = v.problem.unwrap_or(driftwatch_incident::audit::Problem { seq: 0, kind: "unknown".into(), message: String::new() });
-            eprintln!("audit chain BROKEN at entry {} ({}): {}", p.seq, p.kind, p.message);
+            let p = v.problem.unwrap_or(driftwatch_incident::audit::Problem {
+                seq: 0,
+                kind: "unknown".into(),
+                message: String::new(),
+            });
+            eprintln!(
+                "audit chain BROKEN at entry {} ({}): {}",
+                p.seq, p.kind, p.message
+            );
             ExitCode::from(EXIT_DATA)
         }
         Err(e) => fail(EXIT_UNAVAILABLE, e),

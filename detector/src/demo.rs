@@ -210,7 +210,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     cluster.create_topic(alerts_topic, 1, 1)?;
     cluster.create_topic(crate::driver::kafka::DEFAULT_STATE_TOPIC, 1, 1)?;
     cluster.create_topic(crate::driver::kafka::DEFAULT_REPORTS_TOPIC, 1, 1)?;
-    cluster.create_topic(driftwatch_incident::service::DEFAULT_CHECKPOINTS_TOPIC, 1, 1)?;
+    cluster.create_topic(
+        driftwatch_incident::service::DEFAULT_CHECKPOINTS_TOPIC,
+        1,
+        1,
+    )?;
     let brokers = cluster.bootstrap_servers();
     println!("[1/5] embedded Kafka (librdkafka mock cluster) at {brokers}: topics {events_topic} (3 partitions), {alerts_topic}, {}, {}", crate::driver::kafka::DEFAULT_REPORTS_TOPIC, crate::driver::kafka::DEFAULT_STATE_TOPIC);
 
@@ -590,7 +594,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             i.id,
             i.state.as_str(),
             i.alerts.count,
-            i.onset.as_ref().map_or("?".into(), |o| o.window_index.to_string()),
+            i.onset
+                .as_ref()
+                .map_or("?".into(), |o| o.window_index.to_string()),
             i.title
         );
     }
@@ -653,8 +659,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!("    export DRIFTWATCH_TOKEN_FILE={dir}/admin.token");
     println!("    driftwatch incident list");
     if let Some(i) = incidents.first() {
-        println!("    driftwatch incident export {}        # Markdown for the compliance file", i.id);
-        println!("    driftwatch incident assess {} --reason '...' --assessment '...'", i.id);
+        println!(
+            "    driftwatch incident export {}        # Markdown for the compliance file",
+            i.id
+        );
+        println!(
+            "    driftwatch incident assess {} --reason '...' --assessment '...'",
+            i.id
+        );
     }
     println!("\ndemo passed: the drift and the performance drop were detected and alerted on (the drop estimated before its outcomes arrived), nothing fired before them, and each alerting condition opened one incident with its evidence.");
     Ok(())

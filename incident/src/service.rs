@@ -228,7 +228,15 @@ pub async fn run(
     let _ = server.await;
     // A last checkpoint so the head at shutdown is signed too.
     if let Ok(Some(cp)) = checkpoint_now(&store, &signer).await {
-        tracing::info!(size = cp.size, head = %cp.head, "audit checkpoint at shutdown");
+        tracing::info!(size = cp.size, head = %cp.head, note = %cp.note, "audit checkpoint at shutdown");
+        if let (Some(p), false) = (&producer, config.checkpoints_topic.is_empty()) {
+            let rec = FutureRecord::to(&config.checkpoints_topic)
+                .key(signer.origin())
+                .payload(&cp.note);
+            if let Err((e, _)) = p.send(rec, Duration::from_secs(10)).await {
+                tracing::warn!(error = %e, "cannot publish the last audit checkpoint (kept in the store and the log)");
+            }
+        }
     }
     Ok(())
 }

@@ -11,7 +11,8 @@ use chrono::Duration as Span;
 use common::*;
 use driftwatch_incident::audit::Signer;
 use driftwatch_incident::desk::{
-    ClassifyRequest, Desk, Handled, OpenRequest, PartyInput, ReportRequest, StepRequest, TaskRequest,
+    ClassifyRequest, Desk, Handled, OpenRequest, PartyInput, ReportRequest, StepRequest,
+    TaskRequest,
 };
 use driftwatch_incident::model::{Decision, Serious, State, Step};
 use driftwatch_incident::store::{Store, StoreError};
@@ -24,10 +25,15 @@ fn desk(store: Store) -> Desk {
 }
 
 fn step(reason: &str) -> StepRequest {
-    StepRequest { reason: Some(reason.into()), ..Default::default() }
+    StepRequest {
+        reason: Some(reason.into()),
+        ..Default::default()
+    }
 }
 
-async fn refusal(r: Result<driftwatch_incident::model::Incident, StoreError>) -> (u16, String, Option<String>, Option<State>) {
+async fn refusal(
+    r: Result<driftwatch_incident::model::Incident, StoreError>,
+) -> (u16, String, Option<String>, Option<State>) {
     match r {
         Err(StoreError::Refused(r)) => (r.status, r.code, r.field, r.current_state),
         other => panic!("expected a refusal, got {other:?}"),
@@ -39,38 +45,84 @@ async fn a_critical_condition_opens_one_incident_and_repeats_attach() {
     for (backend, store, _dir) in stores().await {
         let d = desk(store);
         for k in 0..3 {
-            d.handle_report(at(k), &report(k, "age", if k == 0 { "ok" } else { "warning" })).await.expect("report");
+            d.handle_report(
+                at(k),
+                &report(k, "age", if k == 0 { "ok" } else { "warning" }),
+            )
+            .await
+            .expect("report");
         }
-        d.handle_report(at(3), &report(3, "age", "critical")).await.expect("report");
-        let first = d.handle_alert(at(10), &alert(3, "age", Severity::Critical)).await.expect("alert");
-        let Handled::Opened(id) = first else { panic!("{backend}: expected an opening, got {first:?}") };
+        d.handle_report(at(3), &report(3, "age", "critical"))
+            .await
+            .expect("report");
+        let first = d
+            .handle_alert(at(10), &alert(3, "age", Severity::Critical))
+            .await
+            .expect("alert");
+        let Handled::Opened(id) = first else {
+            panic!("{backend}: expected an opening, got {first:?}")
+        };
         for k in 4..9 {
-            let h = d.handle_alert(at(10 + k), &alert(k, "age", Severity::Critical)).await.expect("alert");
+            let h = d
+                .handle_alert(at(10 + k), &alert(k, "age", Severity::Critical))
+                .await
+                .expect("alert");
             assert_eq!(h, Handled::Attached(id.clone()), "{backend}: window {k}");
         }
         // A redelivered alert changes nothing.
-        let again = d.handle_alert(at(30), &alert(5, "age", Severity::Critical)).await.expect("alert");
+        let again = d
+            .handle_alert(at(30), &alert(5, "age", Severity::Critical))
+            .await
+            .expect("alert");
         assert_eq!(again, Handled::Duplicate, "{backend}");
         // Another signal is another condition.
-        let other = d.handle_alert(at(31), &alert(8, "income", Severity::Critical)).await.expect("alert");
-        assert!(matches!(other, Handled::Opened(ref o) if *o != id), "{backend}: {other:?}");
+        let other = d
+            .handle_alert(at(31), &alert(8, "income", Severity::Critical))
+            .await
+            .expect("alert");
+        assert!(
+            matches!(other, Handled::Opened(ref o) if *o != id),
+            "{backend}: {other:?}"
+        );
         // A warning opens nothing by default, but attaches to an open incident.
-        let w = d.handle_alert(at(32), &alert(9, "debt", Severity::Warning)).await.expect("alert");
+        let w = d
+            .handle_alert(at(32), &alert(9, "debt", Severity::Warning))
+            .await
+            .expect("alert");
         assert_eq!(w, Handled::Recorded, "{backend}");
-        let w = d.handle_alert(at(33), &alert(9, "age", Severity::Warning)).await.expect("alert");
+        let w = d
+            .handle_alert(at(33), &alert(9, "age", Severity::Warning))
+            .await
+            .expect("alert");
         assert_eq!(w, Handled::Attached(id.clone()), "{backend}");
 
         let inc = d.store.get(&id).await.expect("get").expect("exists");
-        assert_eq!(inc.alerts.count, 7, "{backend}: the opening alert and six attached");
+        assert_eq!(
+            inc.alerts.count, 7,
+            "{backend}: the opening alert and six attached"
+        );
         assert_eq!(inc.state, State::Open);
-        assert_eq!(inc.aware_at, at(10), "{backend}: aware when the first alert arrived");
+        assert_eq!(
+            inc.aware_at,
+            at(10),
+            "{backend}: aware when the first alert arrived"
+        );
         assert_eq!(inc.plan_hash.as_deref(), Some("sha256:00112233aabbccdd"));
         assert_eq!(inc.planned_action.as_deref(), Some("disable"));
         // Onset: windows 1-3 breach on age in a row; window 0 did not.
         let onset = inc.onset.expect("onset");
-        assert_eq!((onset.window_index, onset.source.as_str(), onset.at), (1, "history", window(1).first_event_at), "{backend}");
+        assert_eq!(
+            (onset.window_index, onset.source.as_str(), onset.at),
+            (1, "history", window(1).first_event_at),
+            "{backend}"
+        );
         // The evidence: the alert and the reports up to the trigger, hashed.
-        let (hash, ev) = d.store.evidence(&id).await.expect("evidence").expect("exists");
+        let (hash, ev) = d
+            .store
+            .evidence(&id)
+            .await
+            .expect("evidence")
+            .expect("exists");
         assert_eq!(hash, inc.evidence_hash);
         assert_eq!(ev["alert"]["alert_id"], "credit/ref1/3/age/ks");
         assert_eq!(ev["trigger_report_received"], true);
@@ -85,10 +137,23 @@ async fn a_critical_condition_opens_one_incident_and_repeats_attach() {
 async fn an_alert_without_its_report_still_opens_after_the_wait() {
     for (backend, store, _dir) in stores().await {
         let d = desk(store);
-        let h = d.handle_alert(at(0), &alert(7, "age", Severity::Critical)).await.expect("alert");
-        let Handled::Opened(id) = h else { panic!("{backend}: {h:?}") };
-        let (_, ev) = d.store.evidence(&id).await.expect("evidence").expect("exists");
-        assert_eq!(ev["trigger_report_received"], false, "{backend}: the snapshot says what it lacks");
+        let h = d
+            .handle_alert(at(0), &alert(7, "age", Severity::Critical))
+            .await
+            .expect("alert");
+        let Handled::Opened(id) = h else {
+            panic!("{backend}: {h:?}")
+        };
+        let (_, ev) = d
+            .store
+            .evidence(&id)
+            .await
+            .expect("evidence")
+            .expect("exists");
+        assert_eq!(
+            ev["trigger_report_received"], false,
+            "{backend}: the snapshot says what it lacks"
+        );
         let inc = d.store.get(&id).await.expect("get").expect("exists");
         assert_eq!(inc.onset.map(|o| o.source), Some("alert".to_owned()));
     }
@@ -98,73 +163,205 @@ async fn an_alert_without_its_report_still_opens_after_the_wait() {
 async fn the_workflow_runs_in_order_by_named_people_and_refuses_the_rest() {
     for (backend, store, _dir) in stores().await {
         let d = desk(store);
-        let Handled::Opened(id) = d.handle_alert(at(0), &alert(3, "age", Severity::Critical)).await.expect("alert") else {
+        let Handled::Opened(id) = d
+            .handle_alert(at(0), &alert(3, "age", Severity::Critical))
+            .await
+            .expect("alert")
+        else {
             panic!("{backend}: no incident")
         };
         // Deciding before assessing is refused, naming the state.
-        let r = d.step(at(1), &id, Step::Decide, "carol", StepRequest { decision: Some(Decision::Disable), ..step("now") }).await;
-        assert_eq!(refusal(r).await, (409, "illegal_transition".into(), None, Some(State::Open)), "{backend}");
+        let r = d
+            .step(
+                at(1),
+                &id,
+                Step::Decide,
+                "carol",
+                StepRequest {
+                    decision: Some(Decision::Disable),
+                    ..step("now")
+                },
+            )
+            .await;
+        assert_eq!(
+            refusal(r).await,
+            (409, "illegal_transition".into(), None, Some(State::Open)),
+            "{backend}"
+        );
         // A reason is required, and an assessment.
-        let r = d.step(at(1), &id, Step::Assess, "olga", StepRequest::default()).await;
+        let r = d
+            .step(at(1), &id, Step::Assess, "olga", StepRequest::default())
+            .await;
         assert_eq!(refusal(r).await.2.as_deref(), Some("reason"));
-        let r = d.step(at(1), &id, Step::Assess, "olga", step("looked")).await;
+        let r = d
+            .step(at(1), &id, Step::Assess, "olga", step("looked"))
+            .await;
         assert_eq!(refusal(r).await.2.as_deref(), Some("assessment"));
         let inc = d
-            .step(at(2), &id, Step::Assess, "olga", StepRequest {
-                assessment: Some("applicants' ages shifted after a marketing campaign".into()),
-                root_cause: Some("new customer segment outside the training data".into()),
-                requirements_breached: Some(vec!["Art. 15(1) accuracy".into()]),
-                ..step("KS 0.21 on age over 3 windows")
-            })
+            .step(
+                at(2),
+                &id,
+                Step::Assess,
+                "olga",
+                StepRequest {
+                    assessment: Some("applicants' ages shifted after a marketing campaign".into()),
+                    root_cause: Some("new customer segment outside the training data".into()),
+                    requirements_breached: Some(vec!["Art. 15(1) accuracy".into()]),
+                    ..step("KS 0.21 on age over 3 windows")
+                },
+            )
             .await
             .expect("assess");
         assert_eq!(inc.state, State::Assessed);
-        let r = d.step(at(3), &id, Step::Decide, "carol", step("no decision given")).await;
+        let r = d
+            .step(at(3), &id, Step::Decide, "carol", step("no decision given"))
+            .await;
         assert_eq!(refusal(r).await.2.as_deref(), Some("decision"));
         let inc = d
-            .step(at(3), &id, Step::Decide, "carol", StepRequest { decision: Some(Decision::Disable), ..step("accuracy cannot be guaranteed for the new segment") })
+            .step(
+                at(3),
+                &id,
+                Step::Decide,
+                "carol",
+                StepRequest {
+                    decision: Some(Decision::Disable),
+                    ..step("accuracy cannot be guaranteed for the new segment")
+                },
+            )
             .await
             .expect("decide");
         let dec = inc.decision.clone().expect("decision");
-        assert_eq!((dec.decision, dec.decided_by.as_str(), dec.automatic), (Decision::Disable, "carol", false));
+        assert_eq!(
+            (dec.decision, dec.decided_by.as_str(), dec.automatic),
+            (Decision::Disable, "carol", false)
+        );
         // Informing needs the parties (the plan's list is named in the error).
         let r = d.step(at(4), &id, Step::Inform, "olga", step("sent")).await;
         let (status, _, field, _) = refusal(r).await;
         assert_eq!((status, field.as_deref()), (422, Some("parties")));
         let inc = d
-            .step(at(4), &id, Step::Inform, "olga", StepRequest {
-                parties: Some(vec![
-                    PartyInput { kind: "deployer".into(), name: "Bank A".into(), channel: "e-mail".into(), reference: Some("msg-1".into()) },
-                    PartyInput { kind: "market_surveillance_authority".into(), name: "AP".into(), channel: "portal".into(), reference: None },
-                ]),
-                ..step("Art. 20(1) and (2)")
-            })
+            .step(
+                at(4),
+                &id,
+                Step::Inform,
+                "olga",
+                StepRequest {
+                    parties: Some(vec![
+                        PartyInput {
+                            kind: "deployer".into(),
+                            name: "Bank A".into(),
+                            channel: "e-mail".into(),
+                            reference: Some("msg-1".into()),
+                        },
+                        PartyInput {
+                            kind: "market_surveillance_authority".into(),
+                            name: "AP".into(),
+                            channel: "portal".into(),
+                            reference: None,
+                        },
+                    ]),
+                    ..step("Art. 20(1) and (2)")
+                },
+            )
             .await
             .expect("inform");
         assert_eq!(inc.parties_informed.len(), 2);
         // A failed effectiveness check sends it back for a new decision.
         let inc = d
-            .step(at(5), &id, Step::Verify, "olga", StepRequest { effective: Some(false), evidence: Some("agents still serving".into()), ..step("checked") })
+            .step(
+                at(5),
+                &id,
+                Step::Verify,
+                "olga",
+                StepRequest {
+                    effective: Some(false),
+                    evidence: Some("agents still serving".into()),
+                    ..step("checked")
+                },
+            )
             .await
             .expect("verify");
         assert_eq!(inc.state, State::Assessed, "{backend}");
-        d.step(at(6), &id, Step::Decide, "carol", StepRequest { decision: Some(Decision::Disable), ..step("again, per agent") }).await.expect("decide");
-        d.step(at(7), &id, Step::Inform, "olga", StepRequest { parties: Some(vec![PartyInput { kind: "deployer".into(), name: "Bank A".into(), channel: "e-mail".into(), reference: None }]), ..step("re-sent") }).await.expect("inform");
-        d.step(at(8), &id, Step::Verify, "olga", StepRequest { effective: Some(true), evidence: Some("0 predictions served since".into()), ..step("checked") }).await.expect("verify");
-        let inc = d.step(at(9), &id, Step::Close, "carol", step("disabled and verified")).await.expect("close");
+        d.step(
+            at(6),
+            &id,
+            Step::Decide,
+            "carol",
+            StepRequest {
+                decision: Some(Decision::Disable),
+                ..step("again, per agent")
+            },
+        )
+        .await
+        .expect("decide");
+        d.step(
+            at(7),
+            &id,
+            Step::Inform,
+            "olga",
+            StepRequest {
+                parties: Some(vec![PartyInput {
+                    kind: "deployer".into(),
+                    name: "Bank A".into(),
+                    channel: "e-mail".into(),
+                    reference: None,
+                }]),
+                ..step("re-sent")
+            },
+        )
+        .await
+        .expect("inform");
+        d.step(
+            at(8),
+            &id,
+            Step::Verify,
+            "olga",
+            StepRequest {
+                effective: Some(true),
+                evidence: Some("0 predictions served since".into()),
+                ..step("checked")
+            },
+        )
+        .await
+        .expect("verify");
+        let inc = d
+            .step(
+                at(9),
+                &id,
+                Step::Close,
+                "carol",
+                step("disabled and verified"),
+            )
+            .await
+            .expect("close");
         assert_eq!(inc.state, State::Closed);
         assert_eq!(inc.closed.as_ref().map(|c| c.by.as_str()), Some("carol"));
         // Closed: a new alert of the same condition opens a new incident.
-        let h = d.handle_alert(at(20), &alert(30, "age", Severity::Critical)).await.expect("alert");
-        assert!(matches!(h, Handled::Opened(ref n) if *n != id), "{backend}: {h:?}");
+        let h = d
+            .handle_alert(at(20), &alert(30, "age", Severity::Critical))
+            .await
+            .expect("alert");
+        assert!(
+            matches!(h, Handled::Opened(ref n) if *n != id),
+            "{backend}: {h:?}"
+        );
         // Reopening the old one is refused while another is open for the condition.
-        let r = d.step(at(21), &id, Step::Reopen, "carol", step("same cause")).await;
+        let r = d
+            .step(at(21), &id, Step::Reopen, "carol", step("same cause"))
+            .await;
         assert_eq!(refusal(r).await.1, "already_open", "{backend}");
         // Every step is on the timeline, in order, by name.
         let tl = d.store.timeline(&id).await.expect("timeline");
-        let who: Vec<(String, String)> = tl.iter().map(|e| (e.action.clone(), e.actor.clone())).collect();
+        let who: Vec<(String, String)> = tl
+            .iter()
+            .map(|e| (e.action.clone(), e.actor.clone()))
+            .collect();
         assert_eq!(who.first().map(|w| w.0.as_str()), Some("incident_opened"));
-        assert_eq!(who.iter().filter(|w| w.0 == "transition").count(), 8, "{backend}: {who:?}");
+        assert_eq!(
+            who.iter().filter(|w| w.0 == "transition").count(),
+            8,
+            "{backend}: {who:?}"
+        );
         assert!(d.store.verify(&[]).await.expect("verify").ok);
     }
 }
@@ -177,7 +374,11 @@ async fn an_automatic_plan_decides_at_once_and_says_so() {
             a.automatic = true;
         }
         let d = Desk::new(Arc::new(store), vec![p]);
-        let Handled::Opened(id) = d.handle_alert(at(0), &alert(3, "age", Severity::Critical)).await.expect("alert") else {
+        let Handled::Opened(id) = d
+            .handle_alert(at(0), &alert(3, "age", Severity::Critical))
+            .await
+            .expect("alert")
+        else {
             panic!("{backend}")
         };
         let inc = d.store.get(&id).await.expect("get").expect("exists");
@@ -185,7 +386,11 @@ async fn an_automatic_plan_decides_at_once_and_says_so() {
         let dec = inc.decision.expect("decision");
         assert!(dec.automatic);
         assert_eq!(dec.decision, Decision::Disable);
-        assert!(dec.rationale.contains("sha256:00112233aabbccdd"), "{}", dec.rationale);
+        assert!(
+            dec.rationale.contains("sha256:00112233aabbccdd"),
+            "{}",
+            dec.rationale
+        );
     }
 }
 
@@ -193,22 +398,78 @@ async fn an_automatic_plan_decides_at_once_and_says_so() {
 async fn people_and_deployers_open_incidents_of_their_own() {
     for (backend, store, _dir) in stores().await {
         let d = desk(store);
-        let r = d.open_manual(at(0), "dora", true, OpenRequest { system_id: Some("credit".into()), ..Default::default() }).await;
-        assert_eq!(refusal(r).await.2.as_deref(), Some("description"), "{backend}");
+        let r = d
+            .open_manual(
+                at(0),
+                "dora",
+                true,
+                OpenRequest {
+                    system_id: Some("credit".into()),
+                    ..Default::default()
+                },
+            )
+            .await;
+        assert_eq!(
+            refusal(r).await.2.as_deref(),
+            Some("description"),
+            "{backend}"
+        );
         let a = d
-            .open_manual(at(0), "bank-a", true, OpenRequest { system_id: Some("credit".into()), description: Some("three applicants refused with identical scores".into()), ..Default::default() })
+            .open_manual(
+                at(0),
+                "bank-a",
+                true,
+                OpenRequest {
+                    system_id: Some("credit".into()),
+                    description: Some("three applicants refused with identical scores".into()),
+                    ..Default::default()
+                },
+            )
             .await
             .expect("deployer report");
         let b = d
-            .open_manual(at(1), "bank-a", true, OpenRequest { system_id: Some("credit".into()), description: Some("a second, unrelated report".into()), ..Default::default() })
+            .open_manual(
+                at(1),
+                "bank-a",
+                true,
+                OpenRequest {
+                    system_id: Some("credit".into()),
+                    description: Some("a second, unrelated report".into()),
+                    ..Default::default()
+                },
+            )
             .await
             .expect("second report");
         assert_ne!(a.id, b.id, "reports never merge");
         assert_eq!(a.trigger.kind, "deployer_report");
         assert_eq!(a.trigger.reported_by.as_deref(), Some("bank-a"));
-        let r = d.open_manual(at(2), "olga", false, OpenRequest { system_id: Some("credit".into()), description: Some("x".into()), trigger: Some("rumour".into()), ..Default::default() }).await;
+        let r = d
+            .open_manual(
+                at(2),
+                "olga",
+                false,
+                OpenRequest {
+                    system_id: Some("credit".into()),
+                    description: Some("x".into()),
+                    trigger: Some("rumour".into()),
+                    ..Default::default()
+                },
+            )
+            .await;
         assert_eq!(refusal(r).await.2.as_deref(), Some("trigger"));
-        let r = d.open_manual(at(2), "olga", false, OpenRequest { system_id: Some("credit".into()), description: Some("x".into()), aware_at: Some(at(60)), ..Default::default() }).await;
+        let r = d
+            .open_manual(
+                at(2),
+                "olga",
+                false,
+                OpenRequest {
+                    system_id: Some("credit".into()),
+                    description: Some("x".into()),
+                    aware_at: Some(at(60)),
+                    ..Default::default()
+                },
+            )
+            .await;
         assert_eq!(refusal(r).await.2.as_deref(), Some("aware_at"));
     }
 }
@@ -217,43 +478,121 @@ async fn people_and_deployers_open_incidents_of_their_own() {
 async fn art73_clocks_remind_once_per_lead_and_stop_after_the_report() {
     for (backend, store, _dir) in stores().await {
         let d = desk(store);
-        let Handled::Opened(id) = d.handle_alert(at(0), &alert(3, "age", Severity::Critical)).await.expect("alert") else {
+        let Handled::Opened(id) = d
+            .handle_alert(at(0), &alert(3, "age", Severity::Critical))
+            .await
+            .expect("alert")
+        else {
             panic!("{backend}")
         };
-        assert!(d.due_reminders(at(1)).await.expect("reminders").is_empty(), "not serious: no clock");
+        assert!(
+            d.due_reminders(at(1)).await.expect("reminders").is_empty(),
+            "not serious: no clock"
+        );
         let inc = d
-            .classify(at(1), &id, "olga", ClassifyRequest { reason: Some("a rejected applicant was harmed".into()), classification: None, serious: Some(Serious::Death) })
+            .classify(
+                at(1),
+                &id,
+                "olga",
+                ClassifyRequest {
+                    reason: Some("a rejected applicant was harmed".into()),
+                    classification: None,
+                    serious: Some(Serious::Death),
+                },
+            )
             .await
             .expect("classify");
         let clock = inc.clock().expect("a clock");
-        assert_eq!(clock.deadline, at(0) + Span::days(10), "{backend}: 10 days from awareness for a death");
+        assert_eq!(
+            clock.deadline,
+            at(0) + Span::days(10),
+            "{backend}: 10 days from awareness for a death"
+        );
         assert_eq!(clock.article, "Art. 73(4)");
         let day = |d: i64| at(0) + Span::days(d);
-        assert!(d.due_reminders(day(6)).await.expect("r").is_empty(), "day 6: nothing yet");
+        assert!(
+            d.due_reminders(day(6)).await.expect("r").is_empty(),
+            "day 6: nothing yet"
+        );
         let r = d.due_reminders(day(7) + Span::hours(1)).await.expect("r");
         assert_eq!(r.len(), 1, "{backend}: 72 h before");
-        assert_eq!((r[0].severity, r[0].alert_id.as_str()), (Severity::Warning, format!("{id}/art73/72h").as_str()));
+        assert_eq!(
+            (r[0].severity, r[0].alert_id.as_str()),
+            (Severity::Warning, format!("{id}/art73/72h").as_str())
+        );
         assert!(r[0].summary.contains("Art. 73(4)"), "{}", r[0].summary);
-        assert!(d.due_reminders(day(7) + Span::hours(2)).await.expect("r").is_empty(), "once per lead");
+        assert!(
+            d.due_reminders(day(7) + Span::hours(2))
+                .await
+                .expect("r")
+                .is_empty(),
+            "once per lead"
+        );
         let r = d.due_reminders(day(9) + Span::hours(1)).await.expect("r");
-        assert_eq!((r.len(), r[0].severity), (1, Severity::Critical), "{backend}: 24 h before");
+        assert_eq!(
+            (r.len(), r[0].severity),
+            (1, Severity::Critical),
+            "{backend}: 24 h before"
+        );
         let r = d.due_reminders(day(10) + Span::hours(1)).await.expect("r");
-        assert!(r.len() == 1 && r[0].summary.contains("overdue"), "{backend}: {r:?}");
+        assert!(
+            r.len() == 1 && r[0].summary.contains("overdue"),
+            "{backend}: {r:?}"
+        );
         // An initial report stops the clock's reminders.
-        d.authority_report(day(11), &id, "carol", ReportRequest { kind: "initial".into(), reference: Some("AP-2026-17".into()), submitted_at: None }).await.expect("report");
+        d.authority_report(
+            day(11),
+            &id,
+            "carol",
+            ReportRequest {
+                kind: "initial".into(),
+                reference: Some("AP-2026-17".into()),
+                submitted_at: None,
+            },
+        )
+        .await
+        .expect("report");
         let inc = d.store.get(&id).await.expect("get").expect("exists");
         assert_eq!(inc.clock().and_then(|c| c.initial_report_at), Some(day(11)));
         assert!(d.due_reminders(day(12)).await.expect("r").is_empty());
         // An overdue corrective task reminds once.
-        d.add_task(day(12), &id, "olga", TaskRequest { title: Some("retrain on the new segment".into()), owner: Some("ds-team".into()), due: Some(day(14)) }).await.expect("task");
+        d.add_task(
+            day(12),
+            &id,
+            "olga",
+            TaskRequest {
+                title: Some("retrain on the new segment".into()),
+                owner: Some("ds-team".into()),
+                due: Some(day(14)),
+            },
+        )
+        .await
+        .expect("task");
         assert!(d.due_reminders(day(13)).await.expect("r").is_empty());
         let r = d.due_reminders(day(15)).await.expect("r");
         assert_eq!(r.len(), 1, "{backend}");
         assert!(r[0].summary.contains("retrain"), "{}", r[0].summary);
         assert!(d.due_reminders(day(16)).await.expect("r").is_empty());
         // A report on an incident that is not serious is refused.
-        let Handled::Opened(other) = d.handle_alert(at(1), &alert(3, "income", Severity::Critical)).await.expect("alert") else { panic!() };
-        let r = d.authority_report(day(1), &other, "carol", ReportRequest { kind: "initial".into(), reference: None, submitted_at: None }).await;
+        let Handled::Opened(other) = d
+            .handle_alert(at(1), &alert(3, "income", Severity::Critical))
+            .await
+            .expect("alert")
+        else {
+            panic!()
+        };
+        let r = d
+            .authority_report(
+                day(1),
+                &other,
+                "carol",
+                ReportRequest {
+                    kind: "initial".into(),
+                    reference: None,
+                    submitted_at: None,
+                },
+            )
+            .await;
         assert_eq!(refusal(r).await.1, "not_serious");
         assert!(d.store.verify(&[]).await.expect("verify").ok);
     }
@@ -265,30 +604,67 @@ async fn hand_edits_in_the_database_are_detected_and_located() {
     for (backend, store, _dir) in stores().await {
         let d = desk(store);
         let signer = Signer::new("driftwatch.test/audit", [3u8; 32]);
-        let Handled::Opened(id) = d.handle_alert(at(0), &alert(3, "age", Severity::Critical)).await.expect("alert") else { panic!() };
+        let Handled::Opened(id) = d
+            .handle_alert(at(0), &alert(3, "age", Severity::Critical))
+            .await
+            .expect("alert")
+        else {
+            panic!()
+        };
         for k in 4..10 {
-            d.handle_alert(at(k), &alert(k, "age", Severity::Critical)).await.expect("alert");
+            d.handle_alert(at(k), &alert(k, "age", Severity::Critical))
+                .await
+                .expect("alert");
         }
-        d.step(at(20), &id, Step::Assess, "olga", StepRequest { assessment: Some("age shift".into()), ..step("seen") }).await.expect("assess");
-        let cp = driftwatch_incident::service::checkpoint_now(&d.store, &signer).await.expect("cp").expect("a checkpoint");
+        d.step(
+            at(20),
+            &id,
+            Step::Assess,
+            "olga",
+            StepRequest {
+                assessment: Some("age shift".into()),
+                ..step("seen")
+            },
+        )
+        .await
+        .expect("assess");
+        let cp = driftwatch_incident::service::checkpoint_now(&d.store, &signer)
+            .await
+            .expect("cp")
+            .expect("a checkpoint");
         let n = cp.size as i64;
         assert!(d.store.verify(&[]).await.expect("verify").ok);
         let pool = d.store.pool();
-        let exec = |sql: String| async move { sqlx::query(&sql).execute(pool).await.expect("hand edit") };
+        let exec =
+            |sql: String| async move { sqlx::query(&sql).execute(pool).await.expect("hand edit") };
 
         // 1. One audit row edited.
         exec("UPDATE audit SET actor = 'mallory' WHERE seq = 4".into()).await;
         let v = d.store.verify(&[]).await.expect("verify");
         let p = v.problem.expect("caught");
-        assert_eq!((p.seq, p.kind.as_str()), (4, "altered"), "{backend}: {}", p.message);
+        assert_eq!(
+            (p.seq, p.kind.as_str()),
+            (4, "altered"),
+            "{backend}: {}",
+            p.message
+        );
         exec("UPDATE audit SET actor = 'driftwatch' WHERE seq = 4".into()).await;
-        assert!(d.store.verify(&[]).await.expect("verify").ok, "{backend}: restored");
+        assert!(
+            d.store.verify(&[]).await.expect("verify").ok,
+            "{backend}: restored"
+        );
 
         // 2. Two rows reordered.
         exec("UPDATE audit SET seq = -1 WHERE seq = 5".into()).await;
         exec("UPDATE audit SET seq = 5 WHERE seq = 6".into()).await;
         exec("UPDATE audit SET seq = 6 WHERE seq = -1".into()).await;
-        let p = d.store.verify(&[]).await.expect("verify").problem.expect("caught");
+        let p = d
+            .store
+            .verify(&[])
+            .await
+            .expect("verify")
+            .problem
+            .expect("caught");
         assert_eq!(p.seq, 5, "{backend}: {}", p.message);
         exec("UPDATE audit SET seq = -1 WHERE seq = 5".into()).await;
         exec("UPDATE audit SET seq = 5 WHERE seq = 6".into()).await;
@@ -296,18 +672,44 @@ async fn hand_edits_in_the_database_are_detected_and_located() {
         assert!(d.store.verify(&[]).await.expect("verify").ok);
 
         // 3. The record itself edited (the decision rewritten behind the service's back).
-        let doc: String = sqlx::query_scalar("SELECT doc FROM incidents WHERE id = $1").bind(&id).fetch_one(pool).await.expect("doc");
+        let doc: String = sqlx::query_scalar("SELECT doc FROM incidents WHERE id = $1")
+            .bind(&id)
+            .fetch_one(pool)
+            .await
+            .expect("doc");
         let forged = doc.replace("\"age shift\"", "\"nothing happened\"");
         assert_ne!(forged, doc);
-        sqlx::query("UPDATE incidents SET doc = $1 WHERE id = $2").bind(&forged).bind(&id).execute(pool).await.expect("edit");
-        let p = d.store.verify(&[]).await.expect("verify").problem.expect("caught");
+        sqlx::query("UPDATE incidents SET doc = $1 WHERE id = $2")
+            .bind(&forged)
+            .bind(&id)
+            .execute(pool)
+            .await
+            .expect("edit");
+        let p = d
+            .store
+            .verify(&[])
+            .await
+            .expect("verify")
+            .problem
+            .expect("caught");
         assert_eq!(p.kind, "record_altered", "{backend}");
         assert!(p.message.contains(&id), "{}", p.message);
-        sqlx::query("UPDATE incidents SET doc = $1 WHERE id = $2").bind(&doc).bind(&id).execute(pool).await.expect("restore");
+        sqlx::query("UPDATE incidents SET doc = $1 WHERE id = $2")
+            .bind(&doc)
+            .bind(&id)
+            .execute(pool)
+            .await
+            .expect("restore");
 
         // 4. The evidence altered.
         exec(format!("UPDATE evidence SET doc = replace(doc, 'credit/ref1/3/age/ks', 'credit/ref1/2/age/ks') WHERE incident_id = '{id}'")).await;
-        let p = d.store.verify(&[]).await.expect("verify").problem.expect("caught");
+        let p = d
+            .store
+            .verify(&[])
+            .await
+            .expect("verify")
+            .problem
+            .expect("caught");
         assert!(p.message.contains("evidence"), "{backend}: {}", p.message);
         exec(format!("UPDATE evidence SET doc = replace(doc, 'credit/ref1/2/age/ks', 'credit/ref1/3/age/ks') WHERE incident_id = '{id}'")).await;
         assert!(d.store.verify(&[]).await.expect("verify").ok);
@@ -318,9 +720,22 @@ async fn hand_edits_in_the_database_are_detected_and_located() {
         exec("DELETE FROM checkpoints".into()).await;
         let self_consistent = d.store.verify(&[]).await.expect("verify");
         assert!(!self_consistent.ok || self_consistent.entries == n - 2);
-        let held = driftwatch_incident::audit::parse_checkpoint(&cp.note, Some(&signer.verifier_key())).expect("checkpoint");
-        let p = d.store.verify(&[held]).await.expect("verify").problem.expect("caught");
-        assert_eq!((p.seq, p.kind.as_str()), (n - 1, "truncated"), "{backend}: {}", p.message);
+        let held =
+            driftwatch_incident::audit::parse_checkpoint(&cp.note, Some(&signer.verifier_key()))
+                .expect("checkpoint");
+        let p = d
+            .store
+            .verify(&[held])
+            .await
+            .expect("verify")
+            .problem
+            .expect("caught");
+        assert_eq!(
+            (p.seq, p.kind.as_str()),
+            (n - 1, "truncated"),
+            "{backend}: {}",
+            p.message
+        );
     }
 }
 
@@ -338,7 +753,10 @@ async fn two_replicas_on_one_store_open_one_incident() {
         let mut tasks = Vec::new();
         for k in 0..8 {
             let d = if k % 2 == 0 { a.clone() } else { b.clone() };
-            tasks.push(tokio::spawn(async move { d.handle_alert(at(k), &alert(k, "age", Severity::Critical)).await }));
+            tasks.push(tokio::spawn(async move {
+                d.handle_alert(at(k), &alert(k, "age", Severity::Critical))
+                    .await
+            }));
         }
         let mut opened = 0;
         for t in tasks {
@@ -356,9 +774,15 @@ async fn two_replicas_on_one_store_open_one_incident() {
 
 /// The URL of the PostgreSQL database a store is connected to.
 async fn continue_pg(store: &Store) -> String {
-    let name: String = sqlx::query_scalar("SELECT current_database()::text").fetch_one(store.pool()).await.expect("db name");
+    let name: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(store.pool())
+        .await
+        .expect("db name");
     let admin = std::env::var("DRIFTWATCH_TEST_POSTGRES").expect("postgres run");
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(b, _)| b)
+        .to_owned();
     format!("{base}/{name}")
 }
 
@@ -369,7 +793,9 @@ async fn migrations_run_once_and_keep_the_data() {
     let s = Store::open(&url).await.expect("open");
     assert_eq!(s.schema_version().await.expect("v"), 1);
     let d = desk(s);
-    d.handle_alert(at(0), &alert(1, "age", Severity::Critical)).await.expect("alert");
+    d.handle_alert(at(0), &alert(1, "age", Severity::Critical))
+        .await
+        .expect("alert");
     drop(d);
     let s = Store::open(&url).await.expect("reopen");
     assert_eq!(s.schema_version().await.expect("v"), 1);

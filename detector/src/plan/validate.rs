@@ -198,7 +198,10 @@ impl Plan {
         ];
         for (i, party) in self.parties.iter().enumerate() {
             if party.name.trim().is_empty() {
-                return Err(invalid(&format!("parties[{i}].name"), "may not be empty".into()));
+                return Err(invalid(
+                    &format!("parties[{i}].name"),
+                    "may not be empty".into(),
+                ));
             }
             for d in &party.inform_on {
                 if !DECISIONS.contains(&d.as_str()) {
@@ -211,10 +214,16 @@ impl Plan {
         }
         for (i, owner) in self.owners.iter().enumerate() {
             if owner.name.trim().is_empty() {
-                return Err(invalid(&format!("owners[{i}].name"), "may not be empty".into()));
+                return Err(invalid(
+                    &format!("owners[{i}].name"),
+                    "may not be empty".into(),
+                ));
             }
         }
-        for (sev, a) in [("warning", &self.actions.warning), ("critical", &self.actions.critical)] {
+        for (sev, a) in [
+            ("warning", &self.actions.warning),
+            ("critical", &self.actions.critical),
+        ] {
             if let Some(url) = a.as_ref().and_then(|a| a.runbook.as_ref()) {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(invalid(

@@ -19,17 +19,27 @@ pub async fn stores() -> Vec<(String, Store, tempfile::TempDir)> {
     let mut out = Vec::new();
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite:{}", dir.path().join("incidents.db").display());
-    out.push(("sqlite".to_owned(), Store::open(&url).await.expect("sqlite store"), dir));
+    out.push((
+        "sqlite".to_owned(),
+        Store::open(&url).await.expect("sqlite store"),
+        dir,
+    ));
     if let Some(url) = postgres_url().await {
         let dir = tempfile::tempdir().expect("temp dir");
-        out.push(("postgres".to_owned(), Store::open(&url).await.expect("postgres store"), dir));
+        out.push((
+            "postgres".to_owned(),
+            Store::open(&url).await.expect("postgres store"),
+            dir,
+        ));
     }
     out
 }
 
 /// A fresh PostgreSQL database, when the suite has a server.
 pub async fn postgres_url() -> Option<String> {
-    let admin = std::env::var("DRIFTWATCH_TEST_POSTGRES").ok().filter(|s| !s.is_empty())?;
+    let admin = std::env::var("DRIFTWATCH_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())?;
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(&admin)
         .await
@@ -47,7 +57,10 @@ pub async fn postgres_url() -> Option<String> {
 
 /// 2026-11-28 09:00 plus `minutes`.
 pub fn at(minutes: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).single().expect("valid") + Duration::minutes(minutes)
+    Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0)
+        .single()
+        .expect("valid")
+        + Duration::minutes(minutes)
 }
 
 /// A plan's policy for system `credit`: critical opens, a human decides `disable`.
@@ -61,11 +74,29 @@ pub fn policy() -> Policy {
         group_by_system: false,
         warning_opens: false,
         critical_opens: true,
-        warning: Some(PlannedAction { action: "continue".into(), automatic: false, runbook: None }),
-        critical: Some(PlannedAction { action: "disable".into(), automatic: false, runbook: Some("https://runbooks.example/credit".into()) }),
+        warning: Some(PlannedAction {
+            action: "continue".into(),
+            automatic: false,
+            runbook: None,
+        }),
+        critical: Some(PlannedAction {
+            action: "disable".into(),
+            automatic: false,
+            runbook: Some("https://runbooks.example/credit".into()),
+        }),
         parties: vec![
-            PartyRef { kind: "deployer".into(), name: "Bank A".into(), contact: Some("mailto:ops@bank-a.example".into()), inform_on: vec![] },
-            PartyRef { kind: "market_surveillance_authority".into(), name: "AP".into(), contact: Some("mailto:ai@ap.example".into()), inform_on: vec!["disable".into(), "recall".into()] },
+            PartyRef {
+                kind: "deployer".into(),
+                name: "Bank A".into(),
+                contact: Some("mailto:ops@bank-a.example".into()),
+                inform_on: vec![],
+            },
+            PartyRef {
+                kind: "market_surveillance_authority".into(),
+                name: "AP".into(),
+                contact: Some("mailto:ai@ap.example".into()),
+                inform_on: vec!["disable".into(), "recall".into()],
+            },
         ],
         owners: vec!["plan owner: J. Jansen".into()],
     }
@@ -89,7 +120,10 @@ pub fn alert(k: i64, signal: &str, severity: Severity) -> Alert {
         reference_version: "ref1".into(),
         plan_version: Some("2026-11".into()),
         plan_hash: Some("sha256:00112233aabbccdd".into()),
-        summary: format!("{} drift on {signal} of credit in window {k}", severity.as_str()),
+        summary: format!(
+            "{} drift on {signal} of credit in window {k}",
+            severity.as_str()
+        ),
     }
 }
 

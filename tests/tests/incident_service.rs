@@ -1,0 +1,528 @@
+//! From drifted telemetry to a corrective-action record, with the binaries as processes:
+//! agent -> Kafka -> detector -> alerts topic -> `driftwatch incident serve`. The incident
+//! opens once per condition (not once per window) with its evidence; an operator assesses
+//! and an approver decides `disable` through the CLI; the export and `audit verify`
+//! pass; a hand edit of the database is then caught and located.
+//!
+//! `on_the_embedded_broker` runs in `cargo test` (librdkafka's mock cluster, SQLite).
+//! `on_the_real_broker` runs in `tests/real-broker.sh` against tansu or any broker in
+//! `DRIFTWATCH_TEST_BROKERS`, on PostgreSQL when `DRIFTWATCH_TEST_POSTGRES` names a server
+//! (`.ci/run` starts one), else on SQLite.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use driftwatch_detector::synth::demo_plan_toml;
+use driftwatch_e2e::process::{free_port, test_dir, Proc};
+use driftwatch_e2e::{binary, create_topics, eventually, post_stream};
+use driftwatch_incident::auth::{new_token, Role};
+use serde_json::Value;
+use sqlx::Connection as _;
+
+const PLAN_ART72: &str = r#"
+[actions.critical]
+action = "disable"
+
+[[owners]]
+role = "plan owner"
+name = "E2E Owner"
+
+[[parties]]
+kind = "deployer"
+name = "Bank A"
+contact = "mailto:ops@bank-a.example"
+"#;
+
+async fn fresh_postgres() -> Option<String> {
+    let admin = std::env::var("DRIFTWATCH_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .expect("postgres answers");
+    let name = format!("dw_e2e_{}", std::process::id());
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut conn)
+        .await;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some(format!("{base}/{name}"))
+}
+
+fn cli(url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary("driftwatch"))
+        .args(args)
+        .env("DRIFTWATCH_INCIDENT_URL", url)
+        .env("DRIFTWATCH_TOKEN", token)
+        .env_remove("DRIFTWATCH_TOKEN_FILE")
+        .output()
+        .expect("driftwatch runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn verify(database: &str, checkpoint: &Path, key: &str) -> (i32, String, String) {
+    let out = Command::new(binary("driftwatch"))
+        .args([
+            "audit",
+            "verify",
+            "--database",
+            database,
+            "--verifier-key",
+            key,
+        ])
+        .arg("--checkpoint")
+        .arg(checkpoint)
+        .output()
+        .expect("driftwatch runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn get(url: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// The test's topics and their partitions.
+fn topics(name: &str) -> Vec<(String, i32)> {
+    ["events", "alerts", "state", "reports", "checkpoints"]
+        .iter()
+        .map(|s| {
+            (
+                format!("dw-{name}-{}.{s}", std::process::id()),
+                if *s == "events" { 3 } else { 1 },
+            )
+        })
+        .collect()
+}
+
+async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool) {
+    let dir = test_dir(name);
+    let t = |s: &str| format!("dw-{name}-{}.{s}", std::process::id());
+    let (events, alerts, state, reports, checkpoints) = (
+        t("events"),
+        t("alerts"),
+        t("state"),
+        t("reports"),
+        t("checkpoints"),
+    );
+    if create {
+        let list = topics(name);
+        let refs: Vec<(&str, i32)> = list.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        create_topics(brokers, &refs).await.expect("topics");
+    }
+    let database =
+        database.unwrap_or_else(|| format!("sqlite:{}", dir.join("incidents.db").display()));
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, demo_plan_toml(name, 2000, 1000) + PLAN_ART72).expect("plan");
+    let mut tokens = BTreeMap::new();
+    let mut lines = Vec::new();
+    for (person, role) in [
+        ("vera", Role::Viewer),
+        ("olga", Role::Operator),
+        ("carol", Role::Approver),
+    ] {
+        let (token, line) = new_token(person, role, None);
+        tokens.insert(person, token);
+        lines.push(line);
+    }
+    std::fs::write(dir.join("tokens"), lines.join("\n")).expect("tokens");
+
+    let agent_addr = free_port();
+    let mut agent = Proc::spawn(
+        "driftwatch-agent",
+        dir.join("agent.log"),
+        Command::new(binary("driftwatch-agent"))
+            .args([
+                "--listen",
+                &agent_addr.to_string(),
+                "--brokers",
+                brokers,
+                "--topic",
+                &events,
+            ])
+            .arg("--data-dir")
+            .arg(dir.join("agent")),
+    );
+    let mut detector = Proc::spawn(
+        "driftwatch detect",
+        dir.join("detector.log"),
+        Command::new(binary("driftwatch"))
+            .args([
+                "detect",
+                "--brokers",
+                brokers,
+                "--events-topic",
+                &events,
+                "--alerts-topic",
+                &alerts,
+            ])
+            .args([
+                "--state-topic",
+                &state,
+                "--reports-topic",
+                &reports,
+                "--group",
+                &t("detector"),
+            ])
+            .args(["--metrics-listen", &free_port().to_string()])
+            .arg("--plan")
+            .arg(&plan),
+    );
+    let api_addr = free_port();
+    let api = format!("http://{api_addr}");
+    let mut incidents = Proc::spawn(
+        "driftwatch incident serve",
+        dir.join("incidents.log"),
+        Command::new(binary("driftwatch"))
+            .args([
+                "incident",
+                "serve",
+                "--database",
+                &database,
+                "--listen",
+                &api_addr.to_string(),
+            ])
+            .args([
+                "--brokers",
+                brokers,
+                "--alerts-topic",
+                &alerts,
+                "--reports-topic",
+                &reports,
+            ])
+            .args([
+                "--checkpoints-topic",
+                &checkpoints,
+                "--group",
+                &t("incidents"),
+            ])
+            .args(["--checkpoint-interval-s", "1", "--evidence-wait-ms", "5000"])
+            .arg("--tokens-file")
+            .arg(dir.join("tokens"))
+            .arg("--signing-key")
+            .arg(dir.join("audit.key"))
+            .arg("--plan")
+            .arg(&plan),
+    );
+    let http = reqwest::Client::new();
+    let ready = eventually(Duration::from_secs(30), || {
+        let h = http.clone();
+        async move {
+            (h.get(format!("http://{agent_addr}/ready"))
+                .send()
+                .await
+                .ok()?
+                .status()
+                == 200)
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(ready.is_some(), "agent ready");
+    post_stream(agent_addr, name, 7, 4000, 4000, false)
+        .await
+        .expect("every batch acknowledged");
+
+    // Every alert on the topic reaches the record.
+    let viewer = tokens["vera"].clone();
+    let topic_alerts = eventually(Duration::from_secs(90), || {
+        let (b, a) = (brokers.to_owned(), alerts.clone());
+        async move {
+            let all = tokio::task::spawn_blocking(move || {
+                driftwatch_e2e::kafka::read_quiet(&b, &a, Duration::from_millis(3000))
+            })
+            .await
+            .ok()?;
+            (!all.is_empty()).then_some(all)
+        }
+    })
+    .await
+    .expect("alerts on the topic");
+    let in_kafka = topic_alerts.len();
+    let list = eventually(Duration::from_secs(60), || {
+        let (url, v) = (format!("{api}/v1/incidents"), viewer.clone());
+        async move {
+            let l = get(&url, &v).await;
+            let total: u64 = l["incidents"]
+                .as_array()?
+                .iter()
+                .map(|i| i["alerts"]["count"].as_u64().unwrap_or(0))
+                .sum();
+            (total as usize >= in_kafka).then_some(l)
+        }
+    })
+    .await
+    .expect("every alert on the topic attached to an incident");
+    let list = list["incidents"].as_array().cloned().unwrap_or_default();
+    let signals: std::collections::BTreeSet<String> = topic_alerts
+        .iter()
+        .map(|a| {
+            format!(
+                "{}/{}",
+                a["kind"].as_str().unwrap_or("drift"),
+                a["signal"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        list.len(),
+        signals.len(),
+        "one incident per condition (signal), not per window: {signals:?}"
+    );
+    let age = list
+        .iter()
+        .find(|i| {
+            i["condition"]
+                .as_str()
+                .is_some_and(|c| c.ends_with("/drift/age"))
+        })
+        .expect("an incident for the drift on age");
+    let id = age["id"].as_str().expect("id").to_owned();
+    assert!(
+        age["alerts"]["count"].as_u64().unwrap_or(0) > 1,
+        "repeats attached: {age}"
+    );
+    assert_eq!(age["state"], "open");
+    assert_eq!(age["planned_action"], "disable");
+    assert!(
+        age["plan_hash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("sha256:")),
+        "{age}"
+    );
+    assert_eq!(
+        age["onset"]["window_index"], 2,
+        "the drift starts in window 2: {age}"
+    );
+    let ev = get(&format!("{api}/v1/incidents/{id}/evidence"), &viewer).await;
+    assert_eq!(
+        ev["snapshot"]["trigger_report_received"], true,
+        "the window report is in the evidence: {ev}"
+    );
+    assert_eq!(ev["hash"], age["evidence_hash"]);
+
+    // The workflow through the CLI, by named people.
+    let (olga, carol) = (tokens["olga"].clone(), tokens["carol"].clone());
+    let (code, _, err) = cli(
+        &api,
+        &olga,
+        &[
+            "incident",
+            "decide",
+            &id,
+            "--decision",
+            "disable",
+            "--reason",
+            "stop it",
+        ],
+    );
+    assert_eq!(code, 77, "an operator cannot decide: {err}");
+    assert!(err.contains("operator"), "{err}");
+    let (code, _, err) = cli(
+        &api,
+        &carol,
+        &[
+            "incident",
+            "decide",
+            &id,
+            "--decision",
+            "disable",
+            "--reason",
+            "stop it",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("409") && err.contains("is open"),
+        "the error names the state: {err}"
+    );
+    let (code, out, err) = cli(
+        &api,
+        &olga,
+        &[
+            "incident",
+            "assess",
+            &id,
+            "--reason",
+            "three windows past KS 0.01",
+            "--assessment",
+            "applicants are older than in the reference",
+            "--requirement",
+            "Art. 15(1) accuracy",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"assessed\""), "{out}");
+    let (code, out, err) = cli(&api, &carol, &["incident", "decide", &id, "--decision", "disable", "--reason", "accuracy for older applicants is not established; deployers fall back to manual review"]);
+    assert_eq!(code, 0, "{err}");
+    let decided: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(decided["decision"]["decided_by"], "carol");
+    assert_eq!(decided["state"], "action_decided");
+
+    // The export a compliance officer files.
+    let (code, md, err) = cli(&api, &viewer, &["incident", "export", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        md.contains(&format!("# Corrective-action record {id}")),
+        "{md}"
+    );
+    assert!(
+        md.contains("**disable**") && md.contains("Decided by carol"),
+        "{md}"
+    );
+    assert!(md.contains("manual review"), "{md}");
+    let (code, json, _) = cli(
+        &api,
+        &viewer,
+        &["incident", "export", &id, "--format", "json"],
+    );
+    assert_eq!(code, 0);
+    let export: Value = serde_json::from_str(&json).expect("json export");
+    let steps: Vec<&str> = export["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|e| e["payload"]["step"].as_str())
+        .collect();
+    assert_eq!(steps, ["assess", "decide"]);
+
+    // A signed checkpoint, published on its topic, and verify with it.
+    let entries = get(&format!("{api}/v1/audit?limit=10000"), &viewer).await["entries"]
+        .as_array()
+        .map_or(0, Vec::len) as u64;
+    let cp = eventually(Duration::from_secs(20), || {
+        let (url, v) = (format!("{api}/v1/audit/checkpoint"), viewer.clone());
+        async move {
+            let c = get(&url, &v).await;
+            // The checkpoint that covers the decision.
+            (c["latest"]["size"].as_u64()? == entries)
+                .then_some((c["verifier_key"].as_str()?.to_owned(), ()))
+        }
+    })
+    .await
+    .expect("a checkpoint of the whole chain");
+    assert_eq!(
+        incidents.terminate(),
+        Some(0),
+        "incident service exits 0 on SIGTERM"
+    );
+    let notes = {
+        let (b, c) = (brokers.to_owned(), checkpoints.clone());
+        tokio::task::spawn_blocking(move || read_texts(&b, &c))
+            .await
+            .expect("read")
+    };
+    assert!(!notes.is_empty(), "checkpoints published on {checkpoints}");
+    let last_note = notes.last().cloned().expect("a note");
+    let held = dir.join("checkpoint.txt");
+    std::fs::write(&held, &last_note).expect("write checkpoint");
+    let (verifier_key, _) = cp;
+    let (code, out, err) = verify(&database, &held, &verifier_key);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("audit chain ok"), "{out}");
+
+    // A hand edit: the decision rewritten in the database.
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&database)
+        .await
+        .expect("open the database by hand");
+    let changed = sqlx::query("UPDATE incidents SET doc = replace(doc, '\"decision\":\"disable\"', '\"decision\":\"continue_use\"') WHERE id = $1")
+        .bind(&id)
+        .execute(&mut db)
+        .await
+        .expect("hand edit")
+        .rows_affected();
+    assert_eq!(changed, 1);
+    let (code, _, err) = verify(&database, &held, &verifier_key);
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains(&id) && err.contains("edited outside the service"),
+        "names the record: {err}"
+    );
+    // And the trail itself: its last entries deleted.
+    sqlx::query("UPDATE incidents SET doc = replace(doc, '\"decision\":\"continue_use\"', '\"decision\":\"disable\"') WHERE id = $1").bind(&id).execute(&mut db).await.expect("restore");
+    let n: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM audit")
+        .fetch_one(&mut db)
+        .await
+        .expect("max");
+    sqlx::query("DELETE FROM audit WHERE seq > $1")
+        .bind(n - 2)
+        .execute(&mut db)
+        .await
+        .expect("delete");
+    sqlx::query("DELETE FROM checkpoints")
+        .execute(&mut db)
+        .await
+        .expect("delete");
+    let (code, _, err) = verify(&database, &held, &verifier_key);
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains(&format!("entry {}", n - 1)) && err.contains("truncated"),
+        "names the first missing entry: {err}"
+    );
+
+    assert_eq!(detector.terminate(), Some(0));
+    assert_eq!(agent.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn read_texts(brokers: &str, topic: &str) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .expect("partition");
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut last = std::time::Instant::now();
+    while last.elapsed() < Duration::from_secs(3) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+            last = std::time::Instant::now();
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn on_the_embedded_broker() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    for (t, p) in topics("inc-mock") {
+        cluster.create_topic(&t, p, 1).expect("topic");
+    }
+    chain(&cluster.bootstrap_servers(), None, "inc-mock", false).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a real broker: tests/real-broker.sh"]
+async fn on_the_real_broker() {
+    let brokers = driftwatch_e2e::process::brokers();
+    chain(&brokers, fresh_postgres().await, "inc-real", true).await;
+}
