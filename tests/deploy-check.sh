@@ -19,5 +19,7 @@ route ml-platform-pager,compliance-office alertname=DriftwatchPerformanceCritica
 route ml-platform-tickets alertname=DriftwatchPerformanceEstimate severity=warning
 route ml-platform-tickets alertname=DriftwatchDriftWarning severity=warning
 route ml-platform-pager alertname=DriftwatchAgentSpoolFilling severity=critical
+route compliance-office alertname=DriftwatchObligation severity=warning
+route compliance-office alertname=DriftwatchObligation severity=critical
 python3 -m json.tool grafana/driftwatch-dashboard.json >/dev/null
 echo "deploy-check: rules, rule tests, Alertmanager config and routes, and dashboard are valid"

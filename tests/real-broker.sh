@@ -2,7 +2,8 @@
 # The real-broker suite: starts a tansu broker on a free loopback port (installing tansu
 # if missing), runs tests/tests/real_broker.rs (the pipeline: drift, and performance
 # from outcomes posted late through the agent),
-# tests/tests/detector_kill.rs (detect killed -9 three times; two detect processes with
+# tests/tests/incident_service.rs (alert to decided incident; on PostgreSQL when
+# DRIFTWATCH_TEST_POSTGRES names a server), tests/tests/detector_kill.rs (detect killed -9 three times; two detect processes with
 # the partition's holder killed) and tests/tests/agent_durability.rs (kill -9, outage,
 # full spool, disk errors, privacy) against it, and stops it. tests/tests/kafka_security.rs starts a tansu of its own that
 # demands SASL SCRAM behind a TLS endpoint (socat, installed if missing).
@@ -50,7 +51,7 @@ fi
 echo "real-broker: suite against $DRIFTWATCH_TEST_BROKERS"
 cargo build --workspace --bins
 status=0
-cargo test -p driftwatch-e2e --test real_broker --test detector_kill --test agent_durability --test kafka_security -- --ignored --test-threads=1 --nocapture || status=$?
+cargo test -p driftwatch-e2e --test real_broker --test incident_service --test detector_kill --test agent_durability --test kafka_security -- --ignored --test-threads=1 --nocapture || status=$?
 if [ "$status" -ne 0 ] && [ -f "$log_dir/tansu.log" ]; then
   echo "--- last lines of the tansu log ---"; tail -n 40 "$log_dir/tansu.log"
 fi

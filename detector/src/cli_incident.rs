@@ -129,7 +129,7 @@ pub enum IncidentCommand {
         /// Why.
         #[arg(long)]
         reason: String,
-        /// KIND:NAME:CHANNEL[:REFERENCE] (repeatable).
+        /// `KIND:NAME:CHANNEL` or `KIND:NAME:CHANNEL:REFERENCE` (repeatable).
         #[arg(long = "party")]
         parties: Vec<String>,
     },
@@ -282,7 +282,7 @@ pub struct ServeArgs {
     /// Topic of signed audit checkpoints ("" for none).
     #[arg(long, env = "DRIFTWATCH_CHECKPOINTS_TOPIC", default_value = service::DEFAULT_CHECKPOINTS_TOPIC)]
     checkpoints_topic: String,
-    /// Token file: `NAME ROLE sha256:HEX [EXPIRES]` per line (`driftwatch incident
+    /// Token file: `NAME ROLE sha256:HEX` and an optional expiry per line (`driftwatch incident
     /// token` prints lines). DRIFTWATCH_TOKENS may hold more lines, `;`-separated.
     #[arg(long, env = "DRIFTWATCH_TOKENS_FILE")]
     tokens_file: Option<PathBuf>,
@@ -323,9 +323,13 @@ pub async fn incident(cmd: IncidentCommand) -> ExitCode {
                 );
             };
             let (token, line) = new_token(&name, role, expires);
-            eprintln!("Give {name} this token (it is not stored anywhere):");
+            // stdout: the token, for its holder; stderr: the line for the tokens file,
+            // with a comment the file's parser skips (`2>> tokens` appends both).
             println!("{token}");
-            eprintln!("Add this line to the tokens file:");
+            eprintln!(
+                "# {name} ({}): the token went to stdout and is stored nowhere else",
+                role.as_str()
+            );
             eprintln!("{line}");
             ExitCode::SUCCESS
         }

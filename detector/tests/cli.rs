@@ -113,7 +113,8 @@ fn plan_check_accepts_a_good_plan_and_names_the_bad_key() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("ok: system credit, 6 signals, 34 checks, count windows of 500"),
+        out.contains("ok: system credit, plan sha256:")
+            && out.contains(", 6 signals, 34 checks, count windows of 500"),
         "{out}"
     );
 
@@ -607,4 +608,129 @@ fn replay_with_outcomes_reports_performance_and_counts_the_join() {
         assert_eq!(last["coverage"], 1.0);
         assert!(last["segments"].as_array().expect("segments").len() >= 4);
     }
+}
+
+/// The Art. 72 elements a regulator looks for: each gap is a warning naming its key;
+/// `--strict` turns them into a failure; a complete plan has none; `plan show` renders it.
+#[test]
+fn plan_check_warns_about_art72_gaps_and_plan_show_renders_the_plan() {
+    let dir = TempDir::new("art72");
+    let bare = dir.path("bare.toml");
+    write(&bare, &demo_plan_toml("credit", 1000, 500));
+    let o = bin()
+        .args(["plan", "check"])
+        .arg(&bare)
+        .output()
+        .expect("run");
+    assert!(
+        o.status.success(),
+        "warnings alone do not fail: {}",
+        stderr(&o)
+    );
+    let err = stderr(&o);
+    for key in [
+        "owners",
+        "performance.declared",
+        "actions.critical",
+        "parties",
+        "review.cadence_days",
+        "monitoring.law_enforcement",
+    ] {
+        assert!(
+            err.contains(&format!("warning: {key}: ")),
+            "{key} named: {err}"
+        );
+    }
+    let o = bin()
+        .args(["plan", "check", "--strict"])
+        .arg(&bare)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(64), "--strict fails on warnings");
+
+    let full = dir.path("full.toml");
+    let text = demo_plan_toml("credit", 1000, 500)
+        + r#"
+[performance]
+task = "binary"
+positive_label = "default"
+declared = { accuracy = 0.7 }
+
+[monitoring]
+data_sources = ["agent sidecar"]
+excluded = ["raw ids <pseudonymised>"]
+law_enforcement = "not deployed by law-enforcement authorities"
+
+[actions.critical]
+action = "disable"
+runbook = "https://runbooks.example/credit"
+
+[[owners]]
+role = "plan owner"
+name = "J. Jansen"
+
+[[parties]]
+kind = "market_surveillance_authority"
+name = "AP | NL"
+contact = "mailto:ai@ap.example"
+inform_on = ["disable", "recall"]
+
+[review]
+cadence_days = 90
+history = [{ version = "2026-11", date = "2026-11-01", change = "first plan" }]
+"#;
+    write(&full, &text);
+    let o = bin()
+        .args(["plan", "check", "--strict"])
+        .arg(&full)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "a complete plan: {}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let o = bin()
+        .args(["plan", "show"])
+        .arg(&full)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    for section in [
+        "# Post-market monitoring plan: Synthetic consumer credit scoring",
+        "## 1. System identity",
+        "## 2. Declared performance",
+        "| accuracy | 0.7 |",
+        "## 7. Actions",
+        "| critical | disable | a named person | yes | https://runbooks.example/credit |",
+        "## 9. Parties to inform",
+        "| Market surveillance authority | AP \\| NL | mailto:ai@ap.example | disable, recall |",
+        "## 10. Owners, review and history",
+        "content hash `sha256:",
+    ] {
+        assert!(md.contains(section), "missing {section:?} in:\n{md}");
+    }
+    assert!(
+        md.contains("raw ids &lt;pseudonymised&gt;"),
+        "escaped: {md}"
+    );
+    assert!(!md.contains("## Gaps"), "{md}");
+
+    let bad = dir.path("bad-party.toml");
+    write(
+        &bad,
+        &text.replace(
+            "inform_on = [\"disable\", \"recall\"]",
+            "inform_on = [\"shutdown\"]",
+        ),
+    );
+    let o = bin()
+        .args(["plan", "check"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains("parties[0].inform_on") && stderr(&o).contains("shutdown"),
+        "{}",
+        stderr(&o)
+    );
 }

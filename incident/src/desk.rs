@@ -1,5 +1,5 @@
 //! The incident desk: what happens to an alert, a report, a person's step. Pure of Kafka
-//! and HTTP (those are drivers: [`crate::ingest`], [`crate::api`]); every time comes in
+//! and HTTP (those are drivers: [`crate::service`], [`crate::api`]); every time comes in
 //! as an argument, so tests drive the clocks.
 
 use std::collections::HashMap;
