@@ -178,6 +178,32 @@ pub enum IncidentCommand {
         /// The note.
         text: String,
     },
+    /// The pseudonymous ids of every prediction since the incident's degradation onset
+    /// (NDJSON on stdout), read from the events topic: the decisions to re-review.
+    Predictions {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Incident id.
+        id: String,
+        /// Kafka bootstrap servers.
+        #[arg(
+            long,
+            env = "DRIFTWATCH_KAFKA_BROKERS",
+            default_value = "127.0.0.1:9092"
+        )]
+        brokers: String,
+        /// Events topic.
+        #[arg(long, env = "DRIFTWATCH_EVENTS_TOPIC", default_value = driftwatch_schema::DEFAULT_EVENTS_TOPIC)]
+        events_topic: String,
+        /// Start here instead of the onset (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Stop here (default now).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        security: crate::SecurityArgs,
+    },
     /// Write an incident as JSON or as a Markdown document to file.
     Export {
         #[command(flatten)]
@@ -305,6 +331,11 @@ pub struct ServeArgs {
     /// How long an opening waits for its window's report (milliseconds).
     #[arg(long, default_value_t = 5000)]
     evidence_wait_ms: u64,
+    /// Extra librdkafka property KEY=VALUE (repeatable; secrets refused here).
+    #[arg(long = "kafka-property", value_parser = crate::parse_kv)]
+    kafka_properties: Vec<(String, String)>,
+    #[command(flatten)]
+    security: crate::SecurityArgs,
 }
 
 /// Run an `incident` command.
@@ -479,6 +510,86 @@ pub async fn incident(cmd: IncidentCommand) -> ExitCode {
             )
             .await
         }
+        IncidentCommand::Predictions {
+            api,
+            id,
+            brokers,
+            events_topic,
+            since,
+            until,
+            security,
+        } => {
+            let client = match api.client() {
+                Ok(c) => c,
+                Err(e) => return fail(EXIT_CONFIG, e),
+            };
+            let inc = match client.call(&format!("/v1/incidents/{id}"), None).await {
+                Ok(Answer::Json(v)) => v,
+                Ok(Answer::Text(t)) => return fail(1, format!("unexpected answer: {t}")),
+                Err(e) => return client_fail(e),
+            };
+            let from = match since.or_else(|| {
+                inc.pointer("/onset/at")
+                    .and_then(Value::as_str)
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc))
+            }) {
+                Some(t) => t,
+                None => {
+                    return fail(
+                        EXIT_DATA,
+                        format!("incident {id} has no onset; give --since"),
+                    )
+                }
+            };
+            let system = inc["system_id"].as_str().unwrap_or_default().to_owned();
+            let security = match security
+                .security()
+                .and_then(|s| s.resolve().map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => return fail(EXIT_CONFIG, e),
+            };
+            let config =
+                driftwatch_common::kafka::client_config(&brokers, &security, &BTreeMap::new());
+            let until = until.unwrap_or_else(chrono::Utc::now);
+            let result = tokio::task::spawn_blocking(move || {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                driftwatch_incident::predictions::export_since(
+                    &config,
+                    &events_topic,
+                    &system,
+                    from,
+                    until,
+                    Duration::from_secs(600),
+                    &mut out,
+                )
+            })
+            .await;
+            match result {
+                Ok(Ok(r)) => {
+                    eprintln!(
+                        "driftwatch: {} predictions of {} since {} ({} other events skipped{})",
+                        r.predictions,
+                        inc["system_id"].as_str().unwrap_or(""),
+                        driftwatch_incident::audit::ts(from),
+                        r.skipped,
+                        if r.truncated_partitions.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; partitions {:?} may have lost older events to retention",
+                                r.truncated_partitions
+                            )
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) => fail(EXIT_UNAVAILABLE, e),
+                Err(e) => fail(1, e),
+            }
+        }
         IncidentCommand::Export { api, id, format } => {
             let client = match api.client() {
                 Ok(c) => c,
@@ -583,6 +694,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if tokens.is_empty() {
         tracing::warn!("no API tokens: every API request will be refused (give --tokens-file)");
     }
+    let kafka_properties: BTreeMap<String, String> = args.kafka_properties.into_iter().collect();
+    if let Err(e) =
+        driftwatch_common::kafka::check_properties("--kafka-property", &kafka_properties)
+    {
+        return fail(EXIT_CONFIG, e);
+    }
+    let security = match args
+        .security
+        .security()
+        .and_then(|s| s.resolve().map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -595,8 +720,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let config = IncidentConfig {
         database_url: args.database,
         brokers: args.brokers,
-        security: Default::default(),
-        kafka_properties: BTreeMap::new(),
+        security,
+        kafka_properties,
         alerts_topic: args.alerts_topic,
         reports_topic: args.reports_topic,
         checkpoints_topic: args.checkpoints_topic,

@@ -29,6 +29,7 @@ use crate::api::{self, Api};
 use crate::audit::Signer;
 use crate::auth::Tokens;
 use crate::desk::{Desk, Handled};
+use crate::metrics::{result_label, IncidentMetrics};
 use crate::policy::Policy;
 use crate::store::{Store, StoreError};
 
@@ -89,6 +90,9 @@ pub enum ServiceError {
     /// The listener.
     #[error("http: {0}")]
     Http(std::io::Error),
+    /// Metric registration (a bug).
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// Load the checkpoint key, or make one (mode 0600) on first start.
@@ -163,6 +167,15 @@ pub async fn run(
     config: IncidentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
+    let registry = prometheus::Registry::new();
+    let systems: Vec<String> = config
+        .policies
+        .iter()
+        .map(|p| p.system_id.clone())
+        .collect();
+    let metrics = IncidentMetrics::new(&registry, &systems)
+        .map_err(|e| ServiceError::Metrics(e.to_string()))?;
+    let ready = driftwatch_common::health::Readiness::new();
     let store = Arc::new(Store::open(&config.database_url).await?);
     let version = store.schema_version().await?;
     tracing::info!(backend = ?store.backend(), version, "incident store ready");
@@ -187,15 +200,26 @@ pub async fn run(
     if !config.brokers.is_empty() {
         let consumer = consumer(&config, &config.group_id)?;
         consumer.subscribe(&[config.alerts_topic.as_str()])?;
-        tasks.spawn(consume_alerts(consumer, desk.clone(), stop_rx.clone()));
+        tasks.spawn(consume_alerts(
+            consumer,
+            desk.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        ));
         if !config.reports_topic.is_empty() {
             let consumer = consumer_for(&config, &format!("{}-reports", config.group_id))?;
             consumer.subscribe(&[config.reports_topic.as_str()])?;
-            tasks.spawn(consume_reports(consumer, desk.clone(), stop_rx.clone()));
+            tasks.spawn(consume_reports(
+                consumer,
+                desk.clone(),
+                metrics.clone(),
+                stop_rx.clone(),
+            ));
         }
     }
     tasks.spawn(reminders(
         desk.clone(),
+        metrics.clone(),
         producer.clone(),
         config.alerts_topic.clone(),
         config.reminder_interval,
@@ -203,6 +227,7 @@ pub async fn run(
     ));
     tasks.spawn(checkpoints(
         store.clone(),
+        metrics.clone(),
         signer.clone(),
         producer.clone(),
         config.checkpoints_topic.clone(),
@@ -215,7 +240,12 @@ pub async fn run(
         tokens: config.tokens,
         verifier_key: Some(signer.verifier_key()),
     });
-    let app = api::router(api);
+    let app = api::router(api).merge(driftwatch_common::health::router(
+        registry,
+        ready.clone(),
+        "incident store not ready\n",
+    ));
+    ready.set();
     let mut http_stop = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|s| *s).await;
@@ -273,6 +303,7 @@ fn consumer_for(
 
 async fn retry<F, Fut, T>(
     what: &str,
+    metrics: &IncidentMetrics,
     stop: &tokio::sync::watch::Receiver<bool>,
     mut f: F,
 ) -> Option<T>
@@ -285,6 +316,7 @@ where
         match f().await {
             Ok(v) => return Some(v),
             Err(e) => {
+                metrics.store_errors.with_label_values(&[what]).inc();
                 tracing::warn!(error = %e, what, "incident store failed; retrying");
                 if *stop.borrow() {
                     return None;
@@ -299,6 +331,7 @@ where
 async fn consume_alerts(
     consumer: StreamConsumer,
     desk: Arc<Desk>,
+    metrics: IncidentMetrics,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -317,13 +350,18 @@ async fn consume_alerts(
         let payload = msg.payload().unwrap_or_default();
         match driftwatch_schema::Alert::from_wire(payload) {
             Err(e) => {
+                metrics.alerts.with_label_values(&["invalid"]).inc();
                 tracing::warn!(error = %e, partition = msg.partition(), offset = msg.offset(), "skipping a payload on the alerts topic that is not an alert");
             }
             Ok(alert) => {
-                let Some(h) = retry("alert", &stop, || desk.handle_alert(Utc::now(), &alert)).await
+                let Some(h) = retry("alert", &metrics, &stop, || {
+                    desk.handle_alert(Utc::now(), &alert)
+                })
+                .await
                 else {
                     return;
                 };
+                metrics.alerts.with_label_values(&[result_label(&h)]).inc();
                 match &h {
                     Handled::Opened(id) => {
                         tracing::info!(incident = %id, system = %alert.system_id, alert = %alert.alert_id, "incident opened")
@@ -344,6 +382,7 @@ async fn consume_alerts(
 async fn consume_reports(
     consumer: StreamConsumer,
     desk: Arc<Desk>,
+    metrics: IncidentMetrics,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -361,9 +400,11 @@ async fn consume_reports(
         };
         match serde_json::from_slice::<serde_json::Value>(msg.payload().unwrap_or_default()) {
             Ok(doc) => {
-                if retry("report", &stop, || desk.handle_report(Utc::now(), &doc))
-                    .await
-                    .is_none()
+                if retry("report", &metrics, &stop, || {
+                    desk.handle_report(Utc::now(), &doc)
+                })
+                .await
+                .is_none()
                 {
                     return;
                 }
@@ -380,6 +421,7 @@ async fn consume_reports(
 
 async fn reminders(
     desk: Arc<Desk>,
+    metrics: IncidentMetrics,
     producer: Option<FutureProducer>,
     topic: String,
     every: Duration,
@@ -389,6 +431,12 @@ async fn reminders(
         match desk.due_reminders(Utc::now()).await {
             Ok(alerts) => {
                 for a in alerts {
+                    let kind = if a.signal.starts_with("task.") {
+                        "task"
+                    } else {
+                        "art73"
+                    };
+                    metrics.obligations.with_label_values(&[kind]).inc();
                     tracing::warn!(incident_alert = %a.alert_id, "{}", a.summary);
                     if let Some(p) = &producer {
                         let wire = a.to_wire();
@@ -399,7 +447,23 @@ async fn reminders(
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot check deadlines"),
+            Err(e) => {
+                metrics.store_errors.with_label_values(&["reminders"]).inc();
+                tracing::warn!(error = %e, "cannot check deadlines");
+            }
+        }
+        if let Ok(open) = desk.store.list(None, None, 100_000).await {
+            let mut per: std::collections::BTreeMap<String, i64> =
+                desk.policies().keys().map(|s| (s.clone(), 0)).collect();
+            for i in open
+                .iter()
+                .filter(|i| i.state != crate::model::State::Closed)
+            {
+                *per.entry(i.system_id.clone()).or_default() += 1;
+            }
+            for (s, n) in per {
+                metrics.open.with_label_values(&[s.as_str()]).set(n);
+            }
         }
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -410,6 +474,7 @@ async fn reminders(
 
 async fn checkpoints(
     store: Arc<Store>,
+    metrics: IncidentMetrics,
     signer: Arc<Signer>,
     producer: Option<FutureProducer>,
     topic: String,
@@ -421,8 +486,12 @@ async fn checkpoints(
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(every) => {}
         }
+        if let Ok((size, _)) = store.head().await {
+            metrics.audit_entries.set(size as i64);
+        }
         match checkpoint_now(&store, &signer).await {
             Ok(Some(cp)) => {
+                metrics.checkpoint_size.set(cp.size as i64);
                 tracing::info!(size = cp.size, head = %cp.head, note = %cp.note, "audit checkpoint");
                 if let (Some(p), false) = (&producer, topic.is_empty()) {
                     let rec = FutureRecord::to(&topic)
@@ -434,7 +503,13 @@ async fn checkpoints(
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot sign an audit checkpoint"),
+            Err(e) => {
+                metrics
+                    .store_errors
+                    .with_label_values(&["checkpoint"])
+                    .inc();
+                tracing::warn!(error = %e, "cannot sign an audit checkpoint");
+            }
         }
     }
 }

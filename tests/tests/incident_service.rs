@@ -164,6 +164,7 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
             .arg("--data-dir")
             .arg(dir.join("agent")),
     );
+    let detector_metrics = free_port();
     let mut detector = Proc::spawn(
         "driftwatch detect",
         dir.join("detector.log"),
@@ -185,7 +186,7 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
                 "--group",
                 &t("detector"),
             ])
-            .args(["--metrics-listen", &free_port().to_string()])
+            .args(["--metrics-listen", &detector_metrics.to_string()])
             .arg("--plan")
             .arg(&plan),
     );
@@ -244,6 +245,28 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
         .await
         .expect("every batch acknowledged");
 
+    // Every window evaluated (8,000 predictions, 2,000 of them the reference): then the
+    // topic has all the alerts there will be.
+    let series = format!("driftwatch_windows_total{{system=\"{name}\"}}");
+    let evaluated = eventually(Duration::from_secs(120), || {
+        let (h, s) = (http.clone(), series.clone());
+        async move {
+            let page = h
+                .get(format!("http://{detector_metrics}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (driftwatch_e2e::metric(&page, &s)? >= 6.0).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        evaluated.is_some(),
+        "the detector evaluated all six windows"
+    );
     // Every alert on the topic reaches the record.
     let viewer = tokens["vera"].clone();
     let topic_alerts = eventually(Duration::from_secs(90), || {
@@ -315,6 +338,28 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
         age["onset"]["window_index"], 2,
         "the drift starts in window 2: {age}"
     );
+    // What an operator's Prometheus sees: every alert counted by what it did.
+    let page = reqwest::get(format!("{api}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let m = |s: &str| driftwatch_e2e::metric(&page, s).unwrap_or(-1.0);
+    assert_eq!(
+        m("driftwatch_incident_alerts_total{result=\"opened\"}"),
+        list.len() as f64,
+        "{page}"
+    );
+    assert_eq!(
+        m("driftwatch_incident_alerts_total{result=\"attached\"}"),
+        (in_kafka - list.len()) as f64,
+        "{page}"
+    );
+    assert_eq!(
+        m("driftwatch_incident_alerts_total{result=\"invalid\"}"),
+        0.0
+    );
     let ev = get(&format!("{api}/v1/incidents/{id}/evidence"), &viewer).await;
     assert_eq!(
         ev["snapshot"]["trigger_report_received"], true,
@@ -379,6 +424,38 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
     let decided: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(decided["decision"]["decided_by"], "carol");
     assert_eq!(decided["state"], "action_decided");
+
+    // The decisions to re-review: every prediction since the onset (window 2 starts at
+    // prediction 4,000 of 8,000), read back from the events topic.
+    let out = Command::new(binary("driftwatch"))
+        .args([
+            "incident",
+            "predictions",
+            &id,
+            "--brokers",
+            brokers,
+            "--events-topic",
+            &events,
+        ])
+        .env("DRIFTWATCH_INCIDENT_URL", &api)
+        .env("DRIFTWATCH_TOKEN", &viewer)
+        .output()
+        .expect("driftwatch runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("json line")["prediction_id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 4000, "{}", String::from_utf8_lossy(&out.stderr));
 
     // The export a compliance officer files.
     let (code, md, err) = cli(&api, &viewer, &["incident", "export", &id]);
