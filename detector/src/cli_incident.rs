@@ -169,6 +169,68 @@ pub enum IncidentCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Classify an incident; a serious-incident category starts the Art. 73 clock.
+    Classify {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Incident id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// non_conformity, art79_risk, serious_incident, formal_non_compliance,
+        /// no_non_conformity.
+        #[arg(long)]
+        classification: Option<String>,
+        /// death, serious_harm_to_health, critical_infrastructure, fundamental_rights,
+        /// widespread_infringement, property_or_environment.
+        #[arg(long)]
+        serious: Option<String>,
+    },
+    /// Add a corrective measure with an owner and a due date (overdue ones alert).
+    Task {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Incident id.
+        id: String,
+        /// What to do.
+        #[arg(long)]
+        title: String,
+        /// Who.
+        #[arg(long)]
+        owner: String,
+        /// By when (RFC 3339).
+        #[arg(long)]
+        due: chrono::DateTime<chrono::Utc>,
+    },
+    /// Mark a corrective measure done or cancelled (or open again).
+    TaskState {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Incident id.
+        id: String,
+        /// The task's number.
+        n: u32,
+        /// open, done or cancelled.
+        #[arg(long)]
+        state: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Record an Art. 73 report submitted to the market surveillance authority.
+    Report {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Incident id.
+        id: String,
+        /// initial (may be incomplete, Art. 73(5)) or complete.
+        #[arg(long)]
+        kind: String,
+        /// The authority's reference.
+        #[arg(long)]
+        reference: Option<String>,
+    },
     /// Add a note to the timeline.
     Note {
         #[command(flatten)]
@@ -497,6 +559,70 @@ pub async fn incident(cmd: IncidentCommand) -> ExitCode {
                 &api,
                 &format!("/v1/incidents/{id}/reopen"),
                 Some(json!({"reason": reason})),
+                pretty,
+            )
+            .await
+        }
+        IncidentCommand::Classify {
+            api,
+            id,
+            reason,
+            classification,
+            serious,
+        } => {
+            let body =
+                json!({"reason": reason, "classification": classification, "serious": serious});
+            call(
+                &api,
+                &format!("/v1/incidents/{id}/classify"),
+                Some(strip_nulls(body)),
+                pretty,
+            )
+            .await
+        }
+        IncidentCommand::Task {
+            api,
+            id,
+            title,
+            owner,
+            due,
+        } => {
+            let body = json!({"title": title, "owner": owner, "due": due});
+            call(
+                &api,
+                &format!("/v1/incidents/{id}/tasks"),
+                Some(body),
+                pretty,
+            )
+            .await
+        }
+        IncidentCommand::TaskState {
+            api,
+            id,
+            n,
+            state,
+            reason,
+        } => {
+            let body = json!({"state": state, "reason": reason});
+            call(
+                &api,
+                &format!("/v1/incidents/{id}/tasks/{n}"),
+                Some(body),
+                pretty,
+            )
+            .await
+        }
+        IncidentCommand::Report {
+            api,
+            id,
+            kind,
+            reference,
+        } => {
+            let body = json!({"kind": kind, "reference": reference});
+            call(
+                &api,
+                &format!("/v1/incidents/{id}/authority-reports"),
+                Some(strip_nulls(body)),
                 pretty,
             )
             .await
