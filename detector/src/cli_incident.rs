@@ -889,7 +889,7 @@ pub async fn audit(cmd: AuditCommand) -> ExitCode {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(EXIT_UNAVAILABLE, e),
     };
-    match store.verify(&held).await {
+    match store.verify_with(&held, verifier_key.as_deref()).await {
         Ok(v) if v.ok => {
             println!(
                 "audit chain ok: {} entries, head {}, {} checkpoint(s) agree; every incident record matches its last entry",

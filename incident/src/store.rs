@@ -762,8 +762,38 @@ impl Store {
     /// Verify the chain, the checkpoints (kept ones and `extra`), and that every
     /// incident record and evidence snapshot is the one its last audit entry hashed.
     pub async fn verify(&self, extra: &[Checkpoint]) -> Result<Verification, StoreError> {
+        self.verify_with(extra, None).await
+    }
+
+    /// [`Store::verify`], and with a verifier key, every checkpoint kept in the store
+    /// must carry its signature (a checkpoint forged to match a rewritten chain fails).
+    pub async fn verify_with(
+        &self,
+        extra: &[Checkpoint],
+        verifier: Option<&str>,
+    ) -> Result<Verification, StoreError> {
         let entries = self.audit_entries(1, i64::MAX).await?;
         let mut cps = self.checkpoints().await?;
+        if let Some(key) = verifier {
+            for c in &cps {
+                if let Err(e) = audit::parse_checkpoint(&c.note, Some(key)) {
+                    return Ok(Verification {
+                        ok: false,
+                        entries: entries.len() as i64,
+                        head: String::new(),
+                        checkpoints: cps.len(),
+                        problem: Some(audit::Problem {
+                            seq: c.size as i64,
+                            kind: "bad_signature".into(),
+                            message: format!(
+                                "the checkpoint kept in the store at size {} does not verify ({e}): it was not signed by this service",
+                                c.size
+                            ),
+                        }),
+                    });
+                }
+            }
+        }
         cps.extend(extra.iter().cloned());
         let mut v = audit::verify(&entries, &cps);
         if !v.ok {

@@ -736,6 +736,24 @@ async fn hand_edits_in_the_database_are_detected_and_located() {
             "{backend}: {}",
             p.message
         );
+
+        // 6. A checkpoint forged for the shortened chain with another key: the verifier
+        // key tells it apart.
+        let mallory = Signer::new("driftwatch.test/audit", [9u8; 32]);
+        let (size, head) = d.store.head().await.expect("head");
+        d.store
+            .add_checkpoint(at(30), &mallory.sign(size, &head))
+            .await
+            .expect("forge");
+
+        let p = d
+            .store
+            .verify_with(&[], Some(&signer.verifier_key()))
+            .await
+            .expect("verify")
+            .problem
+            .expect("caught");
+        assert_eq!(p.kind, "bad_signature", "{backend}: {}", p.message);
     }
 }
 
