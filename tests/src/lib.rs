@@ -388,11 +388,19 @@ pub async fn pipeline(
         async move { (n >= windows as f64).then_some(n) }
     })
     .await;
-    let duplicates = metric(
-        &driftwatch_agent::metrics::render(&registry),
-        &format!("driftwatch_events_duplicate_total{{system=\"{system}\"}}"),
-    )
-    .unwrap_or(0.0);
+    let dup_series = format!("driftwatch_events_duplicate_total{{system=\"{system}\"}}");
+    if repeat {
+        // The last window closes on the first copy of the last batch; its repeats may
+        // still be on their way: wait for every one (more would show as a failure).
+        let want = (before + after) as f64;
+        let _ = eventually(Duration::from_secs(30), || {
+            let n = metric(&driftwatch_agent::metrics::render(&registry), &dup_series);
+            async move { n.filter(|n| *n >= want) }
+        })
+        .await;
+    }
+    let duplicates =
+        metric(&driftwatch_agent::metrics::render(&registry), &dup_series).unwrap_or(0.0);
     // The webhook reads the alerts topic in a consumer group of its own: wait until it
     // has every alert raised before stopping (stopping does not wait for it).
     let raised_series = [
