@@ -186,6 +186,14 @@ pub struct KafkaConfig {
     /// security settings are refused here: they belong in `[kafka.security]`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// The control topic the agent follows for decisions to restrict or disable a
+    /// system (the kill switch); "" to follow none.
+    #[serde(default = "default_control_topic")]
+    pub control_topic: String,
+}
+
+fn default_control_topic() -> String {
+    driftwatch_schema::DEFAULT_CONTROL_TOPIC.into()
 }
 
 fn default_listen() -> SocketAddr {
@@ -252,6 +260,7 @@ impl Default for KafkaConfig {
             queue_max_kbytes: default_queue_max_kbytes(),
             security: KafkaSecurity::default(),
             properties: BTreeMap::new(),
+            control_topic: default_control_topic(),
         }
     }
 }

@@ -14,11 +14,16 @@
 //!    topic (key = `system_id`) with an idempotent producer; Kafka's confirmations move
 //!    the spool's confirmed position, and confirmed segments are deleted.
 //!
+//! Beside the data path, [`control`] follows the control topic: the last decision per
+//! system (allowed, restricted, disabled) is persisted in the data directory and shown
+//! at `GET /v1/status` and in the `driftwatch-serving` header of every ingest response.
+//!
 //! [`config`] holds the typed configuration and [`metrics`] the metric catalogue; logging
 //! set-up, the shutdown signal and the health routes come from `driftwatch-common`,
 //! shared with the detector.
 
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -24,6 +24,10 @@ struct Args {
     /// Events topic (overrides `kafka.topic`).
     #[arg(long, env = "DRIFTWATCH_EVENTS_TOPIC")]
     topic: Option<String>,
+    /// Control topic of decisions to restrict or disable, "" for none (overrides
+    /// `kafka.control_topic`).
+    #[arg(long, env = "DRIFTWATCH_CONTROL_TOPIC")]
+    control_topic: Option<String>,
     /// Data directory holding the spool (overrides `data_dir`).
     #[arg(long, env = "DRIFTWATCH_AGENT_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -52,6 +56,9 @@ fn load(args: &Args) -> anyhow::Result<AgentConfig> {
     }
     if let Some(b) = &args.brokers {
         config.kafka.brokers = b.clone();
+    }
+    if let Some(t) = &args.control_topic {
+        config.kafka.control_topic = t.clone();
     }
     if let Some(t) = &args.topic {
         config.kafka.topic = t.clone();

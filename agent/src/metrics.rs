@@ -1,8 +1,9 @@
 //! The agent's metric catalogue. Labels are bounded: route, status class, event kind and
-//! a fixed set of reasons; never a system id, prediction id or peer address.
+//! a fixed set of reasons; never a prediction id or peer address. A system id appears
+//! only in `driftwatch_agent_serving`, for at most `control::MAX_SYSTEMS` systems.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Handles to every agent metric, registered in an injected registry.
@@ -22,6 +23,9 @@ pub struct AgentMetrics {
     pub request_seconds: HistogramVec,
     /// `driftwatch_agent_ready`: 1 once the agent serves.
     pub ready: IntGauge,
+    /// `driftwatch_agent_serving{system,state}`: 1 for each system's current state
+    /// (allowed, restricted, disabled) from the control topic.
+    pub serving: IntGaugeVec,
     /// `driftwatch_agent_fields_removed_total{reason}`: feature fields kept in the pod
     /// (`unlisted`: not on the allow-list; `suppressed`: law-enforcement mode).
     pub fields_removed: IntCounterVec,
@@ -94,6 +98,13 @@ impl AgentMetrics {
             &["route"],
         )?;
         let ready = IntGauge::new("driftwatch_agent_ready", "1 once the agent serves.")?;
+        let serving = IntGaugeVec::new(
+            Opts::new(
+                "driftwatch_agent_serving",
+                "1 for each system's serving state from the control topic (allowed, restricted, disabled).",
+            ),
+            &["system", "state"],
+        )?;
         let fields_removed = IntCounterVec::new(
             Opts::new(
                 "driftwatch_agent_fields_removed_total",
@@ -171,6 +182,7 @@ impl AgentMetrics {
         registry.register(Box::new(kafka_errors.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(serving.clone()))?;
         registry.register(Box::new(fields_removed.clone()))?;
         registry.register(Box::new(fields_pseudonymised.clone()))?;
         Ok(AgentMetrics {
@@ -181,6 +193,7 @@ impl AgentMetrics {
             kafka_errors,
             request_seconds,
             ready,
+            serving,
             fields_removed,
             fields_pseudonymised,
             kafka_up,

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -53,6 +53,9 @@ pub enum AgentError {
     /// The privacy section cannot be used.
     #[error(transparent)]
     Privacy(#[from] crate::privacy::PrivacyError),
+    /// The Kafka security settings (for the control topic's consumer) cannot be used.
+    #[error(transparent)]
+    Security(#[from] driftwatch_common::kafka::SecurityError),
 }
 
 struct AppState {
@@ -70,6 +73,8 @@ struct AppState {
     max_message_bytes: usize,
     when_full: WhenFull,
     ready: AtomicBool,
+    /// The serving state per system, from the control topic.
+    control: Arc<crate::control::ControlState>,
 }
 
 /// Serve on `listener` until `shutdown` resolves, then stop accepting, finish in-flight
@@ -104,7 +109,29 @@ pub async fn serve(
         )?)),
         None => None,
     };
+    // The last known decisions, before the first request is answered.
+    std::fs::create_dir_all(&config.data_dir)?;
+    let control = Arc::new(crate::control::ControlState::load(
+        &config.data_dir,
+        Some(metrics.serving.clone()),
+    ));
+    let (control_stop, control_stopped) = tokio::sync::watch::channel(false);
+    let control_task = if config.kafka.control_topic.is_empty() {
+        None
+    } else {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &config.kafka.brokers)
+            .set("client.id", &config.kafka.client_id);
+        config.kafka.security.resolve()?.apply(&mut c);
+        Some(tokio::spawn(crate::control::follow(
+            c,
+            config.kafka.control_topic.clone(),
+            control.clone(),
+            control_stopped,
+        )))
+    };
     let state = Arc::new(AppState {
+        control,
         pipeline: OnceLock::new(),
         privacy,
         metrics: metrics.clone(),
@@ -205,6 +232,10 @@ pub async fn serve(
             tracing::warn!(error = %e, "admin listener failed");
         }
     }
+    let _ = control_stop.send(true);
+    if let Some(t) = control_task {
+        let _ = t.await;
+    }
     served?;
     if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e.into());
@@ -276,6 +307,7 @@ fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         ));
     Router::new()
         .merge(ingest)
+        .route("/v1/status", get(get_status))
         .route("/metrics", get(get_metrics))
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(get_ready))
@@ -290,6 +322,25 @@ fn health_router(state: Arc<AppState>) -> Router {
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(get_ready))
         .with_state(state)
+}
+
+/// `GET /v1/status?system_id=ID`: may the system serve (allowed, restricted, disabled;
+/// `unknown` only after a damaged state file, until the control topic is read).
+async fn get_status(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
+    let system = q
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("system_id="))
+        .unwrap_or("");
+    if !driftwatch_schema::valid_system_id(system) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give ?system_id= with 1 to 128 of A-Z a-z 0-9 . _ -",
+            json!({}),
+        );
+    }
+    axum::Json(state.control.get(system)).into_response()
 }
 
 async fn post_predictions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -411,6 +462,13 @@ async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Respons
         Err(e) => return refuse(state, kind, e),
     };
     let n = records.len();
+    // The systems of the batch, for the serving header (batches are usually of one).
+    let mut systems: Vec<String> = Vec::new();
+    for r in &records {
+        if !systems.contains(&r.key) && systems.len() < 16 {
+            systems.push(r.key.clone());
+        }
+    }
     match pipeline.append(records).await {
         Ok(()) => {
             state
@@ -418,7 +476,16 @@ async fn ingest_inner(state: &AppState, kind: EventKind, body: Bytes) -> Respons
                 .events_accepted
                 .with_label_values(&[kind.as_str()])
                 .inc_by(n as u64);
-            (StatusCode::ACCEPTED, axum::Json(json!({ "accepted": n }))).into_response()
+            let mut resp =
+                (StatusCode::ACCEPTED, axum::Json(json!({ "accepted": n }))).into_response();
+            if let Some(h) = state
+                .control
+                .header(systems.iter().map(String::as_str))
+                .and_then(|h| HeaderValue::from_str(&h).ok())
+            {
+                resp.headers_mut().insert("driftwatch-serving", h);
+            }
+            resp
         }
         Err(AppendError::Full { .. }) if state.when_full == WhenFull::DropNewest => {
             state

@@ -119,6 +119,24 @@ pub enum IncidentCommand {
         /// Model versions it applies to (repeatable; default all).
         #[arg(long = "model-version")]
         model_versions: Vec<String>,
+        /// With restrict_use: what the system may still do (default: the reason).
+        #[arg(long)]
+        restriction: Option<String>,
+    },
+    /// Lift a restriction or disablement: the system's agents report it may serve.
+    #[command(alias = "allow")]
+    Enable {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The AI system.
+        #[arg(long)]
+        system: String,
+        /// Why (recorded with your name).
+        #[arg(long)]
+        reason: String,
+        /// The incident it closes out.
+        #[arg(long)]
+        incident: Option<String>,
     },
     /// action_decided -> parties_informed.
     Inform {
@@ -367,6 +385,10 @@ pub struct ServeArgs {
     /// Reports topic ("" for none: evidence then holds the alert only).
     #[arg(long, env = "DRIFTWATCH_REPORTS_TOPIC", default_value = driftwatch_detector::driver::kafka::DEFAULT_REPORTS_TOPIC)]
     reports_topic: String,
+    /// Control topic the agents follow: decisions to restrict or disable ("" for none;
+    /// compacted, see README).
+    #[arg(long, env = "DRIFTWATCH_CONTROL_TOPIC", default_value = driftwatch_schema::DEFAULT_CONTROL_TOPIC)]
+    control_topic: String,
     /// Topic of signed audit checkpoints ("" for none).
     #[arg(long, env = "DRIFTWATCH_CHECKPOINTS_TOPIC", default_value = service::DEFAULT_CHECKPOINTS_TOPIC)]
     checkpoints_topic: String,
@@ -489,14 +511,30 @@ pub async fn incident(cmd: IncidentCommand) -> ExitCode {
             )
             .await
         }
+        IncidentCommand::Enable {
+            api,
+            system,
+            reason,
+            incident,
+        } => {
+            let body = json!({"reason": reason, "incident_id": incident});
+            call(
+                &api,
+                &format!("/v1/systems/{system}/enable"),
+                Some(strip_nulls(body)),
+                pretty,
+            )
+            .await
+        }
         IncidentCommand::Decide {
             api,
             id,
             decision,
             reason,
             model_versions,
+            restriction,
         } => {
-            let body = json!({"reason": reason, "decision": decision, "model_versions": if model_versions.is_empty() { None } else { Some(model_versions) }});
+            let body = json!({"reason": reason, "decision": decision, "restriction": restriction, "model_versions": if model_versions.is_empty() { None } else { Some(model_versions) }});
             call(
                 &api,
                 &format!("/v1/incidents/{id}/decide"),
@@ -851,6 +889,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         alerts_topic: args.alerts_topic,
         reports_topic: args.reports_topic,
         checkpoints_topic: args.checkpoints_topic,
+        control_topic: args.control_topic,
         group_id: args.group,
         policies,
         tokens,

@@ -99,7 +99,7 @@ pub fn allowed(route: &str) -> &'static [Role] {
         "read" => &[Viewer, Operator, Approver],
         "open" => &[Operator, Approver, Deployer],
         "assess" | "inform" | "verify" | "note" | "classify" | "task" => &[Operator, Approver],
-        "decide" | "close" | "reopen" | "authority_report" => &[Approver],
+        "decide" | "close" | "reopen" | "authority_report" | "enable" => &[Approver],
         _ => &[],
     }
 }
@@ -182,6 +182,7 @@ pub fn router(api: Arc<Api>) -> Router {
             post(authority_report),
         )
         .route("/v1/incidents/{id}/{step}", post(step))
+        .route("/v1/systems/{system}/enable", post(enable_system))
         .route("/v1/audit", get(audit_entries))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/audit/checkpoint", get(checkpoint))
@@ -438,6 +439,36 @@ async fn authority_report(
             .await?,
     )
     .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowBody {
+    reason: Option<String>,
+    incident_id: Option<String>,
+}
+
+/// Lift a restriction or disablement: published for the system's agents.
+async fn enable_system(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(system): Path<String>,
+    bytes: Bytes,
+) -> R {
+    let p = authorize(&api, &headers, "enable")?;
+    if !api.desk.control {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_control_topic",
+            "this service publishes no decisions (no --control-topic or no Kafka)",
+        ));
+    }
+    let b: AllowBody = body(&bytes)?;
+    let c = api
+        .desk
+        .enable(Utc::now(), &p.name, &system, b.reason, b.incident_id)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(c)).into_response())
 }
 
 #[derive(Deserialize)]

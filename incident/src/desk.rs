@@ -44,6 +44,44 @@ pub struct Desk {
     pub evidence_wait: Duration,
     /// Lead times of Art. 73 reminders before the deadline.
     pub remind_before: Vec<Span>,
+    /// Decisions to restrict or disable are put in the control outbox for the agents
+    /// (off when the service has no control topic).
+    pub control: bool,
+}
+
+/// The control message a decision sends to the system's agents, if any: disable for
+/// disable, withdraw and recall; restrict for restrict_use.
+pub fn control_for(
+    decision: Decision,
+    inc: &Incident,
+    decided_by: &str,
+    reason: &str,
+    restriction: Option<&str>,
+    model_versions: &[String],
+    at: DateTime<Utc>,
+) -> Option<driftwatch_schema::Control> {
+    use driftwatch_schema::ControlAction;
+    let action = match decision {
+        Decision::Disable | Decision::Withdraw | Decision::Recall => ControlAction::Disable,
+        Decision::RestrictUse => ControlAction::Restrict,
+        Decision::BringIntoConformity | Decision::ContinueUse => return None,
+    };
+    Some(driftwatch_schema::Control {
+        v: driftwatch_schema::WIRE_VERSION,
+        command_id: uuid::Uuid::new_v4(),
+        system_id: inc.system_id.clone(),
+        action,
+        restriction: (action == ControlAction::Restrict)
+            .then(|| restriction.unwrap_or(reason).chars().take(1000).collect()),
+        reason: format!("{}: {}", decision.as_str(), reason)
+            .chars()
+            .take(4000)
+            .collect(),
+        decided_by: decided_by.chars().take(256).collect(),
+        incident_id: Some(inc.id.clone()),
+        model_versions: model_versions.to_vec(),
+        issued_at: at,
+    })
 }
 
 fn refuse(status: u16, code: &str, field: Option<&str>, message: String) -> Refusal {
@@ -119,6 +157,10 @@ pub struct StepRequest {
     /// decide: the model versions it applies to.
     #[serde(default)]
     pub model_versions: Option<Vec<String>>,
+    /// decide `restrict_use`: what the restricted system may still do (default: the
+    /// reason).
+    #[serde(default)]
+    pub restriction: Option<String>,
     /// inform: the parties informed.
     #[serde(default)]
     pub parties: Option<Vec<PartyInput>>,
@@ -217,6 +259,7 @@ impl Desk {
                 .collect(),
             evidence_wait: Duration::from_secs(5),
             remind_before: vec![Span::hours(72), Span::hours(24)],
+            control: true,
         }
     }
 
@@ -379,8 +422,9 @@ impl Desk {
                 a.action,
                 alert.severity.as_str()
             );
+            let control = self.control;
             self.store
-                .change(
+                .change_with(
                     now,
                     &opened.id,
                     "driftwatch",
@@ -396,7 +440,19 @@ impl Desk {
                             automatic: true,
                             model_versions: Vec::new(),
                         });
-                        Ok(())
+                        Ok(control
+                            .then(|| {
+                                control_for(
+                                    decision,
+                                    inc,
+                                    "plan",
+                                    &rationale,
+                                    None,
+                                    &[],
+                                    now,
+                                )
+                            })
+                            .flatten())
                     },
                 )
                 .await?;
@@ -555,8 +611,9 @@ impl Desk {
                 "effective": req.effective, "evidence": req.evidence,
             },
         });
+        let control = self.control;
         self.store
-            .change(now, id, actor, "transition", payload, |inc| {
+            .change_with(now, id, actor, "transition", payload, |inc| {
                 if inc.state != step.from_state() {
                     return Err(Refusal {
                         status: 409,
@@ -573,6 +630,7 @@ impl Desk {
                     });
                 }
                 let mut effective = true;
+                let mut command = None;
                 match step {
                     Step::Assess => {
                         inc.assessment = Some(required("assessment", &req.assessment)?);
@@ -607,6 +665,17 @@ impl Desk {
                             automatic: false,
                             model_versions: req.model_versions.clone().unwrap_or_default(),
                         });
+                        if control {
+                            command = control_for(
+                                decision,
+                                inc,
+                                actor,
+                                &reason,
+                                req.restriction.as_deref(),
+                                &req.model_versions.clone().unwrap_or_default(),
+                                now,
+                            );
+                        }
                     }
                     Step::Inform => {
                         let parties = req.parties.clone().unwrap_or_default();
@@ -674,7 +743,7 @@ impl Desk {
                     }
                 }
                 inc.state = step.to_state(effective);
-                Ok(())
+                Ok(command.take())
             })
             .await
             .map_err(|e| match e {
@@ -686,6 +755,46 @@ impl Desk {
                 )),
                 e => e,
             })
+    }
+
+    /// Lift a restriction or disablement: the system's agents are told it may serve.
+    pub async fn enable(
+        &self,
+        now: DateTime<Utc>,
+        actor: &str,
+        system: &str,
+        reason: Option<String>,
+        incident_id: Option<String>,
+    ) -> Result<driftwatch_schema::Control, StoreError> {
+        let reason = required("reason", &reason).map_err(StoreError::Refused)?;
+        if !driftwatch_schema::valid_system_id(system) {
+            return Err(StoreError::Refused(refuse(
+                422,
+                "invalid_field",
+                Some("system_id"),
+                format!("\"{system}\" is not a system id"),
+            )));
+        }
+        if let Some(id) = &incident_id {
+            self.store
+                .get(id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        }
+        let c = driftwatch_schema::Control {
+            v: driftwatch_schema::WIRE_VERSION,
+            command_id: uuid::Uuid::new_v4(),
+            system_id: system.to_owned(),
+            action: driftwatch_schema::ControlAction::Allow,
+            restriction: None,
+            reason: reason.chars().take(4000).collect(),
+            decided_by: actor.chars().take(256).collect(),
+            incident_id,
+            model_versions: Vec::new(),
+            issued_at: now,
+        };
+        self.store.control(now, actor, &c, &reason).await?;
+        Ok(c)
     }
 
     /// A note on the timeline.

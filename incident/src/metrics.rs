@@ -20,6 +20,10 @@ pub struct IncidentMetrics {
     pub obligations: IntCounterVec,
     /// Store operations that failed (and were retried).
     pub store_errors: IntCounterVec,
+    /// Decisions published on the control topic, by action.
+    pub controls: IntCounterVec,
+    /// Decisions recorded but not yet on the control topic.
+    pub control_pending: IntGauge,
 }
 
 /// What a handled alert counts as.
@@ -70,6 +74,22 @@ impl IncidentMetrics {
             ),
             &["what"],
         )?;
+        let controls = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_control_published_total",
+                "Decisions published on the control topic for the agents, by action (allow, restrict, disable).",
+            ),
+            &["action"],
+        )?;
+        let control_pending = IntGauge::new(
+            "driftwatch_control_pending",
+            "Decisions recorded but not yet acknowledged by the broker on the control topic.",
+        )?;
+        registry.register(Box::new(controls.clone()))?;
+        registry.register(Box::new(control_pending.clone()))?;
+        for a in ["allow", "restrict", "disable"] {
+            controls.with_label_values(&[a]);
+        }
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(open.clone()))?;
         registry.register(Box::new(audit_entries.clone()))?;
@@ -89,7 +109,7 @@ impl IncidentMetrics {
         for k in ["art73", "task"] {
             obligations.with_label_values(&[k]);
         }
-        for w in ["alert", "report", "reminders", "checkpoint"] {
+        for w in ["alert", "report", "reminders", "checkpoint", "control"] {
             store_errors.with_label_values(&[w]);
         }
         for s in systems {
@@ -102,6 +122,8 @@ impl IncidentMetrics {
             checkpoint_size,
             obligations,
             store_errors,
+            controls,
+            control_pending,
         })
     }
 }

@@ -52,6 +52,8 @@ pub struct IncidentConfig {
     pub reports_topic: String,
     /// Checkpoints topic ("" for none).
     pub checkpoints_topic: String,
+    /// Control topic the agents follow: decisions to restrict or disable ("" for none).
+    pub control_topic: String,
     /// Consumer group.
     pub group_id: String,
     /// Plans.
@@ -183,6 +185,7 @@ pub async fn run(
     tracing::info!(verifier_key = %signer.verifier_key(), "audit checkpoints are signed with this key");
     let mut desk = Desk::new(store.clone(), config.policies.clone());
     desk.evidence_wait = config.evidence_wait;
+    desk.control = !config.control_topic.is_empty() && !config.brokers.is_empty();
     let desk = Arc::new(desk);
     desk.record_plans(Utc::now()).await?;
 
@@ -225,6 +228,15 @@ pub async fn run(
         config.reminder_interval,
         stop_rx.clone(),
     ));
+    if let (Some(p), false) = (&producer, config.control_topic.is_empty()) {
+        tasks.spawn(publish_controls(
+            store.clone(),
+            metrics.clone(),
+            p.clone(),
+            config.control_topic.clone(),
+            stop_rx.clone(),
+        ));
+    }
     tasks.spawn(checkpoints(
         store.clone(),
         metrics.clone(),
@@ -468,6 +480,57 @@ async fn reminders(
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Publish the control outbox in order: a decision recorded is published however long
+/// Kafka is away, and marked sent only once the broker has it.
+async fn publish_controls(
+    store: Arc<Store>,
+    metrics: IncidentMetrics,
+    producer: FutureProducer,
+    topic: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match store.control_pending(100).await {
+            Ok(pending) => {
+                metrics.control_pending.set(pending.len() as i64);
+                for (seq, system, payload) in pending {
+                    let rec = FutureRecord::to(&topic).key(&system).payload(&payload);
+                    match producer.send(rec, Duration::from_secs(10)).await {
+                        Ok(_) => {
+                            let action = driftwatch_schema::Control::from_wire(payload.as_bytes())
+                                .map(|c| c.action.as_str())
+                                .unwrap_or("invalid");
+                            metrics.controls.with_label_values(&[action]).inc();
+                            tracing::info!(
+                                system,
+                                action,
+                                "decision published on the control topic"
+                            );
+                            if let Err(e) = store.control_sent(seq, Utc::now()).await {
+                                // Sent again later: agents apply a repeat idempotently.
+                                tracing::warn!(error = %e, "cannot mark a control message sent");
+                            }
+                        }
+                        Err((e, _)) => {
+                            tracing::warn!(error = %e, system, "cannot publish a decision on the control topic yet; retrying");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.store_errors.with_label_values(&["control"]).inc();
+                tracing::warn!(error = %e, "cannot read the control outbox");
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = store.control_added.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

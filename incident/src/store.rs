@@ -15,6 +15,7 @@ use sqlx::{AnyPool, Row};
 
 use crate::audit::{self, Checkpoint, StoredEntry, Verification, GENESIS};
 use crate::model::{Incident, State};
+use driftwatch_schema::Control;
 
 /// The schema, in order. A version is never edited once released: add one.
 const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
@@ -32,6 +33,13 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
         "CREATE INDEX audit_by_incident ON audit (incident_id, seq)",
         "CREATE TABLE checkpoints (size BIGINT PRIMARY KEY, at TEXT NOT NULL, head TEXT NOT NULL, note TEXT NOT NULL)",
         "CREATE TABLE reminders (reminder_key TEXT PRIMARY KEY, sent_at TEXT NOT NULL)",
+    ],
+), (
+    2,
+    "control outbox: decisions to publish on the control topic",
+    &[
+        "CREATE TABLE control_outbox (seq BIGINT PRIMARY KEY, system_id TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL, sent_at TEXT)",
+        "CREATE INDEX control_outbox_pending ON control_outbox (sent_at, seq)",
     ],
 )];
 
@@ -109,6 +117,8 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     write: tokio::sync::Mutex<()>,
+    /// Woken when a decision enters the control outbox (the publisher waits on it).
+    pub control_added: tokio::sync::Notify,
 }
 
 fn now_ts(t: DateTime<Utc>) -> String {
@@ -151,6 +161,7 @@ impl Store {
             pool,
             backend,
             write: tokio::sync::Mutex::new(()),
+            control_added: tokio::sync::Notify::new(),
         };
         store.migrate().await?;
         Ok(store)
@@ -548,6 +559,26 @@ impl Store {
     where
         F: FnMut(&mut Incident) -> Result<(), Refusal>,
     {
+        self.change_with(at, id, actor, action, payload, |inc| f(inc).map(|()| None))
+            .await
+    }
+
+    /// [`Store::change`] where the change may also decide what the system's agents must
+    /// do: the control message goes into the outbox in the same transaction, so a
+    /// recorded decision is always published (by [`crate::service`]) and never one that
+    /// was not recorded.
+    pub async fn change_with<F>(
+        &self,
+        at: DateTime<Utc>,
+        id: &str,
+        actor: &str,
+        action: &str,
+        payload: Value,
+        mut f: F,
+    ) -> Result<Incident, StoreError>
+    where
+        F: FnMut(&mut Incident) -> Result<Option<Control>, Refusal>,
+    {
         let _g = self.write.lock().await;
         let mut tx = self.begin().await?;
         self.lock(&mut tx).await?;
@@ -559,7 +590,7 @@ impl Store {
             .transpose()?
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
         let before = inc.revision;
-        f(&mut inc).map_err(StoreError::Refused)?;
+        let control = f(&mut inc).map_err(StoreError::Refused)?;
         let doc = write_doc(&mut tx, &inc, at, Some(before)).await?;
         let mut payload = payload;
         if let Value::Object(m) = &mut payload {
@@ -568,12 +599,91 @@ impl Store {
                 Value::String(audit::sha256_hex(doc.as_bytes())),
             );
             m.insert("state".into(), Value::String(inc.state.as_str().into()));
+            if let Some(c) = &control {
+                m.insert("control".into(), control_summary(c));
+            }
+        }
+        if let Some(c) = &control {
+            Self::enqueue(&mut tx, at, c).await?;
         }
         Self::append(&mut tx, at, actor, action, Some(id), &payload).await?;
         tx.commit().await?;
+        if control.is_some() {
+            self.control_added.notify_one();
+        }
         inc.revision += 1;
         inc.updated_at = at;
         Ok(inc)
+    }
+
+    async fn enqueue(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        at: DateTime<Utc>,
+        c: &Control,
+    ) -> Result<(), StoreError> {
+        let next: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM control_outbox")
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?;
+        sqlx::query("INSERT INTO control_outbox (seq, system_id, payload, created_at, sent_at) VALUES ($1, $2, $3, $4, NULL)")
+            .bind(next)
+            .bind(&c.system_id)
+            .bind(String::from_utf8_lossy(&c.to_wire()).into_owned())
+            .bind(now_ts(at))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// A decision about a system outside any incident's workflow (lifting one): audited
+    /// and put in the outbox in one transaction.
+    pub async fn control(
+        &self,
+        at: DateTime<Utc>,
+        actor: &str,
+        c: &Control,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let _g = self.write.lock().await;
+        let mut tx = self.begin().await?;
+        self.lock(&mut tx).await?;
+        Self::enqueue(&mut tx, at, c).await?;
+        Self::append(
+            &mut tx,
+            at,
+            actor,
+            "control",
+            c.incident_id.as_deref(),
+            &json!({"system_id": c.system_id, "reason": reason, "control": control_summary(c)}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.control_added.notify_one();
+        Ok(())
+    }
+
+    /// Control messages not yet published, oldest first.
+    pub async fn control_pending(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT seq, system_id, payload FROM control_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Mark a control message published (the broker acknowledged it).
+    pub async fn control_sent(&self, seq: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE control_outbox SET sent_at = $1 WHERE seq = $2")
+            .bind(now_ts(at))
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// One incident.
@@ -901,6 +1011,15 @@ async fn write_doc(
         }));
     }
     Ok(doc)
+}
+
+fn control_summary(c: &Control) -> Value {
+    json!({
+        "command_id": c.command_id.to_string(),
+        "action": c.action.as_str(),
+        "restriction": c.restriction,
+        "system_id": c.system_id,
+    })
 }
 
 fn attach(inc: &mut Incident, alert: &driftwatch_schema::Alert, at: DateTime<Utc>) {

@@ -192,6 +192,12 @@ async fn each_role_may_do_what_the_table_says_and_nothing_else() {
             Some(json!({"kind": "initial"})),
             vec![Approver, Admin],
         ),
+        (
+            "POST",
+            "/v1/systems/credit/enable".into(),
+            Some(json!({"reason": "fixed"})),
+            vec![Approver, Admin],
+        ),
     ];
     let before = s.desk.store.head().await.expect("head").0;
     let mut cells = 0;

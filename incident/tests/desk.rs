@@ -805,24 +805,144 @@ async fn continue_pg(store: &Store) -> String {
 }
 
 #[tokio::test]
-async fn migrations_run_once_and_keep_the_data() {
+async fn migrations_run_once_and_upgrade_an_older_database_keeping_its_data() {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite:{}", dir.path().join("m.db").display());
     let s = Store::open(&url).await.expect("open");
-    assert_eq!(s.schema_version().await.expect("v"), 1);
+    assert_eq!(s.schema_version().await.expect("v"), 2);
     let d = desk(s);
     d.handle_alert(at(0), &alert(1, "age", Severity::Critical))
         .await
         .expect("alert");
+    // Make it a version-1 database, as the first release left it.
+    sqlx::query("DROP TABLE control_outbox")
+        .execute(d.store.pool())
+        .await
+        .expect("drop");
+    sqlx::query("DELETE FROM schema_migrations WHERE version = 2")
+        .execute(d.store.pool())
+        .await
+        .expect("delete");
     drop(d);
     let s = Store::open(&url).await.expect("reopen");
-    assert_eq!(s.schema_version().await.expect("v"), 1);
-    assert_eq!(s.list(None, None, 10).await.expect("list").len(), 1);
+    assert_eq!(s.schema_version().await.expect("v"), 2, "upgraded");
+    assert_eq!(
+        s.list(None, None, 10).await.expect("list").len(),
+        1,
+        "data kept"
+    );
+    assert!(s.control_pending(10).await.expect("outbox").is_empty());
     assert!(s.verify(&[]).await.expect("verify").ok);
+    drop(s);
+    let s = Store::open(&url).await.expect("reopen again");
+    assert_eq!(
+        s.schema_version().await.expect("v"),
+        2,
+        "nothing to do the second time"
+    );
 }
 
 #[tokio::test]
 async fn a_bad_database_url_is_named() {
     let e = Store::open("mysql://x").await.err().expect("refused");
     assert!(e.to_string().contains("mysql://x"), "{e}");
+}
+
+#[tokio::test]
+async fn a_decision_to_stop_or_restrict_goes_to_the_control_outbox_with_its_audit_entry() {
+    for (backend, store, _dir) in stores().await {
+        let d = desk(store);
+        let mut ids = Vec::new();
+        for (k, decision) in [
+            (3, Decision::Disable),
+            (4, Decision::ContinueUse),
+            (5, Decision::RestrictUse),
+        ] {
+            let signal = format!("s{k}");
+            let Handled::Opened(id) = d
+                .handle_alert(at(k), &alert(k, &signal, Severity::Critical))
+                .await
+                .expect("alert")
+            else {
+                panic!()
+            };
+            d.step(
+                at(10),
+                &id,
+                Step::Assess,
+                "olga",
+                StepRequest {
+                    assessment: Some("x".into()),
+                    ..step("seen")
+                },
+            )
+            .await
+            .expect("assess");
+            d.step(
+                at(11),
+                &id,
+                Step::Decide,
+                "carol",
+                StepRequest {
+                    decision: Some(decision),
+                    restriction: Some("a person reviews every refusal".into()),
+                    ..step("because")
+                },
+            )
+            .await
+            .expect("decide");
+            ids.push(id);
+        }
+        let pending = d.store.control_pending(10).await.expect("outbox");
+        let msgs: Vec<driftwatch_schema::Control> = pending
+            .iter()
+            .map(|(_, _, p)| {
+                driftwatch_schema::Control::from_wire(p.as_bytes())
+                    .expect("a valid control message")
+            })
+            .collect();
+        assert_eq!(
+            msgs.len(),
+            2,
+            "{backend}: disable and restrict, not continue_use"
+        );
+        assert_eq!(
+            (msgs[0].action, msgs[0].incident_id.as_deref()),
+            (
+                driftwatch_schema::ControlAction::Disable,
+                Some(ids[0].as_str())
+            )
+        );
+        assert_eq!(msgs[1].action, driftwatch_schema::ControlAction::Restrict);
+        assert_eq!(
+            msgs[1].restriction.as_deref(),
+            Some("a person reviews every refusal")
+        );
+        assert_eq!(msgs[0].decided_by, "carol");
+        let tl = d.store.timeline(&ids[0]).await.expect("timeline");
+        let last: serde_json::Value =
+            serde_json::from_str(&tl.last().expect("entry").payload).expect("json");
+        assert_eq!(
+            last["control"]["action"], "disable",
+            "{backend}: the audit entry names what was sent"
+        );
+        d.store
+            .control_sent(pending[0].0, at(12))
+            .await
+            .expect("sent");
+        assert_eq!(d.store.control_pending(10).await.expect("outbox").len(), 1);
+        let lifted = d
+            .enable(
+                at(13),
+                "carol",
+                "credit",
+                Some("fixed".into()),
+                Some(ids[0].clone()),
+            )
+            .await
+            .expect("allow");
+        assert_eq!(lifted.action, driftwatch_schema::ControlAction::Allow);
+        assert_eq!(d.store.control_pending(10).await.expect("outbox").len(), 2);
+        assert!(d.store.verify(&[]).await.expect("verify").ok);
+    }
 }

@@ -69,6 +69,7 @@ async fn a_due_deadline_is_published_and_checkpoints_reach_their_topic() {
         alerts_topic: "alerts".into(),
         reports_topic: "reports".into(),
         checkpoints_topic: "checkpoints".into(),
+        control_topic: String::new(),
         group_id: "incidents".into(),
         policies: vec![policy()],
         tokens: Tokens::parse(&line, "test").expect("tokens"),

@@ -63,6 +63,9 @@ pub struct Control {
     /// The incident the decision belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<String>,
+    /// The model versions it applies to (empty: every version of the system).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_versions: Vec<String>,
     /// When it was decided (UTC).
     pub issued_at: DateTime<Utc>,
 }

@@ -247,6 +247,7 @@ fn control(action: ControlAction, restriction: Option<&str>) -> Control {
         reason: "critical drift".into(),
         decided_by: "j.devries".into(),
         incident_id: Some("INC-1".into()),
+        model_versions: Vec::new(),
         issued_at: now(),
     }
 }

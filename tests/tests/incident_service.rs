@@ -105,26 +105,34 @@ async fn get(url: &str, token: &str) -> Value {
 
 /// The test's topics and their partitions.
 fn topics(name: &str) -> Vec<(String, i32)> {
-    ["events", "alerts", "state", "reports", "checkpoints"]
-        .iter()
-        .map(|s| {
-            (
-                format!("dw-{name}-{}.{s}", std::process::id()),
-                if *s == "events" { 3 } else { 1 },
-            )
-        })
-        .collect()
+    [
+        "events",
+        "alerts",
+        "state",
+        "reports",
+        "checkpoints",
+        "control",
+    ]
+    .iter()
+    .map(|s| {
+        (
+            format!("dw-{name}-{}.{s}", std::process::id()),
+            if *s == "events" { 3 } else { 1 },
+        )
+    })
+    .collect()
 }
 
 async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool) {
     let dir = test_dir(name);
     let t = |s: &str| format!("dw-{name}-{}.{s}", std::process::id());
-    let (events, alerts, state, reports, checkpoints) = (
+    let (events, alerts, state, reports, checkpoints, control) = (
         t("events"),
         t("alerts"),
         t("state"),
         t("reports"),
         t("checkpoints"),
+        t("control"),
     );
     if create {
         let list = topics(name);
@@ -161,6 +169,7 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
                 "--topic",
                 &events,
             ])
+            .args(["--control-topic", &control])
             .arg("--data-dir")
             .arg(dir.join("agent")),
     );
@@ -215,6 +224,8 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
             .args([
                 "--checkpoints-topic",
                 &checkpoints,
+                "--control-topic",
+                &control,
                 "--group",
                 &t("incidents"),
             ])
@@ -424,6 +435,24 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
     let decided: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(decided["decision"]["decided_by"], "carol");
     assert_eq!(decided["state"], "action_decided");
+    // The decision reaches the sidecar through the control topic.
+    let serving = eventually(Duration::from_secs(30), || {
+        let h = http.clone();
+        async move {
+            let s: Value = h
+                .get(format!("http://{agent_addr}/v1/status?system_id={name}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (s["serving"] == "disabled").then_some(s)
+        }
+    })
+    .await
+    .expect("the agent reports the system disabled");
+    assert_eq!(serving["incident_id"], id.as_str());
 
     // The decisions to re-review: every prediction since the onset (window 2 starts at
     // prediction 4,000 of 8,000), read back from the events topic.
