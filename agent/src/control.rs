@@ -220,11 +220,23 @@ pub async fn follow(
     state: Arc<ControlState>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut failures = 0u64;
     loop {
-        match follow_once(&config, &topic, &state, &mut stop).await {
+        let mut inner_stop = stop.clone();
+        let r = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            r = follow_once(&config, &topic, &state, &mut inner_stop) => r,
+        };
+        match r {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(error = %e, topic, "cannot follow the control topic; retrying in 5 s (the last known states stay in force)");
+                // Once, then every five minutes: an outage does not flood the log.
+                if failures % 60 == 0 {
+                    tracing::warn!(error = %e, topic, failures, "cannot follow the control topic; retrying every 5 s (the last known states stay in force)");
+                } else {
+                    tracing::debug!(error = %e, topic, "cannot follow the control topic");
+                }
+                failures += 1;
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -251,17 +263,24 @@ async fn follow_once(
     // A decision should reach the sidecar within a second: long-poll for at most 100 ms
     // (the topic is small and quiet).
     .set("fetch.wait.max.ms", "100");
-    let consumer: StreamConsumer = c.create()?;
+    let consumer: Arc<StreamConsumer> = Arc::new(c.create()?);
+    // The metadata call blocks (up to its timeout while Kafka is away): off the runtime's
+    // threads, so the agent's HTTP answers never wait for it.
     let (md, ends) = {
         let t = topic.to_owned();
-        let consumer_ref = &consumer;
-        let md = consumer_ref.fetch_metadata(Some(&t), Duration::from_secs(10))?;
-        let parts: Vec<i32> = md
-            .topics()
-            .iter()
-            .filter(|x| x.name() == t && x.error().is_none())
-            .flat_map(|x| x.partitions().iter().map(|p| p.id()))
-            .collect();
+        let c = consumer.clone();
+        let parts = tokio::task::spawn_blocking(move || {
+            let md = c.fetch_metadata(Some(&t), Duration::from_secs(3))?;
+            Ok::<Vec<i32>, rdkafka::error::KafkaError>(
+                md.topics()
+                    .iter()
+                    .filter(|x| x.name() == t && x.error().is_none())
+                    .flat_map(|x| x.partitions().iter().map(|p| p.id()))
+                    .collect(),
+            )
+        })
+        .await
+        .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
         if parts.is_empty() {
             return Err(rdkafka::error::KafkaError::MetadataFetch(
                 rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
