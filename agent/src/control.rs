@@ -231,7 +231,7 @@ pub async fn follow(
             Ok(()) => return,
             Err(e) => {
                 // Once, then every five minutes: an outage does not flood the log.
-                if failures % 60 == 0 {
+                if failures.is_multiple_of(60) {
                     tracing::warn!(error = %e, topic, failures, "cannot follow the control topic; retrying every 5 s (the last known states stay in force)");
                 } else {
                     tracing::debug!(error = %e, topic, "cannot follow the control topic");
