@@ -109,8 +109,8 @@ pub async fn serve(
         )?)),
         None => None,
     };
-    // The last known decisions, before the first request is answered.
-    std::fs::create_dir_all(&config.data_dir)?;
+    // The last known decisions, before the first request is answered (a data directory
+    // that cannot be used is reported by the spool, with its path).
     let control = Arc::new(crate::control::ControlState::load(
         &config.data_dir,
         Some(metrics.serving.clone()),
