@@ -338,24 +338,12 @@ impl Store {
 
     /// Whether an alert id was recorded before.
     pub async fn alert_seen(&self, alert_id: &str) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query("SELECT alert_id FROM incident_alerts WHERE alert_id = $1")
-                .bind(alert_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some(),
-        )
+        seen_in(&mut *self.pool.acquire().await?, alert_id).await
     }
 
     /// The open incident for a condition.
     pub async fn open_for(&self, condition: &str) -> Result<Option<Incident>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, doc FROM incidents WHERE condition_key = $1 AND state <> 'closed'",
-        )
-        .bind(condition)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| parse_doc(&r)).transpose()
+        open_in(&mut *self.pool.acquire().await?, condition).await
     }
 
     /// Record an alert: attach it to the open incident of its condition, if any.
@@ -368,52 +356,17 @@ impl Store {
         let _g = self.write.lock().await;
         let mut tx = self.begin().await?;
         self.lock(&mut tx).await?;
-        let seen = sqlx::query("SELECT alert_id FROM incident_alerts WHERE alert_id = $1")
-            .bind(&alert.alert_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if seen.is_some() {
+        if seen_in(&mut tx, &alert.alert_id).await? {
             tx.rollback().await?;
             return Ok(AlertOutcome::Duplicate);
         }
-        let open = sqlx::query(
-            "SELECT id, doc FROM incidents WHERE condition_key = $1 AND state <> 'closed'",
-        )
-        .bind(condition)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| parse_doc(&r))
-        .transpose()?;
-        let alert_json = serde_json::to_value(alert).unwrap_or(Value::Null);
-        let outcome = match open {
+        let outcome = match open_in(&mut tx, condition).await? {
             Some(mut inc) => {
-                attach(&mut inc, alert, at);
-                let doc = write_doc(&mut tx, &inc, at, None).await?;
-                sqlx::query("INSERT INTO incident_alerts (alert_id, incident_id, received_at, alert) VALUES ($1, $2, $3, $4)")
-                    .bind(&alert.alert_id)
-                    .bind(&inc.id)
-                    .bind(now_ts(at))
-                    .bind(audit::canonical(&alert_json))
-                    .execute(&mut *tx)
-                    .await?;
-                Self::append(
-                    &mut tx,
-                    at,
-                    "driftwatch",
-                    "alert_attached",
-                    Some(&inc.id),
-                    &json!({"alert": alert_json, "doc_hash": audit::sha256_hex(doc.as_bytes())}),
-                )
-                .await?;
+                Self::attach_in(&mut tx, &mut inc, alert, at).await?;
                 AlertOutcome::Attached(inc.id)
             }
             None => {
-                sqlx::query("INSERT INTO incident_alerts (alert_id, incident_id, received_at, alert) VALUES ($1, NULL, $2, $3)")
-                    .bind(&alert.alert_id)
-                    .bind(now_ts(at))
-                    .bind(audit::canonical(&alert_json))
-                    .execute(&mut *tx)
-                    .await?;
+                let alert_json = insert_alert(&mut tx, alert, None, at).await?;
                 Self::append(
                     &mut tx,
                     at,
@@ -428,6 +381,28 @@ impl Store {
         };
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Attach an alert to an open incident inside `tx`: the record, the alert and the
+    /// audit entry with the record's new hash.
+    async fn attach_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        inc: &mut Incident,
+        alert: &driftwatch_schema::Alert,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        attach(inc, alert, at);
+        let doc = write_doc(tx, inc, at, None).await?;
+        let alert_json = insert_alert(tx, alert, Some(&inc.id), at).await?;
+        Self::append(
+            tx,
+            at,
+            "driftwatch",
+            "alert_attached",
+            Some(&inc.id),
+            &json!({"alert": alert_json, "doc_hash": audit::sha256_hex(doc.as_bytes())}),
+        )
+        .await
     }
 
     /// Open an incident with its evidence snapshot (frozen here, before anyone acts).
@@ -447,11 +422,7 @@ impl Store {
         let mut tx = self.begin().await?;
         self.lock(&mut tx).await?;
         if let Some(a) = alert {
-            let seen = sqlx::query("SELECT alert_id FROM incident_alerts WHERE alert_id = $1")
-                .bind(&a.alert_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if seen.is_some() {
+            if seen_in(&mut tx, &a.alert_id).await? {
                 tx.rollback().await?;
                 return Err(StoreError::Refused(Refusal {
                     status: 409,
@@ -462,36 +433,10 @@ impl Store {
                 }));
             }
         }
-        let existing = sqlx::query(
-            "SELECT id, doc FROM incidents WHERE condition_key = $1 AND state <> 'closed'",
-        )
-        .bind(&inc.condition)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| parse_doc(&r))
-        .transpose()?;
-        if let Some(mut open) = existing {
+        if let Some(mut open) = open_in(&mut tx, &inc.condition).await? {
             // Someone else opened it between our look and now: attach.
             if let Some(a) = alert {
-                attach(&mut open, a, at);
-                let doc = write_doc(&mut tx, &open, at, None).await?;
-                let alert_json = serde_json::to_value(a).unwrap_or(Value::Null);
-                sqlx::query("INSERT INTO incident_alerts (alert_id, incident_id, received_at, alert) VALUES ($1, $2, $3, $4)")
-                    .bind(&a.alert_id)
-                    .bind(&open.id)
-                    .bind(now_ts(at))
-                    .bind(audit::canonical(&alert_json))
-                    .execute(&mut *tx)
-                    .await?;
-                Self::append(
-                    &mut tx,
-                    at,
-                    "driftwatch",
-                    "alert_attached",
-                    Some(&open.id),
-                    &json!({"alert": alert_json, "doc_hash": audit::sha256_hex(doc.as_bytes())}),
-                )
-                .await?;
+                Self::attach_in(&mut tx, &mut open, a, at).await?;
             }
             tx.commit().await?;
             return Ok(open);
@@ -515,14 +460,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if let Some(a) = alert {
-            let alert_json = serde_json::to_value(a).unwrap_or(Value::Null);
-            sqlx::query("INSERT INTO incident_alerts (alert_id, incident_id, received_at, alert) VALUES ($1, $2, $3, $4)")
-                .bind(&a.alert_id)
-                .bind(&inc.id)
-                .bind(now_ts(at))
-                .bind(audit::canonical(&alert_json))
-                .execute(&mut *tx)
-                .await?;
+            insert_alert(&mut tx, a, Some(&inc.id), at).await?;
         }
         Self::append(
             &mut tx,
@@ -1011,6 +949,48 @@ async fn write_doc(
         }));
     }
     Ok(doc)
+}
+
+/// Whether an alert id was recorded before.
+async fn seen_in(conn: &mut sqlx::AnyConnection, alert_id: &str) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query("SELECT alert_id FROM incident_alerts WHERE alert_id = $1")
+            .bind(alert_id)
+            .fetch_optional(conn)
+            .await?
+            .is_some(),
+    )
+}
+
+/// The incident open for a condition (at most one: a partial unique index).
+async fn open_in(
+    conn: &mut sqlx::AnyConnection,
+    condition: &str,
+) -> Result<Option<Incident>, StoreError> {
+    sqlx::query("SELECT id, doc FROM incidents WHERE condition_key = $1 AND state <> 'closed'")
+        .bind(condition)
+        .fetch_optional(conn)
+        .await?
+        .map(|r| parse_doc(&r))
+        .transpose()
+}
+
+/// Store an alert (with its incident, if it has one); returns it as JSON.
+async fn insert_alert(
+    conn: &mut sqlx::AnyConnection,
+    alert: &driftwatch_schema::Alert,
+    incident: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<Value, StoreError> {
+    let alert_json = serde_json::to_value(alert).unwrap_or(Value::Null);
+    sqlx::query("INSERT INTO incident_alerts (alert_id, incident_id, received_at, alert) VALUES ($1, $2, $3, $4)")
+        .bind(&alert.alert_id)
+        .bind(incident)
+        .bind(now_ts(at))
+        .bind(audit::canonical(&alert_json))
+        .execute(conn)
+        .await?;
+    Ok(alert_json)
 }
 
 fn control_summary(c: &Control) -> Value {
