@@ -33,6 +33,9 @@ use crate::plan::{Plan, Severity};
 use crate::service::{self, ServiceConfig};
 use crate::synth::{demo_plan_toml, CreditModel, Drift};
 
+mod kill_switch;
+use kill_switch::kill_switch;
+
 /// Demo parameters.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -690,119 +693,6 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     }
     println!("\ndemo passed: the drift and the performance drop were detected and alerted on (the drop estimated before its outcomes arrived), nothing fired before them, and each alerting condition opened one incident with its evidence.");
     Ok(())
-}
-
-/// What the kill switch did in the demo.
-struct Flip {
-    incident: String,
-    disabled_ms: u128,
-    header: String,
-    enabled_ms: u128,
-}
-
-/// Wait for an incident, assess it and decide `disable` as the demo's approver; time the
-/// agent's status flip; then `enable` and time it back.
-async fn kill_switch(
-    client: &reqwest::Client,
-    api: &str,
-    token: &str,
-    agent: SocketAddr,
-    system: &str,
-) -> anyhow::Result<Flip> {
-    let call = |path: String, body: serde_json::Value| {
-        let req = client
-            .post(format!("{api}{path}"))
-            .bearer_auth(token)
-            .json(&body);
-        async move {
-            let r = req
-                .send()
-                .await
-                .context("incident service did not answer")?;
-            let status = r.status();
-            let v: serde_json::Value = r.json().await.unwrap_or_default();
-            if !status.is_success() {
-                bail!("incident service answered {status}: {v}");
-            }
-            Ok::<_, anyhow::Error>(v)
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let incident = loop {
-        let list: serde_json::Value = client
-            .get(format!("{api}/v1/incidents?system_id={system}"))
-            .bearer_auth(token)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if let Some(id) = list["incidents"]
-            .as_array()
-            .and_then(|l| l.last())
-            .and_then(|i| i["id"].as_str())
-        {
-            break id.to_owned();
-        }
-        if Instant::now() > deadline {
-            bail!("no incident opened");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    call(
-        format!("/v1/incidents/{incident}/assess"),
-        serde_json::json!({"reason": "demo", "assessment": "the applicant population drifted"}),
-    )
-    .await?;
-    let status = |want: &'static str| async move {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(20) {
-            let s: serde_json::Value = client
-                .get(format!("http://{agent}/v1/status?system_id={system}"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if s["serving"] == want {
-                return Ok(started.elapsed().as_millis());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        bail!("the agent did not report `{want}` within 20 s")
-    };
-    call(
-        format!("/v1/incidents/{incident}/decide"),
-        serde_json::json!({"reason": "demo: accuracy for the new population is not established", "decision": "disable"}),
-    )
-    .await?;
-    let disabled_ms = status("disabled").await?;
-    // The model server's next post learns it from the answer.
-    let p = CreditModel::new(system, 1).next_json(Drift::NONE);
-    let r = client
-        .post(format!("http://{agent}/v1/predictions"))
-        .json(&p)
-        .send()
-        .await?;
-    let header = r
-        .headers()
-        .get("driftwatch-serving")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    if !header.starts_with("disabled") {
-        bail!("the agent's answer says `{header}`, not disabled");
-    }
-    call(
-        format!("/v1/systems/{system}/enable"),
-        serde_json::json!({"reason": "demo: lifted", "incident_id": incident}),
-    )
-    .await?;
-    let enabled_ms = status("allowed").await?;
-    Ok(Flip {
-        incident,
-        disabled_ms,
-        header,
-        enabled_ms,
-    })
 }
 
 /// Post outcome events to the agent in one NDJSON batch.

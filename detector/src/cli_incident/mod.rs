@@ -17,6 +17,13 @@ use serde_json::{json, Value};
 
 use driftwatch_detector::plan::Plan;
 
+mod audit;
+mod serve;
+
+pub use audit::{audit, AuditCommand};
+use serve::serve;
+pub use serve::ServeArgs;
+
 const EXIT_CONFIG: u8 = 64;
 const EXIT_DATA: u8 = 65;
 const EXIT_UNAVAILABLE: u8 = 69;
@@ -295,27 +302,6 @@ pub enum IncidentCommand {
         format: String,
     },
 }
-
-/// `driftwatch audit ...`
-#[derive(Subcommand, Debug)]
-pub enum AuditCommand {
-    /// Check the audit chain, the incident records against it, and checkpoints; name
-    /// the first bad entry.
-    Verify {
-        /// The incident database (`sqlite:PATH` or `postgres://...`).
-        #[arg(long, env = "DRIFTWATCH_DATABASE_URL")]
-        database: String,
-        /// A checkpoint note held elsewhere (repeatable): catches a deleted or rewritten
-        /// tail.
-        #[arg(long = "checkpoint")]
-        checkpoints: Vec<PathBuf>,
-        /// The verifier key the checkpoints must be signed with
-        /// (`name+hash+key`, logged by the service at start).
-        #[arg(long)]
-        verifier_key: Option<String>,
-    },
-}
-
 /// Where the API is and who is calling.
 #[derive(Args, Debug)]
 pub struct ApiArgs {
@@ -343,83 +329,6 @@ impl ApiArgs {
         };
         Ok(Client::new(&self.url, &token))
     }
-}
-
-/// `incident serve` flags.
-#[derive(Args, Debug)]
-pub struct ServeArgs {
-    /// Monitoring plans (their actions, parties and versions).
-    #[arg(long = "plan")]
-    plans: Vec<PathBuf>,
-    /// `sqlite:PATH` (embedded, the default) or `postgres://USER@HOST/DB` (shared).
-    #[arg(
-        long,
-        env = "DRIFTWATCH_DATABASE_URL",
-        default_value = "sqlite:driftwatch-incidents.db"
-    )]
-    database: String,
-    /// Address of the API.
-    #[arg(
-        long,
-        env = "DRIFTWATCH_INCIDENT_LISTEN",
-        default_value = "127.0.0.1:9480"
-    )]
-    listen: SocketAddr,
-    /// Kafka bootstrap servers ("" to serve the API without Kafka).
-    #[arg(
-        long,
-        env = "DRIFTWATCH_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    brokers: String,
-    /// Consumer group.
-    #[arg(
-        long,
-        env = "DRIFTWATCH_INCIDENT_GROUP_ID",
-        default_value = "driftwatch-incidents"
-    )]
-    group: String,
-    /// Alerts topic.
-    #[arg(long, env = "DRIFTWATCH_ALERTS_TOPIC", default_value = driftwatch_schema::DEFAULT_ALERTS_TOPIC)]
-    alerts_topic: String,
-    /// Reports topic ("" for none: evidence then holds the alert only).
-    #[arg(long, env = "DRIFTWATCH_REPORTS_TOPIC", default_value = driftwatch_detector::driver::kafka::DEFAULT_REPORTS_TOPIC)]
-    reports_topic: String,
-    /// Control topic the agents follow: decisions to restrict or disable ("" for none;
-    /// compacted, see README).
-    #[arg(long, env = "DRIFTWATCH_CONTROL_TOPIC", default_value = driftwatch_schema::DEFAULT_CONTROL_TOPIC)]
-    control_topic: String,
-    /// Topic of signed audit checkpoints ("" for none).
-    #[arg(long, env = "DRIFTWATCH_CHECKPOINTS_TOPIC", default_value = service::DEFAULT_CHECKPOINTS_TOPIC)]
-    checkpoints_topic: String,
-    /// Token file: `NAME ROLE sha256:HEX` and an optional expiry per line (`driftwatch incident
-    /// token` prints lines). DRIFTWATCH_TOKENS may hold more lines, `;`-separated.
-    #[arg(long, env = "DRIFTWATCH_TOKENS_FILE")]
-    tokens_file: Option<PathBuf>,
-    /// Ed25519 key of audit checkpoints (made on first start, mode 0600).
-    #[arg(
-        long,
-        env = "DRIFTWATCH_AUDIT_KEY",
-        default_value = "driftwatch-audit.key"
-    )]
-    signing_key: PathBuf,
-    /// The checkpoints' origin line (names this log).
-    #[arg(long, default_value = "driftwatch.audit")]
-    origin: String,
-    /// Seconds between checkpoints (when the chain grew).
-    #[arg(long, default_value_t = 60)]
-    checkpoint_interval_s: u64,
-    /// Seconds between looks for due reminders.
-    #[arg(long, default_value_t = 60)]
-    reminder_interval_s: u64,
-    /// How long an opening waits for its window's report (milliseconds).
-    #[arg(long, default_value_t = 5000)]
-    evidence_wait_ms: u64,
-    /// Extra librdkafka property KEY=VALUE (repeatable; secrets refused here).
-    #[arg(long = "kafka-property", value_parser = crate::parse_kv)]
-    kafka_properties: Vec<(String, String)>,
-    #[command(flatten)]
-    security: crate::SecurityArgs,
 }
 
 /// Run an `incident` command.
@@ -832,122 +741,4 @@ fn client_fail(e: ClientError) -> ExitCode {
 fn fail(code: u8, e: impl std::fmt::Display) -> ExitCode {
     eprintln!("driftwatch: {e}");
     ExitCode::from(code)
-}
-
-async fn serve(args: ServeArgs) -> ExitCode {
-    let mut policies = Vec::new();
-    for p in &args.plans {
-        match Plan::from_file(p) {
-            Ok(plan) => policies.push(plan.policy()),
-            Err(e) => return fail(EXIT_CONFIG, e),
-        }
-    }
-    let mut tokens = Tokens::default();
-    if let Some(f) = &args.tokens_file {
-        match Tokens::from_file(f) {
-            Ok(t) => tokens.extend(t),
-            Err(e) => return fail(EXIT_CONFIG, e),
-        }
-    }
-    if let Ok(text) = std::env::var("DRIFTWATCH_TOKENS") {
-        match Tokens::parse(&text, "DRIFTWATCH_TOKENS") {
-            Ok(t) => tokens.extend(t),
-            Err(e) => return fail(EXIT_CONFIG, e),
-        }
-    }
-    if tokens.is_empty() {
-        tracing::warn!("no API tokens: every API request will be refused (give --tokens-file)");
-    }
-    let kafka_properties: BTreeMap<String, String> = args.kafka_properties.into_iter().collect();
-    if let Err(e) =
-        driftwatch_common::kafka::check_properties("--kafka-property", &kafka_properties)
-    {
-        return fail(EXIT_CONFIG, e);
-    }
-    let security = match args
-        .security
-        .security()
-        .and_then(|s| s.resolve().map_err(|e| e.to_string()))
-    {
-        Ok(s) => s,
-        Err(e) => return fail(EXIT_CONFIG, e),
-    };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            return fail(
-                EXIT_UNAVAILABLE,
-                format!("cannot listen on {}: {e}", args.listen),
-            )
-        }
-    };
-    let config = IncidentConfig {
-        database_url: args.database,
-        brokers: args.brokers,
-        security,
-        kafka_properties,
-        alerts_topic: args.alerts_topic,
-        reports_topic: args.reports_topic,
-        checkpoints_topic: args.checkpoints_topic,
-        control_topic: args.control_topic,
-        group_id: args.group,
-        policies,
-        tokens,
-        signing_key: args.signing_key,
-        origin: args.origin,
-        checkpoint_interval: Duration::from_secs(args.checkpoint_interval_s.max(1)),
-        reminder_interval: Duration::from_secs(args.reminder_interval_s.max(1)),
-        evidence_wait: Duration::from_millis(args.evidence_wait_ms),
-    };
-    match service::run(listener, config, driftwatch_common::shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e @ service::ServiceError::Key { .. }) => fail(EXIT_CONFIG, e),
-        Err(e) => fail(EXIT_UNAVAILABLE, e),
-    }
-}
-
-/// Run an `audit` command.
-pub async fn audit(cmd: AuditCommand) -> ExitCode {
-    let AuditCommand::Verify {
-        database,
-        checkpoints,
-        verifier_key,
-    } = cmd;
-    let mut held = Vec::new();
-    for p in &checkpoints {
-        let note = match std::fs::read_to_string(p) {
-            Ok(n) => n,
-            Err(e) => return fail(EXIT_CONFIG, format!("--checkpoint {}: {e}", p.display())),
-        };
-        match driftwatch_incident::audit::parse_checkpoint(&note, verifier_key.as_deref()) {
-            Ok(c) => held.push(c),
-            Err(e) => return fail(EXIT_DATA, format!("--checkpoint {}: {e}", p.display())),
-        }
-    }
-    let store = match Store::open(&database).await {
-        Ok(s) => Arc::new(s),
-        Err(e) => return fail(EXIT_UNAVAILABLE, e),
-    };
-    match store.verify_with(&held, verifier_key.as_deref()).await {
-        Ok(v) if v.ok => {
-            println!(
-                "audit chain ok: {} entries, head {}, {} checkpoint(s) agree; every incident record matches its last entry",
-                v.entries, v.head, v.checkpoints
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            let p = v.problem.unwrap_or(driftwatch_incident::audit::Problem {
-                seq: 0,
-                kind: "unknown".into(),
-                message: String::new(),
-            });
-            eprintln!(
-                "audit chain BROKEN at entry {} ({}): {}",
-                p.seq, p.kind, p.message
-            );
-            ExitCode::from(EXIT_DATA)
-        }
-        Err(e) => fail(EXIT_UNAVAILABLE, e),
-    }
 }
