@@ -716,14 +716,6 @@ impl Plan {
                 .collect(),
         }
     }
-
-    /// The parties to inform of a decision (`decision` in the incident record's spelling).
-    pub fn parties_for(&self, decision: &str) -> Vec<&Party> {
-        self.parties
-            .iter()
-            .filter(|p| p.inform_on.is_empty() || p.inform_on.iter().any(|d| d == decision))
-            .collect()
-    }
 }
 
 /// Text safe in a Markdown paragraph: no raw HTML, no line breaks.

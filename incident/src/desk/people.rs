@@ -122,12 +122,6 @@ impl Desk {
         req: StepRequest,
     ) -> Result<Incident, StoreError> {
         let reason = required("reason", &req.reason).map_err(StoreError::Refused)?;
-        let policy_parties = self
-            .store
-            .get(id)
-            .await?
-            .map(|i| self.policy(&i.system_id).parties)
-            .unwrap_or_default();
         let payload = json!({
             "step": step.as_str(),
             "reason": reason,
@@ -210,14 +204,11 @@ impl Desk {
                         let parties = req.parties.clone().unwrap_or_default();
                         let decision = inc.decision.as_ref().map(|d| d.decision);
                         if parties.is_empty() && decision != Some(Decision::ContinueUse) {
-                            let expected: Vec<String> = policy_parties
+                            let policy = self.policy(&inc.system_id);
+                            let expected: Vec<String> = decision
+                                .map(|d| policy.parties_for(d.as_str()))
+                                .unwrap_or_default()
                                 .iter()
-                                .filter(|p| {
-                                    decision.is_some_and(|d| {
-                                        p.inform_on.is_empty()
-                                            || p.inform_on.iter().any(|x| x == d.as_str())
-                                    })
-                                })
                                 .map(|p| format!("{} {}", p.kind, p.name))
                                 .collect();
                             return Err(refuse(
