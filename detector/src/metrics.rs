@@ -34,6 +34,9 @@ pub struct DetectorMetrics {
     pub severity: IntGaugeVec,
     /// `driftwatch_alerts_total{system,severity}`.
     pub alerts: IntCounterVec,
+    /// `driftwatch_alert_notifications_total{system,status}`: episode notifications
+    /// (`firing`, `escalated`, `ongoing`, `resolved`) and heartbeats.
+    pub notifications: IntCounterVec,
     /// `driftwatch_alert_delivery_failures_total{sink}`: failed delivery attempts.
     pub alert_failures: IntCounterVec,
     /// `driftwatch_alert_repeats_total{sink}`: alerts a receiver already had (written
@@ -247,6 +250,13 @@ impl DetectorMetrics {
             Opts::new("driftwatch_alerts_total", "Alerts raised."),
             &["system", "severity"],
         )?;
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_alert_notifications_total",
+                "Episode notifications: firing, escalated and resolved page; ongoing refreshes Alertmanager.",
+            ),
+            &["system", "status"],
+        )?;
         let alert_failures = IntCounterVec::new(
             Opts::new(
                 "driftwatch_alert_delivery_failures_total",
@@ -367,6 +377,7 @@ impl DetectorMetrics {
         registry.register(Box::new(statistic.clone()))?;
         registry.register(Box::new(severity.clone()))?;
         registry.register(Box::new(alerts.clone()))?;
+        registry.register(Box::new(notifications.clone()))?;
         registry.register(Box::new(alert_failures.clone()))?;
         registry.register(Box::new(alerts_dropped.clone()))?;
         registry.register(Box::new(alert_repeats.clone()))?;
@@ -384,6 +395,7 @@ impl DetectorMetrics {
             statistic,
             severity,
             alerts,
+            notifications,
             alert_failures,
             alert_repeats,
             alerts_dropped,

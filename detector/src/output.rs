@@ -22,6 +22,11 @@ pub trait Output: Send + Sync {
     /// A window's performance was reported (closed, judged as outcomes arrived, or
     /// final), with the alerts it raised. Must return at once.
     fn performance(&self, report: &PerformanceReport, alerts: &[Alert]);
+
+    /// Episode notifications (firing, escalated, ongoing, resolved; see
+    /// [`crate::alert::episode`]) and the service's own alerts (a heartbeat), after the
+    /// report that caused them. Must return at once.
+    fn notifications(&self, _alerts: &[Alert]) {}
 }
 
 /// Every performance report, to a channel (the demo and the tests read them from it).
@@ -59,6 +64,16 @@ impl Output for crate::metrics::DetectorMetrics {
             self.alerts
                 .with_label_values(&[a.system_id.as_str(), a.severity.as_str()])
                 .inc();
+        }
+    }
+
+    fn notifications(&self, alerts: &[Alert]) {
+        for a in alerts {
+            if let Some(l) = &a.lifecycle {
+                self.notifications
+                    .with_label_values(&[a.system_id.as_str(), l.status.as_str()])
+                    .inc();
+            }
         }
     }
 }

@@ -46,6 +46,7 @@ fn alert(k: i64) -> Alert {
         plan_version: None,
         plan_hash: Some("sha256:0000000000000000".into()),
         summary: "critical drift on age".into(),
+        lifecycle: None,
     }
 }
 

@@ -135,6 +135,73 @@ pub struct Alert {
     pub plan_hash: Option<String>,
     /// One line for humans.
     pub summary: String,
+    /// Where this notification stands in its condition's episode. Absent on a window's
+    /// own alert (one per breaching check per window, the record); present on the
+    /// notifications the receivers page with (one per episode: firing, escalated,
+    /// resolved; `ongoing` refreshes Alertmanager only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// What a notification says about its condition's episode.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum EpisodeStatus {
+    /// The condition started breaching (K of the last N windows): page.
+    Firing,
+    /// Its severity rose within the episode (warning to critical): page again.
+    Escalated,
+    /// Another breaching window of an episode already paged: no page, only a refresh
+    /// for receivers that expire alerts (Alertmanager's `endsAt`).
+    Ongoing,
+    /// M clean windows in a row after the last breach: the episode ended.
+    Resolved,
+}
+
+impl EpisodeStatus {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EpisodeStatus::Firing => "firing",
+            EpisodeStatus::Escalated => "escalated",
+            EpisodeStatus::Ongoing => "ongoing",
+            EpisodeStatus::Resolved => "resolved",
+        }
+    }
+
+    /// A person is paged by this (everything but `ongoing`).
+    pub fn pages(self) -> bool {
+        self != EpisodeStatus::Ongoing
+    }
+}
+
+/// One condition's episode: from the window it fired in to the one it resolved in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Lifecycle {
+    /// Firing, escalated, ongoing or resolved.
+    pub status: EpisodeStatus,
+    /// The condition: `system/kind/signal/method` (one per check and group of people);
+    /// the same across episodes, so receivers group by it.
+    pub fingerprint: String,
+    /// The episode: `fingerprint@window` of the window it fired in; the same for every
+    /// notification of one episode (PagerDuty's `dedup_key`).
+    pub episode: String,
+    /// The window the episode fired in.
+    pub started_window: i64,
+    /// When the breaching that fired it was seen (the last prediction of that window).
+    pub started_at: DateTime<Utc>,
+    /// Breaching windows among the last `of` when it fired.
+    pub breaching: u32,
+    /// The plan's N of "K of the last N windows".
+    pub of: u32,
+    /// Clean windows in a row since the last breach (`resolved`: the plan's M).
+    pub clean: u32,
+    /// The plan's runbook for this severity (`[actions.warning|critical] runbook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
+    /// Where a person finds the incidents of this system (`[alerts] incident_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_url: Option<String>,
 }
 
 /// A payload on the alerts topic that is not an alert.

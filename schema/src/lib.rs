@@ -87,7 +87,7 @@ pub const CONTROL_JSON_SCHEMA: &str = include_str!("../driftwatch-control-v1.sch
 mod alert;
 mod control;
 
-pub use alert::{Alert, AlertKind, AlertWireError, Severity, WindowInfo};
+pub use alert::{Alert, AlertKind, AlertWireError, EpisodeStatus, Lifecycle, Severity, WindowInfo};
 pub use control::{Control, ControlAction, ControlError};
 
 /// One feature value as posted by the model server.

@@ -209,6 +209,7 @@ fn sample_alert() -> Alert {
         plan_version: None,
         plan_hash: None,
         summary: "critical drift".into(),
+        lifecycle: None,
     }
 }
 

@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 use crate::engine::WindowReport;
 use crate::metrics::DetectorMetrics;
 use crate::output::Output;
-use crate::plan::Plan;
+use crate::plan::{Plan, WebhookSends};
 
 /// How alerts are delivered.
 #[derive(Debug, Clone)]
@@ -79,31 +79,98 @@ struct Queued {
 /// Where one worker delivers.
 #[derive(Clone)]
 enum Receiver {
-    Webhook(String),
+    Webhook(String, WebhookSends),
     Alertmanager(String),
+    Slack(String),
+    PagerDuty { url: String, routing_key: String },
 }
 
 impl Receiver {
     fn sink(&self) -> &'static str {
         match self {
-            Receiver::Webhook(_) => "webhook",
+            Receiver::Webhook(..) => "webhook",
             Receiver::Alertmanager(_) => "alertmanager",
+            Receiver::Slack(_) => "slack",
+            Receiver::PagerDuty { .. } => "pagerduty",
         }
     }
 
     /// A plan's receivers, each with the key that makes it one worker across plans.
     fn of(plan: &Plan) -> Vec<(String, Receiver)> {
+        let a = &plan.alerts;
         let mut out = Vec::new();
-        if let Some(url) = &plan.alerts.webhook_url {
-            out.push((format!("webhook:{url}"), Receiver::Webhook(url.clone())));
+        if let Some(url) = &a.webhook_url {
+            let sends = a.webhook_sends;
+            out.push((
+                format!("webhook:{sends:?}:{url}"),
+                Receiver::Webhook(url.clone(), sends),
+            ));
         }
-        if let Some(url) = &plan.alerts.alertmanager_url {
+        if let Some(url) = &a.alertmanager_url {
             out.push((
                 format!("alertmanager:{url}"),
                 Receiver::Alertmanager(url.clone()),
             ));
         }
+        if let Some(url) = &a.slack_webhook_url {
+            out.push((format!("slack:{url}"), Receiver::Slack(url.clone())));
+        }
+        if let Some(key) = &a.pagerduty_routing_key {
+            // The key is a secret of sorts: the worker's name carries a hash of it.
+            out.push((
+                format!(
+                    "pagerduty:{}:{:016x}",
+                    a.pagerduty_url,
+                    crate::engine::fnv1a64(key.as_bytes(), 0)
+                ),
+                Receiver::PagerDuty {
+                    url: a.pagerduty_url.clone(),
+                    routing_key: key.clone(),
+                },
+            ));
+        }
         out
+    }
+
+    /// Whether this receiver gets `alert`: obligations go everywhere; a window's own
+    /// alerts only to a webhook that asks for them; episode notifications that page to
+    /// every receiver, and `ongoing` ones to Alertmanager, whose alerts expire unless
+    /// refreshed.
+    fn wants(&self, alert: &Alert) -> bool {
+        if alert.kind == driftwatch_schema::AlertKind::Obligation {
+            return true;
+        }
+        match (&alert.lifecycle, self) {
+            (None, Receiver::Webhook(_, sends)) => *sends == WebhookSends::Windows,
+            (None, _) => false,
+            (Some(_), Receiver::Webhook(_, WebhookSends::Windows)) => false,
+            (Some(_), Receiver::Alertmanager(_)) => true,
+            (Some(l), _) => l.status.pages(),
+        }
+    }
+
+    /// The request of one attempt: URL and body.
+    fn request(
+        &self,
+        payload: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+        config: &DeliveryConfig,
+    ) -> Result<(String, Vec<u8>), Failure> {
+        let alert = || {
+            Alert::from_wire(payload).map_err(|e| Failure::Refused(format!("not an alert: {e}")))
+        };
+        Ok(match self {
+            Receiver::Webhook(url, _) => (url.clone(), payload.to_vec()),
+            Receiver::Alertmanager(base) => (
+                format!("{}/api/v2/alerts", base.trim_end_matches('/')),
+                super::receivers::alertmanager_body(&alert()?, now, config.alertmanager_hold),
+            ),
+            Receiver::Slack(url) => (url.clone(), super::receivers::slack_body(&alert()?)),
+            Receiver::PagerDuty { url, routing_key } => (
+                url.clone(),
+                super::receivers::pagerduty_body(&alert()?, routing_key, now),
+            ),
+        })
     }
 }
 
@@ -118,7 +185,7 @@ enum Failure {
 /// The queues of every receiver of every plan, and their workers.
 pub struct AlertDelivery {
     /// Per system, the queues its alerts go to, with their sink labels.
-    routes: HashMap<String, Vec<(&'static str, mpsc::Sender<Queued>)>>,
+    routes: HashMap<String, Vec<(Receiver, mpsc::Sender<Queued>)>>,
     metrics: DetectorMetrics,
     workers: JoinSet<()>,
     stop: tokio_util::sync::CancellationToken,
@@ -143,21 +210,20 @@ impl AlertDelivery {
             reqwest::Client::new()
         });
         let mut workers = JoinSet::new();
-        let mut by_receiver: HashMap<String, (&'static str, mpsc::Sender<Queued>)> = HashMap::new();
+        let mut by_receiver: HashMap<String, (Receiver, mpsc::Sender<Queued>)> = HashMap::new();
         let mut spawn = |key: String, receiver: Receiver| {
             by_receiver
                 .entry(key)
                 .or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(config.queue.max(1));
-                    let sink = receiver.sink();
                     workers.spawn(worker(
-                        receiver,
+                        receiver.clone(),
                         rx,
                         http.clone(),
                         config.clone(),
                         metrics.clone(),
                     ));
-                    (sink, tx)
+                    (receiver, tx)
                 })
                 .clone()
         };
@@ -221,7 +287,11 @@ impl AlertDelivery {
         let body: Arc<[u8]> = alert.to_wire().into();
         let alert_id: Arc<str> = alert.alert_id.as_str().into();
         let raised = Instant::now();
-        for (sink, tx) in queues {
+        for (receiver, tx) in queues {
+            if !receiver.wants(alert) {
+                continue;
+            }
+            let sink = &receiver.sink();
             let q = Queued {
                 alert_id: alert_id.clone(),
                 body: body.clone(),
@@ -272,6 +342,12 @@ impl Output for AlertDelivery {
             self.send(a);
         }
     }
+
+    fn notifications(&self, alerts: &[Alert]) {
+        for a in alerts {
+            self.send(a);
+        }
+    }
 }
 
 async fn worker(
@@ -302,17 +378,9 @@ async fn deliver_one(
     let sink = receiver.sink();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let result = match receiver {
-            Receiver::Webhook(url) => post(http, url, q.body.to_vec()).await,
-            Receiver::Alertmanager(base) => {
-                match alertmanager_body(&q.body, chrono::Utc::now(), config.alertmanager_hold) {
-                    Some(body) => {
-                        let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-                        post(http, &url, body).await
-                    }
-                    None => Err(Failure::Refused("not an alert payload".into())),
-                }
-            }
+        let result = match receiver.request(&q.body, chrono::Utc::now(), config) {
+            Ok((url, body)) => post(http, &url, body).await,
+            Err(e) => Err(e),
         };
         match result {
             Ok(()) => return,
@@ -442,7 +510,7 @@ async fn topic_worker(
             if delivered.contains(&alert.alert_id) {
                 metrics.alert_repeats.with_label_values(&[sink]).inc();
                 tracing::debug!(sink, alert_id = %alert.alert_id, "alert already delivered; not sent again");
-            } else if systems.contains(&alert.system_id) {
+            } else if systems.contains(&alert.system_id) && receiver.wants(&alert) {
                 // Its age counts from when it was written, across restarts.
                 let written = m.timestamp().to_millis().unwrap_or(0);
                 let age_ms = (chrono::Utc::now().timestamp_millis() - written).max(0) as u64;
@@ -574,181 +642,18 @@ async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), Fa
     }
 }
 
-/// How long an alert posted at `now` stays firing in Alertmanager: twice its window's
-/// span (event time; a time window's length), within `[min, 24 h]`.
-fn alertmanager_ends_at(
-    alert: &Alert,
-    now: chrono::DateTime<chrono::Utc>,
-    min: Duration,
-) -> chrono::DateTime<chrono::Utc> {
-    let w = &alert.window;
-    let span = match (w.start, w.end) {
-        (Some(s), Some(e)) => e - s,
-        _ => w.last_event_at - w.first_event_at,
-    };
-    let min = chrono::Duration::from_std(min).unwrap_or(chrono::Duration::minutes(10));
-    let hold = (span * 2).clamp(min, chrono::Duration::hours(24).max(min));
-    now + hold
-}
-
-/// The Alertmanager v2 body for an alert payload posted at `now`. The labels name the
-/// condition (system, signal, method, severity), not the window, so every breaching
-/// window re-posts the same Alertmanager alert and extends its `endsAt`; when the
-/// condition clears, no window re-posts it and Alertmanager resolves it at `endsAt`.
-fn alertmanager_body(
-    payload: &[u8],
-    now: chrono::DateTime<chrono::Utc>,
-    hold: Duration,
-) -> Option<Vec<u8>> {
-    let alert = Alert::from_wire(payload).ok()?;
-    let ends_at = alertmanager_ends_at(&alert, now, hold);
-    let body = serde_json::json!([{
-        "startsAt": alert.window.last_event_at.min(now).to_rfc3339(),
-        "endsAt": ends_at.to_rfc3339(),
-        "labels": {
-            "alertname": match alert.kind {
-                driftwatch_schema::AlertKind::Drift => "DriftwatchDrift",
-                driftwatch_schema::AlertKind::Performance => "DriftwatchPerformance",
-                driftwatch_schema::AlertKind::PerformanceEstimate => "DriftwatchPerformanceEstimate",
-                driftwatch_schema::AlertKind::Obligation => "DriftwatchObligation",
-            },
-            "system": alert.system_id,
-            "signal": alert.signal,
-            "method": alert.method,
-            "severity": alert.severity.as_str(),
-        },
-        "annotations": {
-            "summary": alert.summary,
-            "alert_id": alert.alert_id,
-            "window": alert.window.index.to_string(),
-            "value": alert.value.to_string(),
-            "threshold": alert.threshold.to_string(),
-            "reference_version": alert.reference_version,
-        },
-        "generatorURL": format!("driftwatch://{}/{}", alert.system_id, alert.alert_id),
-    }]);
-    serde_json::to_vec(&body).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
 
     use axum::http::StatusCode;
     use axum::routing::post;
-    use driftwatch_schema::{Severity, WindowInfo};
     use prometheus::Registry;
 
     use super::*;
 
     fn alert(n: i64) -> Alert {
-        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
-        Alert {
-            alert_id: format!("s/r/{n}/age/ks"),
-            system_id: "s".into(),
-            kind: driftwatch_schema::AlertKind::Drift,
-            severity: Severity::Critical,
-            signal: "age".into(),
-            method: "ks".into(),
-            statistic: Some(0.5),
-            p_value: Some(0.0),
-            value: 0.0,
-            threshold: 0.01,
-            samples: 100,
-            window: WindowInfo {
-                index: n,
-                start: None,
-                end: None,
-                events: 100,
-                outcomes: 0,
-                first_event_at: at,
-                last_event_at: at,
-                complete: true,
-            },
-            reference_version: "r".into(),
-            plan_version: None,
-            plan_hash: None,
-            summary: "critical drift".into(),
-        }
-    }
-
-    #[test]
-    fn alertmanager_holds_an_alert_for_two_windows_within_bounds() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
-            .expect("time")
-            .with_timezone(&chrono::Utc);
-        let min = Duration::from_secs(600);
-        let held = |first: &str, last: &str, window: Option<(&str, &str)>| {
-            let t = |s: &str| {
-                chrono::DateTime::parse_from_rfc3339(s)
-                    .expect("time")
-                    .with_timezone(&chrono::Utc)
-            };
-            let mut a = alert(1);
-            a.window.first_event_at = t(first);
-            a.window.last_event_at = t(last);
-            if let Some((s, e)) = window {
-                a.window.start = Some(t(s));
-                a.window.end = Some(t(e));
-            }
-            (alertmanager_ends_at(&a, now, min) - now).num_minutes()
-        };
-        // A count window whose events span 30 minutes: held an hour.
-        assert_eq!(
-            held("2026-11-27T11:00:00Z", "2026-11-27T11:30:00Z", None),
-            60
-        );
-        // A minute's window: the 10-minute floor.
-        assert_eq!(
-            held("2026-11-27T11:59:00Z", "2026-11-27T12:00:00Z", None),
-            10
-        );
-        // A time window is held for twice its length, whatever its events span.
-        assert_eq!(
-            held(
-                "2026-11-27T08:00:00Z",
-                "2026-11-27T08:01:00Z",
-                Some(("2026-11-27T08:00:00Z", "2026-11-27T10:00:00Z"))
-            ),
-            240
-        );
-        // Days: a day at most, so a forgotten condition ends.
-        assert_eq!(
-            held("2026-11-20T00:00:00Z", "2026-11-27T00:00:00Z", None),
-            24 * 60
-        );
-
-        let body = alertmanager_body(&alert(3).to_wire(), now, min).expect("an alert");
-        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(v[0]["endsAt"], "2026-11-27T12:10:00+00:00");
-        // The labels name the condition, not the window: the next breaching window
-        // re-posts the same Alertmanager alert.
-        let other = alertmanager_body(&alert(4).to_wire(), now, min).expect("an alert");
-        let w: serde_json::Value = serde_json::from_slice(&other).expect("json");
-        assert_eq!(v[0]["labels"], w[0]["labels"]);
-    }
-
-    /// Alertmanager tells drift, realized performance and estimates apart by alertname
-    /// (README; the routes in deploy/alertmanager match on it).
-    #[test]
-    fn the_alertname_says_what_the_alert_is_about() {
-        use driftwatch_schema::AlertKind;
-        let now = chrono::Utc::now();
-        for (kind, name) in [
-            (AlertKind::Drift, "DriftwatchDrift"),
-            (AlertKind::Performance, "DriftwatchPerformance"),
-            (
-                AlertKind::PerformanceEstimate,
-                "DriftwatchPerformanceEstimate",
-            ),
-            (AlertKind::Obligation, "DriftwatchObligation"),
-        ] {
-            let a = Alert { kind, ..alert(1) };
-            let body =
-                alertmanager_body(&a.to_wire(), now, Duration::from_secs(600)).expect("an alert");
-            let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
-            assert_eq!(v[0]["labels"]["alertname"], name);
-        }
+        crate::alert::sample_alert(n)
     }
 
     /// A receiver answering `status` to everything; its URL.
@@ -764,7 +669,7 @@ mod tests {
 
     fn plan(url: &str) -> Arc<Plan> {
         let text = format!(
-            "[system]\nid = \"s\"\n[reference]\nfirst_events = 10\n[window]\nsize = 10\n[features.age]\ntype = \"numeric\"\n[alerts]\nwebhook_url = \"{url}\"\n"
+            "[system]\nid = \"s\"\n[reference]\nfirst_events = 10\n[window]\nsize = 10\n[features.age]\ntype = \"numeric\"\n[alerts]\nwebhook_url = \"{url}\"\nwebhook_sends = \"windows\"\n"
         );
         Arc::new(Plan::from_toml(&text, "plan", PathBuf::new()).expect("plan"))
     }

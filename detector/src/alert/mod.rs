@@ -9,6 +9,8 @@
 pub use driftwatch_schema::Alert;
 
 pub mod delivery;
+pub mod episode;
+pub mod receivers;
 
 use crate::engine::{CheckStatus, ThresholdOrigin, WindowReport};
 use crate::plan::{Method, Severity};
@@ -25,6 +27,15 @@ pub fn short(x: f64) -> String {
 /// The alerts a window report raises at or above `min`: its checks, then the checks of
 /// each group of people (signal `age[features.region=south]`).
 pub fn alerts_for(report: &WindowReport, min: Severity) -> Vec<Alert> {
+    drift_verdicts(report, min)
+        .into_iter()
+        .filter_map(|v| v.alert)
+        .collect()
+}
+
+/// Every evaluated check of a window report, with its alert where it breaches `min`:
+/// what the episodes ([`episode`]) count, clean windows included.
+pub fn drift_verdicts(report: &WindowReport, min: Severity) -> Vec<Verdict> {
     let min = min.max(Severity::Warning);
     let whole = report.checks.iter().map(|c| (c, c.signal.clone()));
     let groups = report.segments.iter().flat_map(|g| {
@@ -34,9 +45,35 @@ pub fn alerts_for(report: &WindowReport, min: Severity) -> Vec<Alert> {
     });
     whole
         .chain(groups)
-        .filter(|(c, _)| c.status == CheckStatus::Evaluated && c.severity >= min)
-        .filter_map(|(c, signal)| check_alert(report, c, signal))
+        .filter(|(c, _)| c.status == CheckStatus::Evaluated && c.value.is_some())
+        .map(|(c, signal)| {
+            let fingerprint = format!("{}/drift/{signal}/{}", report.system_id, c.method);
+            let alert = if c.severity >= min {
+                check_alert(report, c, signal)
+            } else {
+                None
+            };
+            Verdict {
+                fingerprint,
+                window: report.window.clone(),
+                value: c.value,
+                alert,
+            }
+        })
         .collect()
+}
+
+/// One condition in one window: breaching (with the window's alert) or clean.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The condition: `system/kind/signal/method`.
+    pub fingerprint: String,
+    /// The window.
+    pub window: driftwatch_schema::WindowInfo,
+    /// The value compared with the levels.
+    pub value: Option<f64>,
+    /// The window's alert, if the condition breached.
+    pub alert: Option<Alert>,
 }
 
 fn check_alert(
@@ -105,6 +142,7 @@ fn check_alert(
             report.window.index
         ),
         signal,
+        lifecycle: None,
     })
 }
 
@@ -127,6 +165,72 @@ pub fn performance_alerts(report: &crate::perf::PerformanceReport, min: Severity
                 .filter_map(|g| gap_alert(report, g)),
         )
         .collect()
+}
+
+/// The performance conditions a report judges, with their alerts where they breach
+/// `min`: realized metrics and group gaps of a *final* report (judged once every outcome
+/// could have arrived), and the CBPE estimates of a window that closed. Provisional
+/// reports are shown and recorded, but do not page.
+pub fn performance_verdicts(
+    report: &crate::perf::PerformanceReport,
+    min: Severity,
+) -> Vec<Verdict> {
+    use crate::perf::{MetricStatus, Stage};
+    use driftwatch_schema::AlertKind;
+    let min = min.max(Severity::Warning);
+    let mut out = Vec::new();
+    let verdict = |kind: AlertKind, signal: &str, metric: &str, value, alert| Verdict {
+        fingerprint: format!("{}/{}/{signal}/{metric}", report.system_id, kind.as_str()),
+        window: report.window.clone(),
+        value,
+        alert,
+    };
+    if report.stage == Stage::Final {
+        for m in &report.metrics {
+            if m.status != MetricStatus::Evaluated || m.value.is_none() {
+                continue;
+            }
+            let alert = (m.severity >= min)
+                .then(|| performance_alert(report, m, false))
+                .flatten();
+            out.push(verdict(
+                AlertKind::Performance,
+                "performance",
+                m.metric.as_str(),
+                m.value,
+                alert,
+            ));
+        }
+        for g in &report.gaps {
+            if g.status != MetricStatus::Evaluated || g.gap.is_none() {
+                continue;
+            }
+            let alert = (g.severity >= min).then(|| gap_alert(report, g)).flatten();
+            out.push(verdict(
+                AlertKind::Performance,
+                &format!("performance[{}]", g.key),
+                g.metric.as_str(),
+                g.gap,
+                alert,
+            ));
+        }
+    }
+    for m in &report.estimated {
+        if m.status != MetricStatus::Evaluated || m.value.is_none() {
+            continue;
+        }
+        let alert = (m.severity >= min)
+            .then(|| performance_alert(report, m, true))
+            .flatten();
+        out.push(verdict(
+            AlertKind::PerformanceEstimate,
+            "performance",
+            m.metric.as_str(),
+            m.value,
+            alert,
+        ));
+    }
+    out
 }
 
 fn gap_alert(report: &crate::perf::PerformanceReport, g: &crate::perf::GapResult) -> Option<Alert> {
@@ -182,6 +286,7 @@ fn gap_alert(report: &crate::perf::PerformanceReport, g: &crate::perf::GapResult
             worst.0,
             short(worst.1),
         ),
+        lifecycle: None,
     })
 }
 
@@ -287,5 +392,40 @@ fn performance_alert(
             report.system_id,
             report.window.index,
         ),
+        lifecycle: None,
     })
+}
+
+/// An alert for tests: window `n`, critical KS drift on `age` of system `s`.
+#[cfg(test)]
+pub(crate) fn sample_alert(n: i64) -> Alert {
+    let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    Alert {
+        alert_id: format!("s/r/{n}/age/ks"),
+        system_id: "s".into(),
+        kind: driftwatch_schema::AlertKind::Drift,
+        severity: Severity::Critical,
+        signal: "age".into(),
+        method: "ks".into(),
+        statistic: Some(0.5),
+        p_value: Some(0.0),
+        value: 0.0,
+        threshold: 0.01,
+        samples: 100,
+        window: driftwatch_schema::WindowInfo {
+            index: n,
+            start: None,
+            end: None,
+            events: 100,
+            outcomes: 0,
+            first_event_at: at,
+            last_event_at: at,
+            complete: true,
+        },
+        reference_version: "r".into(),
+        plan_version: None,
+        plan_hash: None,
+        summary: "critical drift".into(),
+        lifecycle: None,
+    }
 }

@@ -416,22 +416,105 @@ impl Default for CsvColumns {
 
 pub use driftwatch_schema::Severity;
 
-/// Alert routing.
+/// Alert routing and paging.
+///
+/// Every breaching check of every window is an alert on the alerts topic (the record the
+/// incident service files). A person is paged once per *episode* of a condition (one
+/// check of one signal, or of one group of people): it fires when `fire_after` of the
+/// last `of_last` windows breach, is sent again only when it escalates (warning to
+/// critical), and resolves after `resolve_after` clean windows in a row.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertSpec {
-    /// POST each alert as JSON to this URL.
+    /// POST JSON to this URL: each episode's notifications (the default), or every
+    /// window's alerts with `webhook_sends = "windows"`.
     #[serde(default)]
     pub webhook_url: Option<String>,
-    /// An Alertmanager (`http://alertmanager:9093`): each alert is posted to its v2 API
-    /// with labels `alertname="DriftwatchDrift"`, `system`, `signal`, `method`,
-    /// `severity`. Drift that persists keeps the alert active window after window;
-    /// Alertmanager resolves it once windows stop raising it (its `resolve_timeout`).
+    /// What the webhook gets: `episodes` (firing, escalated, resolved) or `windows`
+    /// (every breaching check of every window, the machine feed).
+    #[serde(default)]
+    pub webhook_sends: WebhookSends,
+    /// An Alertmanager (`http://alertmanager:9093`): each episode is posted to its v2
+    /// API with labels `alertname="DriftwatchDrift"` (or `DriftwatchPerformance`, ...),
+    /// `system`, `signal`, `method`, `severity`; refreshed by every breaching window of
+    /// the episode, and resolved (`endsAt` now) when the episode ends.
     #[serde(default)]
     pub alertmanager_url: Option<String>,
+    /// A Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat): one
+    /// message per firing, escalation and resolve.
+    #[serde(default)]
+    pub slack_webhook_url: Option<String>,
+    /// A PagerDuty Events API v2 integration (routing) key: trigger on firing and
+    /// escalation, resolve when the episode ends, `dedup_key` the episode.
+    #[serde(default)]
+    pub pagerduty_routing_key: Option<String>,
+    /// The Events API v2 endpoint (default PagerDuty's).
+    #[serde(default = "default_pagerduty_url")]
+    pub pagerduty_url: String,
+    /// A link to this system's incidents for the notifications; `{system}` is replaced
+    /// by the system id (`https://driftwatch.example/incidents?system={system}`).
+    #[serde(default)]
+    pub incident_url: Option<String>,
+    /// Raise a `telemetry` alert when no event of this system has arrived for this many
+    /// seconds (monitoring must be active, Art. 72(2)); resolved by the next event.
+    #[serde(default)]
+    pub heartbeat_s: Option<u64>,
+    /// When an episode fires and resolves.
+    #[serde(default)]
+    pub episodes: EpisodeSpec,
     /// Lowest severity that raises an alert (default `warning`).
     #[serde(default = "default_min_severity")]
     pub min_severity: Severity,
+}
+
+/// What a plan's webhook receives.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookSends {
+    /// Each episode's firing, escalation and resolve.
+    #[default]
+    Episodes,
+    /// Every breaching check of every window.
+    Windows,
+}
+
+/// "Fire after K of the last N windows breach; resolve after M clean windows."
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EpisodeSpec {
+    /// K: breaching windows among the last `of_last` that fire an episode (default 2).
+    #[serde(default = "default_fire_after")]
+    pub fire_after: u32,
+    /// N: how many of the condition's last windows are counted (default 3, at most 64).
+    #[serde(default = "default_of_last")]
+    pub of_last: u32,
+    /// M: clean windows in a row that resolve an episode (default 3).
+    #[serde(default = "default_resolve_after")]
+    pub resolve_after: u32,
+}
+
+fn default_fire_after() -> u32 {
+    2
+}
+fn default_of_last() -> u32 {
+    3
+}
+fn default_resolve_after() -> u32 {
+    3
+}
+
+impl Default for EpisodeSpec {
+    fn default() -> Self {
+        EpisodeSpec {
+            fire_after: default_fire_after(),
+            of_last: default_of_last(),
+            resolve_after: default_resolve_after(),
+        }
+    }
+}
+
+fn default_pagerduty_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".into()
 }
 
 fn default_min_severity() -> Severity {
@@ -442,7 +525,14 @@ impl Default for AlertSpec {
     fn default() -> Self {
         AlertSpec {
             webhook_url: None,
+            webhook_sends: WebhookSends::default(),
             alertmanager_url: None,
+            slack_webhook_url: None,
+            pagerduty_routing_key: None,
+            pagerduty_url: default_pagerduty_url(),
+            incident_url: None,
+            heartbeat_s: None,
+            episodes: EpisodeSpec::default(),
             min_severity: default_min_severity(),
         }
     }

@@ -171,9 +171,49 @@ impl Plan {
             self.check_performance(perf)
                 .map_err(|(k, m)| invalid(&k, m))?;
         }
+        let e = &self.alerts.episodes;
+        if e.of_last == 0 || e.of_last > 64 {
+            return Err(invalid(
+                "alerts.episodes.of_last",
+                format!("{} must be from 1 to 64 windows", e.of_last),
+            ));
+        }
+        if e.fire_after == 0 || e.fire_after > e.of_last {
+            return Err(invalid(
+                "alerts.episodes.fire_after",
+                format!(
+                    "{} must be from 1 to of_last ({}) windows",
+                    e.fire_after, e.of_last
+                ),
+            ));
+        }
+        if e.resolve_after == 0 || e.resolve_after > 10_000 {
+            return Err(invalid(
+                "alerts.episodes.resolve_after",
+                format!("{} must be from 1 to 10000 windows", e.resolve_after),
+            ));
+        }
+        if self.alerts.heartbeat_s == Some(0) {
+            return Err(invalid(
+                "alerts.heartbeat_s",
+                "must be at least 1 second".into(),
+            ));
+        }
+        if let Some(key) = &self.alerts.pagerduty_routing_key {
+            if key.trim().is_empty() || key.len() > 256 {
+                return Err(invalid(
+                    "alerts.pagerduty_routing_key",
+                    "must be a PagerDuty integration key (1 to 256 characters)".into(),
+                ));
+            }
+        }
+        let pagerduty_url = Some(self.alerts.pagerduty_url.clone());
         for (key, url) in [
             ("alerts.webhook_url", &self.alerts.webhook_url),
             ("alerts.alertmanager_url", &self.alerts.alertmanager_url),
+            ("alerts.slack_webhook_url", &self.alerts.slack_webhook_url),
+            ("alerts.pagerduty_url", &pagerduty_url),
+            ("alerts.incident_url", &self.alerts.incident_url),
         ] {
             if let Some(url) = url {
                 // Refused here rather than at the first alert.

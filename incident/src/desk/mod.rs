@@ -183,7 +183,9 @@ impl Desk {
         now: DateTime<Utc>,
         alert: &Alert,
     ) -> Result<Handled, StoreError> {
-        if alert.kind == AlertKind::Obligation {
+        // Reminders are the service's own; episode notifications repeat the windows'
+        // own alerts for the pagers.
+        if alert.kind == AlertKind::Obligation || alert.lifecycle.is_some() {
             return Ok(Handled::Ignored);
         }
         let policy = self.policy(&alert.system_id);

@@ -144,5 +144,6 @@ fn obligation(
         plan_version: inc.plan_version.clone(),
         plan_hash: inc.plan_hash.clone(),
         summary,
+        lifecycle: None,
     }
 }

@@ -124,6 +124,7 @@ pub fn alert(k: i64, signal: &str, severity: Severity) -> Alert {
             "{} drift on {signal} of credit in window {k}",
             severity.as_str()
         ),
+        lifecycle: None,
     }
 }
 

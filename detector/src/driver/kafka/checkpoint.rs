@@ -107,6 +107,9 @@ pub struct Checkpoint {
     /// The last window report (JSON; empty before the first), whose gauges a restore
     /// sets again.
     pub last_report: Vec<u8>,
+    /// The alert episodes ([`crate::alert::episode::Episodes`], JSON; empty: none). A
+    /// checkpoint written before episodes existed ends before this field.
+    pub episodes: Vec<u8>,
 }
 
 impl Checkpoint {
@@ -127,6 +130,7 @@ impl Checkpoint {
         }
         w.bytes(&self.engine);
         w.bytes(&self.last_report);
+        w.bytes(&self.episodes);
         w.0
     }
 
@@ -150,7 +154,12 @@ impl Checkpoint {
             },
             engine: r.bytes()?.to_vec(),
             last_report: r.bytes()?.to_vec(),
+            episodes: Vec::new(),
         };
+        let mut c = c;
+        if !r.done() {
+            c.episodes = r.bytes()?.to_vec();
+        }
         if !r.done() {
             return Err(CodecError("trailing bytes".into()));
         }
@@ -358,6 +367,7 @@ mod tests {
             dedup: (0..1000).collect(),
             engine: (0..engine_len).map(|i| (i * 31 % 251) as u8).collect(),
             last_report: b"{}".to_vec(),
+            episodes: b"{}".to_vec(),
         }
     }
 

@@ -54,7 +54,7 @@ pub use self::rebalance::REVOKE_DEADLINE;
 use self::rebalance::{RebalanceContext, SetOnDrop};
 use self::references::KafkaStore;
 use self::system::SystemState;
-use crate::alert::alerts_for;
+use crate::alert::drift_verdicts;
 use crate::engine::plan_fingerprint;
 use crate::engine::Input;
 use crate::metrics::DetectorMetrics;
@@ -656,9 +656,17 @@ fn observe(
             severity = report.severity.as_str(),
             "window evaluated"
         );
-        let alerts = alerts_for(&report, state.min_severity);
+        let verdicts = drift_verdicts(&report, state.min_severity);
+        let alerts: Vec<_> = verdicts.iter().filter_map(|v| v.alert.clone()).collect();
         for out in outputs {
             out.window(&report, &alerts);
+        }
+        let spec = state.plan().alerts.episodes;
+        let notes = state.episodes.observe(&spec, &state.links, verdicts);
+        if !notes.is_empty() {
+            for out in outputs {
+                out.notifications(&notes);
+            }
         }
         state.last_report = Some(Arc::new(report));
     }
@@ -674,6 +682,14 @@ fn observe(
         let alerts = crate::alert::performance_alerts(&report, state.perf_min_severity);
         for out in outputs {
             out.performance(&report, &alerts);
+        }
+        let verdicts = crate::alert::performance_verdicts(&report, state.perf_min_severity);
+        let spec = state.plan().alerts.episodes;
+        let notes = state.episodes.observe(&spec, &state.links, verdicts);
+        if !notes.is_empty() {
+            for out in outputs {
+                out.notifications(&notes);
+            }
         }
     }
 }

@@ -117,6 +117,10 @@ impl Output for KafkaOutbox {
         }
         self.alerts(alerts);
     }
+
+    fn notifications(&self, alerts: &[Alert]) {
+        self.alerts(alerts);
+    }
 }
 
 impl KafkaOutbox {

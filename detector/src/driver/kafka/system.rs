@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::checkpoint::Checkpoint;
+use crate::alert::episode::{Episodes, Links};
 use crate::codec::CodecError;
 use crate::driver::dedup::Dedup;
 use crate::engine::{fnv1a64, plan_fingerprint, Monitor, ReferenceProfile, WindowReport};
@@ -36,6 +37,11 @@ pub struct SystemState {
     pub unsaved_reference: Option<Arc<ReferenceProfile>>,
     /// The last window report (checkpointed, so a restart restores its gauges).
     pub last_report: Option<Arc<WindowReport>>,
+    /// Each condition's episode (checkpointed: a restart neither pages again for an
+    /// episode in progress nor forgets to resolve it).
+    pub episodes: Episodes,
+    /// What the plan's notifications link to.
+    pub links: Links,
     plan: Arc<Plan>,
 }
 
@@ -66,6 +72,8 @@ impl SystemState {
             generation: 0,
             unsaved_reference: None,
             last_report: None,
+            episodes: Episodes::default(),
+            links: Links::of(&plan),
             plan,
         }
     }
@@ -110,6 +118,7 @@ impl SystemState {
                 .as_ref()
                 .and_then(|r| serde_json::to_vec(r.as_ref()).ok())
                 .unwrap_or_default(),
+            episodes: self.episodes.to_bytes(),
         })
     }
 
@@ -126,7 +135,10 @@ impl SystemState {
                 c.plan_fingerprint
             )));
         }
+        let episodes = Episodes::from_bytes(&c.episodes)
+            .map_err(|e| CodecError(format!("alert episodes: {e}")))?;
         self.monitor.restore(&c.reference_version, &c.engine)?;
+        self.episodes = episodes;
         self.dedup.restore(&c.dedup);
         self.partition = Some(c.partition);
         self.next_offset = c.next_offset;
