@@ -236,6 +236,37 @@ fn alert_schema_matches_the_type() {
     }
     assert_eq!(Alert::from_wire(&alert.to_wire()).expect("parse"), alert);
     assert!(Alert::from_wire(b"{\"alert_id\":1}").is_err());
+
+    // A notification's lifecycle: every field in the schema, every required one there.
+    let mut note = sample_alert();
+    note.lifecycle = Some(crate::Lifecycle {
+        status: crate::EpisodeStatus::Firing,
+        fingerprint: "s/drift/age/ks".into(),
+        episode: "s/drift/age/ks@3".into(),
+        started_window: 3,
+        started_at: now(),
+        breaching: 2,
+        of: 3,
+        clean: 0,
+        runbook_url: Some("https://wiki/rb".into()),
+        incident_url: Some("https://dw/incidents".into()),
+    });
+    let wire: Value = serde_json::from_slice(&note.to_wire()).expect("json");
+    let lc = &schema["properties"]["lifecycle"];
+    for key in wire["lifecycle"].as_object().expect("lifecycle").keys() {
+        assert!(
+            lc["properties"].get(key).is_some(),
+            "schema lacks lifecycle field {key}"
+        );
+    }
+    for req in lc["required"].as_array().expect("required") {
+        let req = req.as_str().expect("string");
+        assert!(
+            wire["lifecycle"].get(req).is_some(),
+            "wire lacks lifecycle field {req}"
+        );
+    }
+    assert_eq!(Alert::from_wire(&note.to_wire()).expect("parse"), note);
 }
 
 fn control(action: ControlAction, restriction: Option<&str>) -> Control {

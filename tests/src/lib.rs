@@ -358,8 +358,8 @@ pub async fn pipeline(
         async move { s.cancelled().await },
     ));
 
-    let plan_text =
-        demo_plan_toml(system, 2000, 1000) + &format!("webhook_url = \"{url}\"\n{plan_extra}");
+    let plan_text = demo_plan_toml(system, 2000, 1000)
+        + &format!("webhook_url = \"{url}\"\nwebhook_sends = \"windows\"\n{plan_extra}");
     let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PlanDir::new()).expect("plan"));
     let s = stop.clone();
     let config = ServiceConfig::new(

@@ -27,15 +27,39 @@ async fn drift_alerts_are_active_in_alertmanager() {
     assert_eq!(out.windows, 5.0);
     assert!(!out.alerts.is_empty(), "drift must alert");
 
-    // Alertmanager keeps one active alert per label set: (system, signal, method, severity).
-    let expected: BTreeSet<(String, String, String)> = out
-        .alerts
-        .iter()
-        .map(|a| {
-            let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
-            (s("signal"), s("method"), s("severity"))
+    // Alertmanager keeps one active alert per label set (system, signal, method,
+    // severity), and gets episodes, not windows: a condition is there once 2 of its last
+    // 3 windows breached (the plan's default), under the highest severity it reached
+    // (an escalation ends the lower one). Nothing resolves: the drift goes on to the end.
+    let mut by_condition: std::collections::BTreeMap<(String, String), Vec<(i64, String)>> =
+        Default::default();
+    for a in &out.alerts {
+        let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+        let w = a["window"]["index"].as_i64().unwrap_or_default();
+        by_condition
+            .entry((s("signal"), s("method")))
+            .or_default()
+            .push((w, s("severity")));
+    }
+    let expected: BTreeSet<(String, String, String)> = by_condition
+        .into_iter()
+        .filter_map(|((signal, method), hits)| {
+            let fired = hits.iter().position(|(w, _)| {
+                hits.iter().filter(|(v, _)| v <= w && *v > w - 3).count() >= 2
+            })?;
+            let severity = if hits[fired..].iter().any(|(_, s)| s == "critical") {
+                "critical"
+            } else {
+                "warning"
+            };
+            Some((signal, method, severity.to_owned()))
         })
         .collect();
+    assert!(
+        !expected.is_empty(),
+        "some condition must fire: {:?}",
+        out.alerts
+    );
     let url = format!("{am}/api/v2/alerts?filter=system%3D%22{system}%22");
     let active: Vec<Value> = reqwest::get(&url)
         .await

@@ -401,7 +401,12 @@ async fn killed_detector_sliding_windows_with_a_stream_reference_match_replay() 
 /// webhook gets each of replay's alert ids exactly once.
 async fn two_instances_one_killed(plan_file: &str) {
     let (hook, url) = WebhookReceiver::start().await.expect("webhook");
-    let s = setup("takeover", plan_file, &format!("webhook_url = \"{url}\"\n")).await;
+    let s = setup(
+        "takeover",
+        plan_file,
+        &format!("webhook_url = \"{url}\"\nwebhook_sends = \"windows\"\n"),
+    )
+    .await;
     let (a_metrics, b_metrics) = (free_port(), free_port());
     let a_dir = s.dir.join("a");
     let b_dir = s.dir.join("b");

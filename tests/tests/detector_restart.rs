@@ -299,16 +299,30 @@ async fn crash_and_restart(plan_file: &str, crashes: usize) {
         );
     }
 
-    // Alerts: each id once in content, and exactly the ids replay raises.
+    // Alerts: each id once in content, and exactly the ids replay raises: its window
+    // alerts, and the episode notifications of those windows in order (episodes are
+    // checkpointed: a crash neither pages again nor skips a resolve).
+    let mut episodes: HashMap<String, driftwatch_detector::alert::episode::Episodes> =
+        HashMap::new();
     let want_alerts: BTreeMap<String, ()> = want
         .values()
         .map(|v| serde_json::from_value::<WindowReport>(v.clone()).expect("report"))
         .flat_map(|r| {
-            let min = plan_of(plan_file, &r.system_id).alerts.min_severity;
-            alerts_for(&r, min)
+            let plan = plan_of(plan_file, &r.system_id);
+            let min = plan.alerts.min_severity;
+            let notes = episodes.entry(r.system_id.clone()).or_default().observe(
+                &plan.alerts.episodes,
+                &driftwatch_detector::alert::episode::Links::of(&plan),
+                driftwatch_detector::alert::drift_verdicts(&r, min),
+            );
+            alerts_for(&r, min).into_iter().chain(notes)
         })
         .map(|a| (a.alert_id, ()))
         .collect();
+    assert!(
+        want_alerts.keys().any(|k| k.contains("/firing/")),
+        "{plan_file}: the drift fires an episode"
+    );
     let on_kafka = read_quiet(&brokers, "driftwatch.alerts", Duration::from_secs(2));
     let mut by_id: HashMap<String, serde_json::Value> = HashMap::new();
     for a in &on_kafka {
@@ -464,7 +478,7 @@ async fn takeover(plan_file: &str) {
     driftwatch_common::telemetry::init_tracing();
 
     let (hook, url) = WebhookReceiver::start().await.expect("webhook");
-    let alerts = format!("webhook_url = \"{url}\"\n");
+    let alerts = format!("webhook_url = \"{url}\"\nwebhook_sends = \"windows\"\n");
     let mut seen = BTreeMap::new();
     let mut again = 0;
     let mut first = start_with(&brokers, plan_file, &alerts).await;

@@ -266,7 +266,9 @@ async fn a_hanging_webhook_delays_nothing_and_still_gets_every_alert() {
     produce(&brokers, "driftwatch.events", &events);
     let plan_text = demo_plan_toml("credit-hang", 2000, 1000).replace(
         "min_severity = \"critical\"",
-        &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
+        &format!(
+            "min_severity = \"critical\"\nwebhook_url = \"{url}\"\nwebhook_sends = \"windows\""
+        ),
     );
     let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"));
     let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
@@ -506,7 +508,9 @@ async fn run_with_webhook(
     produce(&brokers, "driftwatch.events", &events);
     let plan_text = demo_plan_toml(&system, 2000, 1000).replace(
         "min_severity = \"critical\"",
-        &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
+        &format!(
+            "min_severity = \"critical\"\nwebhook_url = \"{url}\"\nwebhook_sends = \"windows\""
+        ),
     );
     let plan = Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"));
     let mut config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
@@ -624,7 +628,9 @@ fn drifting_with_webhook(brokers: &str, system: &str, seed: u64, url: &str) -> A
     produce(brokers, "driftwatch.events", &events);
     let plan_text = demo_plan_toml(system, 2000, 1000).replace(
         "min_severity = \"critical\"",
-        &format!("min_severity = \"critical\"\nwebhook_url = \"{url}\""),
+        &format!(
+            "min_severity = \"critical\"\nwebhook_url = \"{url}\"\nwebhook_sends = \"windows\""
+        ),
     );
     Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"))
 }

@@ -248,7 +248,8 @@ async fn both_binaries_over_tls_with_a_client_certificate_and_scram() {
     let plan = dir.join("plan.toml");
     std::fs::write(
         &plan,
-        demo_plan_toml(system, 2000, 1000) + &format!("webhook_url = \"{url}\"\n"),
+        demo_plan_toml(system, 2000, 1000)
+            + &format!("webhook_url = \"{url}\"\nwebhook_sends = \"windows\"\n"),
     )
     .expect("plan");
     let metrics_addr = free_port();

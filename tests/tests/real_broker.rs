@@ -70,7 +70,7 @@ async fn run_pipeline_with(
     std::fs::write(
         &plan,
         demo_plan_toml(name, 2000, 1000)
-            + &format!("webhook_url = \"{url}\"\n")
+            + &format!("webhook_url = \"{url}\"\nwebhook_sends = \"windows\"\n")
             + outcomes.as_ref().map_or("", |o| o.performance),
     )
     .expect("plan");

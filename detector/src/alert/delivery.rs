@@ -656,6 +656,56 @@ mod tests {
         crate::alert::sample_alert(n)
     }
 
+    /// Who gets what: a window's alert only a windows webhook; paging notifications
+    /// every episode receiver; `ongoing` only Alertmanager; obligations everyone.
+    #[test]
+    fn each_receiver_gets_what_it_pages_with() {
+        use driftwatch_schema::{AlertKind, EpisodeStatus, Lifecycle};
+        let note = |status| Alert {
+            lifecycle: Some(Lifecycle {
+                status,
+                fingerprint: "s/drift/age/ks".into(),
+                episode: "s/drift/age/ks@1".into(),
+                started_window: 1,
+                started_at: chrono::Utc::now(),
+                breaching: 2,
+                of: 3,
+                clean: 0,
+                runbook_url: None,
+                incident_url: None,
+            }),
+            ..alert(1)
+        };
+        let receivers = [
+            Receiver::Webhook("http://h".into(), WebhookSends::Windows),
+            Receiver::Webhook("http://h".into(), WebhookSends::Episodes),
+            Receiver::Alertmanager("http://am".into()),
+            Receiver::Slack("http://slack".into()),
+            Receiver::PagerDuty {
+                url: "http://pd".into(),
+                routing_key: "k".into(),
+            },
+        ];
+        let wants = |a: &Alert| receivers.iter().map(|r| r.wants(a)).collect::<Vec<_>>();
+        assert_eq!(wants(&alert(1)), [true, false, false, false, false]);
+        for s in [
+            EpisodeStatus::Firing,
+            EpisodeStatus::Escalated,
+            EpisodeStatus::Resolved,
+        ] {
+            assert_eq!(wants(&note(s)), [false, true, true, true, true], "{s:?}");
+        }
+        assert_eq!(
+            wants(&note(EpisodeStatus::Ongoing)),
+            [false, false, true, false, false]
+        );
+        let obligation = Alert {
+            kind: AlertKind::Obligation,
+            ..alert(1)
+        };
+        assert_eq!(wants(&obligation), [true; 5]);
+    }
+
     /// A receiver answering `status` to everything; its URL.
     async fn receiver(status: StatusCode) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -130,6 +130,30 @@ min_severity = "warning"
 struct Received {
     alerts: Arc<Mutex<Vec<Alert>>>,
     bad: Arc<AtomicUsize>,
+    /// The on-call channel's messages (Slack-compatible `text`).
+    pages: Arc<Mutex<Vec<String>>>,
+}
+
+/// The on-call channel: a Slack-compatible incoming webhook that prints each page.
+async fn receive_page(State(rx): State<Received>, body: axum::body::Bytes) -> &'static str {
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => {
+            let text = v["text"].as_str().unwrap_or_default().to_owned();
+            let line = text.lines().next().unwrap_or_default();
+            let line = line
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&");
+            println!("  PAGE   {line}");
+            if let Ok(mut p) = rx.pages.lock() {
+                p.push(text);
+            }
+        }
+        Err(_) => {
+            rx.bad.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    "ok"
 }
 
 async fn receive_alert(State(rx): State<Received>, body: axum::body::Bytes) -> &'static str {
@@ -173,7 +197,8 @@ async fn receive_alert(State(rx): State<Received>, body: axum::body::Bytes) -> &
     "ok"
 }
 
-fn count_topic(brokers: &str, topic: &str) -> anyhow::Result<usize> {
+/// The window alerts and the episode notifications on the alerts topic.
+fn count_topic(brokers: &str, topic: &str) -> anyhow::Result<(usize, usize)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "driftwatch-demo-audit")
@@ -181,14 +206,16 @@ fn count_topic(brokers: &str, topic: &str) -> anyhow::Result<usize> {
         .set("enable.auto.commit", "false")
         .create()?;
     consumer.subscribe(&[topic])?;
-    let mut n = 0;
+    let (mut n, mut notes) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut idle = 0;
     while Instant::now() < deadline && idle < 20 {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                if m.payload().is_some() {
-                    n += 1;
+                match m.payload().map(Alert::from_wire) {
+                    Some(Ok(a)) if a.lifecycle.is_some() => notes += 1,
+                    Some(_) => n += 1,
+                    None => {}
                 }
                 idle = 0;
             }
@@ -196,7 +223,7 @@ fn count_topic(brokers: &str, topic: &str) -> anyhow::Result<usize> {
             None => idle += if n > 0 { 1 } else { 0 },
         }
     }
-    Ok(n)
+    Ok((n, notes))
 }
 
 /// Run the demo; returns an error if the pipeline did not behave.
@@ -230,6 +257,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let hook_addr = hook_listener.local_addr()?;
     let hook_app = Router::new()
         .route("/alerts", post(receive_alert))
+        .route("/slack", post(receive_page))
         .with_state(received.clone());
     // The receiver outlives the detector, whose shutdown drains its alert queues into it.
     let hook_stop = CancellationToken::new();
@@ -267,7 +295,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 
     // 4. The detector with a plan whose alerts go to the webhook receiver.
     let plan_text = demo_plan_toml(system, opts.reference, opts.window)
-        + &format!("webhook_url = \"http://{hook_addr}/alerts\"\n")
+        + &format!("webhook_url = \"http://{hook_addr}/alerts\"\nwebhook_sends = \"windows\"\n")
+        + &format!("slack_webhook_url = \"http://{hook_addr}/slack\"\n")
+        + "incident_url = \"http://127.0.0.1/v1/incidents?system_id={system}\"\n"
         + &performance_toml()
         + art72_toml();
     let plan = Arc::new(Plan::from_toml(&plan_text, "demo plan", PathBuf::new())?);
@@ -471,8 +501,32 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             .iter()
             .map(|r| crate::alert::performance_alerts(r, plan.performance_min_severity()).len())
             .sum::<usize>();
+    // The pages the on-call channel must get: the same episodes, computed here from
+    // the reports (drift and performance conditions are apart, so their order between
+    // each other does not matter).
+    let paged = {
+        let mut episodes = crate::alert::episode::Episodes::default();
+        let links = crate::alert::episode::Links::of(&plan);
+        let spec = plan.alerts.episodes;
+        let mut notes = Vec::new();
+        for r in &reports {
+            let v = crate::alert::drift_verdicts(r, plan.alerts.min_severity);
+            notes.extend(episodes.observe(&spec, &links, v));
+        }
+        for r in &perf {
+            let v = crate::alert::performance_verdicts(r, plan.performance_min_severity());
+            notes.extend(episodes.observe(&spec, &links, v));
+        }
+        notes
+            .iter()
+            .filter(|n| n.lifecycle.as_ref().is_some_and(|l| l.status.pages()))
+            .count()
+    };
     let wait = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < wait && received.alerts.lock().map(|v| v.len()).unwrap_or(0) < raised {
+    while Instant::now() < wait
+        && (received.alerts.lock().map(|v| v.len()).unwrap_or(0) < raised
+            || received.pages.lock().map(|v| v.len()).unwrap_or(0) < paged)
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The kill switch: a person decides `disable` on the first incident; the agent
@@ -490,7 +544,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(15), detector).await;
     hook_stopper.cancel();
     let _ = hook.await;
-    let in_kafka = tokio::task::spawn_blocking({
+    let (in_kafka, notes_in_kafka) = tokio::task::spawn_blocking({
         let brokers = brokers.clone();
         move || count_topic(&brokers, alerts_topic)
     })
@@ -596,7 +650,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         "  alerts at the webhook: {} ({early} before the drift, {late} after)",
         alerts.len()
     );
-    println!("  alerts on the Kafka topic {alerts_topic}: {in_kafka}");
+    println!("  alerts on the Kafka topic {alerts_topic}: {in_kafka} (and {notes_in_kafka} episode notifications)");
+    let pages = received.pages.lock().map(|v| v.clone()).unwrap_or_default();
+    let count = |word: &str| pages.iter().filter(|p| p.contains(word)).count();
+    println!(
+        "  pages to the on-call channel (Slack-compatible): {} for {} window alerts: {} firing, {} escalated, {} resolved",
+        pages.len(),
+        alerts.len(),
+        count(" FIRING "),
+        count(" ESCALATED "),
+        count(" RESOLVED "),
+    );
     println!(
         "  kill switch: demo-admin decided `disable` on {}: the agent reported `disabled` after {} ms",
         flip.incident, flip.disabled_ms
@@ -649,6 +713,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         (None, _) => bail!("no CBPE estimate warned of the performance drop"),
         (_, None) => bail!("no realized-performance alert after the drop"),
         _ => bail!("the realized-performance alert came before any CBPE warning"),
+    }
+    if pages.len() != paged {
+        bail!(
+            "the on-call channel got {} pages, {paged} episode notifications page",
+            pages.len()
+        );
+    }
+    if count(" FIRING ") == 0 || pages.len() >= alerts.len() {
+        bail!(
+            "{} pages for {} window alerts: not one page per episode",
+            pages.len(),
+            alerts.len()
+        );
     }
     if in_kafka != alerts.len() {
         bail!(
