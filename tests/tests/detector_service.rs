@@ -57,6 +57,34 @@ fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<serde_json::Value>
     out
 }
 
+/// Episode notifications the detector wrote for `system` (its metrics page).
+fn notes_raised(page: &str, system: &str) -> usize {
+    ["firing", "escalated", "ongoing", "resolved"]
+        .iter()
+        .map(|s| {
+            metric(
+                page,
+                &format!(
+                    "driftwatch_alert_notifications_total{{status=\"{s}\",system=\"{system}\"}}"
+                ),
+            )
+            .unwrap_or(0.0) as usize
+        })
+        .sum()
+}
+
+/// The alerts topic's window alerts (ids) and episode notifications, `total` in all.
+fn read_alerts(brokers: &str, total: usize) -> (Vec<String>, Vec<serde_json::Value>) {
+    let all = read_topic(brokers, "driftwatch.alerts", total);
+    let (notes, windows): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|a| a.get("lifecycle").is_some());
+    let ids = windows
+        .iter()
+        .map(|a| a["alert_id"].as_str().expect("id").to_owned())
+        .collect();
+    (ids, notes)
+}
+
 fn kafka_options(brokers: &str) -> KafkaOptions {
     KafkaOptions {
         group_id: "dw-service-test".into(),
@@ -123,12 +151,25 @@ async fn both_drivers_one_answer(plan_file: &str) {
         .filter(|r: &WindowReport| r.window.complete)
         .collect();
     assert!(replayed.len() >= 5, "{} windows", replayed.len());
+    // Each window's alerts, then the episode notifications it caused, as the Kafka
+    // driver writes them.
+    let mut episodes = driftwatch_detector::alert::episode::Episodes::default();
+    let links = driftwatch_detector::alert::episode::Links::of(&plan);
     let want_alerts: Vec<String> = replayed
         .iter()
-        .flat_map(|r| alerts_for(r, plan.alerts.min_severity))
+        .flat_map(|r| {
+            let min = plan.alerts.min_severity;
+            let notes = episodes.observe(
+                &plan.alerts.episodes,
+                &links,
+                driftwatch_detector::alert::drift_verdicts(r, min),
+            );
+            alerts_for(r, min).into_iter().chain(notes)
+        })
         .map(|a| a.alert_id)
         .collect();
     assert!(!want_alerts.is_empty());
+    assert!(want_alerts.iter().any(|a| a.contains("/firing/")));
 
     // The Kafka driver.
     let (_cluster, brokers) = mock_cluster();
@@ -302,9 +343,10 @@ async fn a_hanging_webhook_delays_nothing_and_still_gets_every_alert() {
     )
     .expect("alerts raised");
     assert!(raised >= 2.0, "{page}");
-    let on_kafka = tokio::task::spawn_blocking({
+    let notes = notes_raised(&page, "credit-hang");
+    let (on_kafka, _) = tokio::task::spawn_blocking({
         let brokers = brokers.clone();
-        move || read_topic(&brokers, "driftwatch.alerts", raised as usize)
+        move || read_alerts(&brokers, raised as usize + notes)
     })
     .await
     .expect("join");
@@ -336,11 +378,7 @@ async fn a_hanging_webhook_delays_nothing_and_still_gets_every_alert() {
         .iter()
         .map(|(_, a)| a["alert_id"].as_str().expect("id").to_owned())
         .collect();
-    let raised_order: Vec<String> = on_kafka
-        .iter()
-        .map(|a| a["alert_id"].as_str().expect("id").to_owned())
-        .collect();
-    assert_eq!(delivered, raised_order, "in order");
+    assert_eq!(delivered, on_kafka, "in order");
     let page = driftwatch_common::health::render(&registry);
     assert!(
         metric(
@@ -538,9 +576,10 @@ async fn run_with_webhook(
         &format!("driftwatch_alerts_total{{severity=\"critical\",system=\"{system}\"}}"),
     )
     .expect("alerts raised") as usize;
+    let notes = notes_raised(&page, &system);
     let on_kafka = tokio::task::spawn_blocking({
         let brokers = brokers.clone();
-        move || read_topic(&brokers, "driftwatch.alerts", raised).len()
+        move || read_alerts(&brokers, raised + notes).0.len()
     })
     .await
     .expect("join");
@@ -617,7 +656,13 @@ impl SwitchedHook {
 
 /// 6,000 predictions of `system` on the events topic (drift after 4,000), and the demo
 /// plan with critical alerts to the webhook at `url`.
-fn drifting_with_webhook(brokers: &str, system: &str, seed: u64, url: &str) -> Arc<Plan> {
+fn drifting_with_webhook(
+    brokers: &str,
+    system: &str,
+    seed: u64,
+    url: &str,
+    extra: &str,
+) -> Arc<Plan> {
     let mut model = CreditModel::new(system, seed);
     let events: Vec<Event> = (0..6000)
         .map(|i| {
@@ -629,7 +674,7 @@ fn drifting_with_webhook(brokers: &str, system: &str, seed: u64, url: &str) -> A
     let plan_text = demo_plan_toml(system, 2000, 1000).replace(
         "min_severity = \"critical\"",
         &format!(
-            "min_severity = \"critical\"\nwebhook_url = \"{url}\"\nwebhook_sends = \"windows\""
+            "min_severity = \"critical\"\nwebhook_url = \"{url}\"\nwebhook_sends = \"windows\"\n{extra}"
         ),
     );
     Arc::new(Plan::from_toml(&plan_text, "plan", PathBuf::new()).expect("plan"))
@@ -657,7 +702,7 @@ async fn alerts_for_a_webhook_down_across_a_restart_arrive_after_it() {
     let (hook, url) = SwitchedHook::start().await;
 
     let (_cluster, brokers) = mock_cluster();
-    let plan = drifting_with_webhook(&brokers, "credit-outbox", 5, &url);
+    let plan = drifting_with_webhook(&brokers, "credit-outbox", 5, &url, "");
     let run = |plan: Arc<Plan>| {
         let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
         let registry = config.registry.clone();
@@ -690,15 +735,13 @@ async fn alerts_for_a_webhook_down_across_a_restart_arrive_after_it() {
     )
     .expect("alerts raised") as usize;
     assert!(raised >= 2);
-    let on_kafka: Vec<String> = tokio::task::spawn_blocking({
+    let notes = notes_raised(&page, "credit-outbox");
+    let (on_kafka, _pages) = tokio::task::spawn_blocking({
         let brokers = brokers.clone();
-        move || read_topic(&brokers, "driftwatch.alerts", raised)
+        move || read_alerts(&brokers, raised + notes)
     })
     .await
-    .expect("join")
-    .iter()
-    .map(|a| a["alert_id"].as_str().expect("id").to_owned())
-    .collect();
+    .expect("join");
     assert_eq!(on_kafka.len(), raised);
     let failed = eventually(Duration::from_secs(20), || {
         let page = driftwatch_common::health::render(&registry);
@@ -752,10 +795,18 @@ async fn alerts_for_a_webhook_down_across_a_restart_arrive_after_it() {
 async fn a_webhook_down_for_five_minutes_gets_every_alert_afterwards() {
     const DOWN: Duration = Duration::from_secs(300);
     let (hook, url) = SwitchedHook::start().await;
+    let (slack, slack_url) = SwitchedHook::start().await;
+    let (pd, pd_url) = SwitchedHook::start().await;
     let down_since = Instant::now();
 
     let (_cluster, brokers) = mock_cluster();
-    let plan = drifting_with_webhook(&brokers, "credit-down", 8, &url);
+    let plan = drifting_with_webhook(
+        &brokers,
+        "credit-down",
+        8,
+        &url,
+        &format!("slack_webhook_url = \"{slack_url}\"\npagerduty_routing_key = \"K\"\npagerduty_url = \"{pd_url}\""),
+    );
     let config = ServiceConfig::new(kafka_options(&brokers), vec![plan]);
     let registry = config.registry.clone();
     let stop = CancellationToken::new();
@@ -793,15 +844,13 @@ async fn a_webhook_down_for_five_minutes_gets_every_alert_afterwards() {
     )
     .expect("alerts raised") as usize;
     assert!(raised >= 2);
-    let on_kafka: Vec<String> = tokio::task::spawn_blocking({
+    let notes = notes_raised(&page, "credit-down");
+    let (on_kafka, pages) = tokio::task::spawn_blocking({
         let brokers = brokers.clone();
-        move || read_topic(&brokers, "driftwatch.alerts", raised)
+        move || read_alerts(&brokers, raised + notes)
     })
     .await
-    .expect("join")
-    .iter()
-    .map(|a| a["alert_id"].as_str().expect("id").to_owned())
-    .collect();
+    .expect("join");
 
     tokio::time::sleep(DOWN.saturating_sub(down_since.elapsed())).await;
     let page = driftwatch_common::health::render(&registry);
@@ -815,7 +864,11 @@ async fn a_webhook_down_for_five_minutes_gets_every_alert_afterwards() {
         "retried all along: {failures} failed attempts"
     );
     assert!(hook.received.lock().expect("lock").is_empty());
+    assert!(slack.received.lock().expect("lock").is_empty());
+    assert!(pd.received.lock().expect("lock").is_empty());
     hook.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    slack.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    pd.on.store(true, std::sync::atomic::Ordering::SeqCst);
     // Retries back off to at most 30 s apart.
     let all = eventually(Duration::from_secs(60), || {
         let n = hook.received.lock().map(|v| v.len()).unwrap_or(0);
@@ -832,6 +885,71 @@ async fn a_webhook_down_for_five_minutes_gets_every_alert_afterwards() {
         .collect();
     assert_eq!(all, Some(raised), "every alert after five minutes down");
     assert_eq!(delivered, on_kafka, "each once, in the order raised");
+    // Slack and PagerDuty get every page (not `ongoing`), once, in order.
+    let paging: Vec<&serde_json::Value> = pages
+        .iter()
+        .filter(|n| n["lifecycle"]["status"] != "ongoing")
+        .collect();
+    assert!(!paging.is_empty(), "the drift fires an episode");
+    let _ = eventually(Duration::from_secs(60), || {
+        let n = (
+            slack.received.lock().map(|v| v.len()).unwrap_or(0),
+            pd.received.lock().map(|v| v.len()).unwrap_or(0),
+        );
+        let want = paging.len();
+        async move { (n.0 >= want && n.1 >= want).then_some(()) }
+    })
+    .await;
+    let want_pd: Vec<(String, String)> = paging
+        .iter()
+        .map(|n| {
+            let action = if n["lifecycle"]["status"] == "resolved" {
+                "resolve"
+            } else {
+                "trigger"
+            };
+            (
+                n["lifecycle"]["episode"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                action.to_owned(),
+            )
+        })
+        .collect();
+    let got_pd: Vec<(String, String)> = pd
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|e| {
+            (
+                e["dedup_key"].as_str().unwrap_or_default().to_owned(),
+                e["event_action"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got_pd, want_pd, "PagerDuty: every page once, in order");
+    let got_slack: Vec<String> = slack
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(got_slack.len(), paging.len(), "Slack: every page once");
+    for (text, n) in got_slack.iter().zip(&paging) {
+        let summary = n["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        assert!(
+            text.contains(&summary),
+            "Slack in order: {text} for {summary}"
+        );
+    }
     let page = driftwatch_common::health::render(&registry);
     assert_eq!(
         metric(

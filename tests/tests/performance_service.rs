@@ -206,14 +206,24 @@ async fn late_outcomes_survive_crashes_and_give_the_finals_of_replay() {
     let min = plan().performance_min_severity();
     let mut monitor = driftwatch_detector::engine::Monitor::new(plan(), None);
     let mut want_ids = BTreeSet::new();
+    // And the episodes those reports page with (checkpointed: the same across crashes).
+    let mut episodes = driftwatch_detector::alert::episode::Episodes::default();
+    let links = driftwatch_detector::alert::episode::Links::of(&plan());
     for e in &events {
         for r in monitor
             .observe(driftwatch_detector::engine::Input::Event(e))
             .performance
         {
             want_ids.extend(performance_alerts(&r, min).into_iter().map(|a| a.alert_id));
+            let verdicts = driftwatch_detector::alert::performance_verdicts(&r, min);
+            let notes = episodes.observe(&plan().alerts.episodes, &links, verdicts);
+            want_ids.extend(notes.into_iter().map(|a| a.alert_id));
         }
     }
+    assert!(
+        want_ids.iter().any(|i| i.contains("/firing/")),
+        "the performance drop fires an episode"
+    );
     let on_kafka: BTreeSet<String> =
         read_quiet(&brokers, "driftwatch.alerts", Duration::from_secs(2))
             .iter()
