@@ -77,6 +77,9 @@ pub enum AlertKind {
     /// An obligation falling due: an Art. 73 report deadline, an overdue corrective
     /// task (published by the incident service).
     Obligation,
+    /// Monitoring itself: a system's telemetry stopped for longer than its plan's
+    /// `heartbeat_s` (Art. 72(2): monitoring must be active).
+    Telemetry,
 }
 
 impl AlertKind {
@@ -87,6 +90,7 @@ impl AlertKind {
             AlertKind::Performance => "performance",
             AlertKind::PerformanceEstimate => "performance_estimate",
             AlertKind::Obligation => "obligation",
+            AlertKind::Telemetry => "telemetry",
         }
     }
 

@@ -178,3 +178,115 @@ async fn the_plan_sets_when_an_episode_fires() {
         );
     }
 }
+
+/// Monitoring must be active (Art. 72(2)): a system whose telemetry stops for longer
+/// than its plan's `heartbeat_s` pages once (`telemetry`), and its next event resolves
+/// the page. Through the detector service on the embedded broker, to a Slack-compatible
+/// receiver and a PagerDuty endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_that_stops_pages_and_its_return_resolves() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use driftwatch_detector::driver::kafka::KafkaOptions;
+    use driftwatch_detector::plan::Plan;
+    use driftwatch_detector::service::{self, ServiceConfig};
+    use driftwatch_detector::synth::{demo_plan_toml, CreditModel, Drift};
+    use driftwatch_e2e::kafka::{mock_cluster, produce};
+    use driftwatch_schema::Event;
+
+    let (slack, slack_url) = WebhookReceiver::start().await.expect("slack");
+    let (pd, pd_url) = WebhookReceiver::start().await.expect("pagerduty");
+    let (_cluster, brokers) = mock_cluster();
+    let system = "credit-heartbeat";
+    let mut model = CreditModel::new(system, 3);
+    let batch = |model: &mut CreditModel, n: usize| -> Vec<Event> {
+        (0..n)
+            .map(|_| Event::Prediction(model.next_prediction(Drift::NONE)))
+            .collect()
+    };
+    produce(&brokers, "driftwatch.events", &batch(&mut model, 100));
+    let plan_text = demo_plan_toml(system, 2000, 1000).replace(
+        "min_severity = \"critical\"",
+        &format!(
+            "min_severity = \"critical\"\nheartbeat_s = 2\nslack_webhook_url = \"{slack_url}\"\npagerduty_routing_key = \"K\"\npagerduty_url = \"{pd_url}\""
+        ),
+    );
+    let plan =
+        Arc::new(Plan::from_toml(&plan_text, "plan", std::path::PathBuf::new()).expect("plan"));
+    let mut opts = KafkaOptions::new(&brokers);
+    opts.group_id = "dw-heartbeat".into();
+    opts.checkpoint_interval = Duration::from_millis(500);
+    let config = ServiceConfig::new(opts, vec![plan]);
+    let registry = config.registry.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let handle = tokio::spawn(service::run(listener, config, async move {
+        s.cancelled().await
+    }));
+
+    let texts = |r: &WebhookReceiver| -> Vec<String> {
+        r.alerts()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    // Silence after the first 100 events: one page, a few seconds later.
+    let fired = driftwatch_e2e::eventually(Duration::from_secs(30), || {
+        let t = texts(&slack);
+        async move {
+            t.iter()
+                .any(|t| t.contains("no telemetry from credit-heartbeat"))
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(fired.is_some(), "the silence pages: {:?}", texts(&slack));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        texts(&slack).len(),
+        1,
+        "once per silence: {:?}",
+        texts(&slack)
+    );
+    // Telemetry comes back: the page resolves.
+    produce(&brokers, "driftwatch.events", &batch(&mut model, 10));
+    let resolved = driftwatch_e2e::eventually(Duration::from_secs(30), || {
+        let t = texts(&slack);
+        async move {
+            t.iter()
+                .any(|t| t.contains("RESOLVED telemetry of credit-heartbeat"))
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(
+        resolved.is_some(),
+        "the return resolves: {:?}",
+        texts(&slack)
+    );
+    let _ = driftwatch_e2e::eventually(Duration::from_secs(30), || {
+        let n = pd.alerts().len();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let events = pd.alerts();
+    assert_eq!(events[0]["event_action"], "trigger", "{events:?}");
+    assert_eq!(events[0]["payload"]["group"], "telemetry");
+    assert_eq!(events[1]["event_action"], "resolve", "{events:?}");
+    assert_eq!(events[0]["dedup_key"], events[1]["dedup_key"]);
+    let page = driftwatch_common::health::render(&registry);
+    assert_eq!(
+        driftwatch_e2e::metric(
+            &page,
+            "driftwatch_alert_notifications_total{status=\"firing\",system=\"credit-heartbeat\"}"
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    stop.cancel();
+    handle.await.expect("join").expect("service ran");
+}

@@ -211,6 +211,115 @@ impl Episodes {
     }
 }
 
+/// A system's heartbeat: whether its telemetry has stopped for longer than the plan's
+/// `heartbeat_s`. Wall-clock state of the running detector, not checkpointed: after a
+/// restart the silence counts from the start.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    last_event: DateTime<Utc>,
+    silent: bool,
+}
+
+impl Heartbeat {
+    /// A system heard from (or started watching) at `now`.
+    pub fn new(now: DateTime<Utc>) -> Self {
+        Heartbeat {
+            last_event: now,
+            silent: false,
+        }
+    }
+
+    /// An event of the system arrived at `now`: the resolve, if it was silent.
+    pub fn event(&mut self, now: DateTime<Utc>, plan: &Plan, links: &Links) -> Option<Alert> {
+        let was = self.silent;
+        let since = self.last_event;
+        self.last_event = now;
+        self.silent = false;
+        was.then(|| heartbeat_alert(plan, links, since, now, EpisodeStatus::Resolved))
+    }
+
+    /// The clock at `now`: the firing, the first time the silence passes the plan's
+    /// `heartbeat_s`.
+    pub fn check(&mut self, now: DateTime<Utc>, plan: &Plan, links: &Links) -> Option<Alert> {
+        let limit = plan.alerts.heartbeat_s?;
+        let silent_s = (now - self.last_event).num_seconds();
+        if self.silent || silent_s < 0 || (silent_s as u64) <= limit {
+            return None;
+        }
+        self.silent = true;
+        Some(heartbeat_alert(
+            plan,
+            links,
+            self.last_event,
+            now,
+            EpisodeStatus::Firing,
+        ))
+    }
+}
+
+fn heartbeat_alert(
+    plan: &Plan,
+    links: &Links,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    status: EpisodeStatus,
+) -> Alert {
+    let system = &plan.system.id;
+    let limit = plan.alerts.heartbeat_s.unwrap_or(0);
+    let fingerprint = format!("{system}/telemetry/telemetry/heartbeat");
+    let start = since.timestamp_millis();
+    let episode = format!("{fingerprint}@{start}");
+    let silent = (now - since).num_seconds().max(0);
+    let summary = match status {
+        EpisodeStatus::Resolved => format!(
+            "RESOLVED telemetry of {system} arrives again after {silent} s without an event (limit {limit} s)"
+        ),
+        _ => format!(
+            "FIRING warning no telemetry from {system} for {silent} s (plan allows {limit} s; last event at {}): monitoring is not active",
+            since.to_rfc3339()
+        ),
+    };
+    Alert {
+        alert_id: format!("{episode}/{}/{}", status.as_str(), now.timestamp_millis()),
+        system_id: system.clone(),
+        kind: driftwatch_schema::AlertKind::Telemetry,
+        severity: Severity::Warning,
+        signal: "telemetry".into(),
+        method: "heartbeat".into(),
+        statistic: None,
+        p_value: None,
+        value: silent as f64,
+        threshold: limit as f64,
+        samples: 0,
+        window: driftwatch_schema::WindowInfo {
+            index: -1,
+            start: Some(since),
+            end: Some(now),
+            events: 0,
+            outcomes: 0,
+            first_event_at: since,
+            last_event_at: now,
+            complete: true,
+        },
+        reference_version: "none".into(),
+        plan_version: plan.system.plan_version.clone(),
+        plan_hash: Some(plan.hash.clone()).filter(|h| !h.is_empty()),
+        summary,
+        lifecycle: Some(Lifecycle {
+            status,
+            fingerprint,
+            episode,
+            started_window: -1,
+            started_at: since,
+            breaching: 1,
+            of: 1,
+            clean: u32::from(status == EpisodeStatus::Resolved),
+            runbook_url: links.runbook(Severity::Warning),
+            incident_url: links.incident_url.clone(),
+        }),
+    }
+}
+
 /// The notification of `status` for the episode `a`, in the window of `v`.
 fn notification(
     fingerprint: &str,
@@ -404,6 +513,54 @@ mod tests {
             run(spec(2, 3, 1), "ww.w.w"),
             ["firing@1:warning", "resolved@2:warning", "firing@5:warning"]
         );
+    }
+
+    #[test]
+    fn silence_past_the_heartbeat_fires_once_and_the_next_event_resolves() {
+        let plan = Plan::from_toml(
+            "[system]\nid = \"s\"\n[reference]\nfirst_events = 10\n[window]\nsize = 10\n[features.age]\ntype = \"numeric\"\n[alerts]\nheartbeat_s = 60\n",
+            "plan",
+            std::path::PathBuf::new(),
+        )
+        .expect("plan");
+        let links = Links::of(&plan);
+        let t0 = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000);
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let mut h = Heartbeat::new(t0);
+        assert!(
+            h.check(at(60), &plan, &links).is_none(),
+            "at the limit: not yet"
+        );
+        let fired = h.check(at(61), &plan, &links).expect("past the limit");
+        assert_eq!(fired.kind, AlertKind::Telemetry);
+        let l = fired.lifecycle.as_ref().expect("lifecycle");
+        assert_eq!(l.status, EpisodeStatus::Firing);
+        assert!(
+            fired
+                .summary
+                .contains("no telemetry from s for 61 s (plan allows 60 s"),
+            "{}",
+            fired.summary
+        );
+        assert!(
+            h.check(at(600), &plan, &links).is_none(),
+            "fires once per silence"
+        );
+        let resolved = h.event(at(700), &plan, &links).expect("resolve");
+        let r = resolved.lifecycle.as_ref().expect("lifecycle");
+        assert_eq!(r.status, EpisodeStatus::Resolved);
+        assert_eq!(r.episode, l.episode, "the same episode");
+        assert!(h.event(at(701), &plan, &links).is_none());
+        // Without heartbeat_s, never.
+        let quiet = Plan::from_toml(
+            "[system]\nid = \"s\"\n[reference]\nfirst_events = 10\n[window]\nsize = 10\n[features.age]\ntype = \"numeric\"\n",
+            "plan",
+            std::path::PathBuf::new(),
+        )
+        .expect("plan");
+        assert!(Heartbeat::new(t0)
+            .check(at(1_000_000), &quiet, &links)
+            .is_none());
     }
 
     #[test]

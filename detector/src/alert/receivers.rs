@@ -19,6 +19,7 @@ pub fn alertname(kind: AlertKind) -> &'static str {
         AlertKind::Performance => "DriftwatchPerformance",
         AlertKind::PerformanceEstimate => "DriftwatchPerformanceEstimate",
         AlertKind::Obligation => "DriftwatchObligation",
+        AlertKind::Telemetry => "DriftwatchTelemetryStopped",
     }
 }
 
@@ -330,6 +331,7 @@ mod tests {
                 "DriftwatchPerformanceEstimate",
             ),
             (AlertKind::Obligation, "DriftwatchObligation"),
+            (AlertKind::Telemetry, "DriftwatchTelemetryStopped"),
         ] {
             let a = Alert { kind, ..alert(1) };
             let v = json(&alertmanager_body(&a, now, Duration::from_secs(600)));

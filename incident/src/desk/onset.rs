@@ -36,7 +36,7 @@ fn breaches(alert: &Alert, doc: &Value) -> bool {
                 })
             })
         }
-        AlertKind::Obligation => false,
+        AlertKind::Obligation | AlertKind::Telemetry => false,
     }
 }
 

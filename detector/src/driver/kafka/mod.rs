@@ -241,6 +241,7 @@ pub async fn consume(
                 if consumer.context().assigned_since(&mut epoch) {
                     rebalanced(&consumer, &mut systems, &mut progress);
                 }
+                heartbeats(&mut systems, outputs);
                 if progress.last_checkpoint.elapsed() >= opts.checkpoint_interval {
                     checkpoint(opts, &consumer, &mut systems, &mut progress, (outbox, producer, store), metrics).await;
                 }
@@ -283,6 +284,16 @@ pub async fn consume(
                 match systems.get_mut(system) {
                     None => metrics.unplanned.inc(),
                     Some(state) => {
+                        let plan = state.plan().clone();
+                        if let Some(back) =
+                            state
+                                .heartbeat
+                                .event(chrono::Utc::now(), &plan, &state.links)
+                        {
+                            for out in outputs {
+                                out.notifications(std::slice::from_ref(&back));
+                            }
+                        }
                         if state.partition == Some(partition) && offset < state.next_offset {
                             // Already in the state restored from the checkpoint.
                             metrics.replayed.inc();
@@ -597,6 +608,26 @@ async fn checkpoint(
         .lag_positions
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = progress.positions.clone();
+}
+
+/// Each system of this instance (its partition assigned here) whose telemetry has
+/// stopped past its plan's `heartbeat_s` raises a `telemetry` notification, once per
+/// silence; the next event resolves it ([`crate::alert::episode::Heartbeat`]).
+fn heartbeats(systems: &mut HashMap<String, SystemState>, outputs: &[Arc<dyn Output>]) {
+    let now = chrono::Utc::now();
+    for state in systems.values_mut() {
+        if state.partition.is_none() {
+            // Not (yet) ours: the instance holding its partition watches it.
+            continue;
+        }
+        let plan = state.plan().clone();
+        if let Some(alert) = state.heartbeat.check(now, &plan, &state.links) {
+            tracing::warn!(system = %plan.system.id, "{}", alert.summary);
+            for out in outputs {
+                out.notifications(std::slice::from_ref(&alert));
+            }
+        }
+    }
 }
 
 /// One event of a planned system: drop a repeat, feed the engine, hand out its windows.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::checkpoint::Checkpoint;
-use crate::alert::episode::{Episodes, Links};
+use crate::alert::episode::{Episodes, Heartbeat, Links};
 use crate::codec::CodecError;
 use crate::driver::dedup::Dedup;
 use crate::engine::{fnv1a64, plan_fingerprint, Monitor, ReferenceProfile, WindowReport};
@@ -42,6 +42,8 @@ pub struct SystemState {
     pub episodes: Episodes,
     /// What the plan's notifications link to.
     pub links: Links,
+    /// When its last event arrived (wall clock), for the plan's `heartbeat_s`.
+    pub heartbeat: Heartbeat,
     plan: Arc<Plan>,
 }
 
@@ -74,6 +76,7 @@ impl SystemState {
             last_report: None,
             episodes: Episodes::default(),
             links: Links::of(&plan),
+            heartbeat: Heartbeat::new(chrono::Utc::now()),
             plan,
         }
     }
@@ -139,6 +142,7 @@ impl SystemState {
             .map_err(|e| CodecError(format!("alert episodes: {e}")))?;
         self.monitor.restore(&c.reference_version, &c.engine)?;
         self.episodes = episodes;
+        self.heartbeat = Heartbeat::new(chrono::Utc::now());
         self.dedup.restore(&c.dedup);
         self.partition = Some(c.partition);
         self.next_offset = c.next_offset;
