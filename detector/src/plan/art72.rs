@@ -580,18 +580,47 @@ impl Plan {
         }
 
         let _ = writeln!(m, "\n## 8. Routing\n");
-        match (&self.alerts.webhook_url, &self.alerts.alertmanager_url) {
-            (None, None) => {
-                let _ = writeln!(m, "Alerts are published on the alerts topic only.");
-            }
-            (w, a) => {
-                if let Some(a) = a {
-                    let _ = writeln!(m, "- Alertmanager: {}", md_text(a));
-                }
-                if let Some(w) = w {
-                    let _ = writeln!(m, "- Webhook: {}", md_text(w));
-                }
-            }
+        let a = &self.alerts;
+        let receivers: Vec<String> = [
+            a.alertmanager_url
+                .as_ref()
+                .map(|u| format!("- Alertmanager: {}", md_text(u))),
+            a.webhook_url.as_ref().map(|u| {
+                format!(
+                    "- Webhook ({}): {}",
+                    match a.webhook_sends {
+                        crate::plan::WebhookSends::Episodes => "episodes",
+                        crate::plan::WebhookSends::Windows => "every window's alerts",
+                    },
+                    md_text(u)
+                )
+            }),
+            a.slack_webhook_url
+                .as_ref()
+                .map(|u| format!("- Slack-compatible webhook: {}", md_text(u))),
+            a.pagerduty_routing_key
+                .as_ref()
+                .map(|_| format!("- PagerDuty Events API v2: {}", md_text(&a.pagerduty_url))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if receivers.is_empty() {
+            let _ = writeln!(m, "Alerts are published on the alerts topic only.");
+        }
+        for r in receivers {
+            let _ = writeln!(m, "{r}");
+        }
+        let _ = writeln!(
+            m,
+            "- Paging: once per episode of a condition; it fires when {} of its last {} windows breach and resolves after {} clean windows in a row.",
+            a.episodes.fire_after, a.episodes.of_last, a.episodes.resolve_after
+        );
+        if let Some(h) = a.heartbeat_s {
+            let _ = writeln!(
+                m,
+                "- Heartbeat: no telemetry for more than {h} s raises an alert."
+            );
         }
         let _ = writeln!(
             m,
