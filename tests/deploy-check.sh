@@ -21,5 +21,6 @@ route ml-platform-tickets alertname=DriftwatchDriftWarning severity=warning
 route ml-platform-pager alertname=DriftwatchAgentSpoolFilling severity=critical
 route compliance-office alertname=DriftwatchObligation severity=warning
 route compliance-office alertname=DriftwatchObligation severity=critical
+route ml-platform-pager alertname=DriftwatchTelemetryStopped severity=warning
 python3 -m json.tool grafana/driftwatch-dashboard.json >/dev/null
 echo "deploy-check: rules, rule tests, Alertmanager config and routes, and dashboard are valid"
