@@ -307,6 +307,31 @@ fn want_alert_ids(s: &Setup, plan_file: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The episode notification ids of replay's windows, in order per system (episodes are
+/// checkpointed with the windows: kills neither page twice nor skip a resolve).
+fn want_notification_ids(s: &Setup, plan_file: &str) -> BTreeSet<String> {
+    let mut episodes: BTreeMap<String, driftwatch_detector::alert::episode::Episodes> =
+        BTreeMap::new();
+    s.want
+        .values()
+        .map(|v| serde_json::from_value::<WindowReport>(v.clone()).expect("report"))
+        .flat_map(|r| {
+            let plan = Plan::from_toml(
+                &plan_text(plan_file, &r.system_id),
+                plan_file,
+                PathBuf::new(),
+            )
+            .expect("plan");
+            episodes.entry(r.system_id.clone()).or_default().observe(
+                &plan.alerts.episodes,
+                &driftwatch_detector::alert::episode::Links::of(&plan),
+                driftwatch_detector::alert::drift_verdicts(&r, plan.alerts.min_severity),
+            )
+        })
+        .map(|a| a.alert_id)
+        .collect()
+}
+
 async fn killed_three_times(plan_file: &str) {
     let s = setup("kill", plan_file, "").await;
     start_producing(&s);
@@ -336,7 +361,8 @@ async fn killed_three_times(plan_file: &str) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(d.terminate(), Some(0));
     let again = check_reports(&s);
-    let want_ids = want_alert_ids(&s, plan_file);
+    let mut want_ids = want_alert_ids(&s, plan_file);
+    want_ids.extend(want_notification_ids(&s, plan_file));
     let alerts = read_all(brokers, &topics.alerts);
     let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     for a in &alerts {

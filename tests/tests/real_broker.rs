@@ -208,6 +208,8 @@ async fn metrics_page(c: &reqwest::Client, addr: std::net::SocketAddr) -> Option
         .ok()
 }
 
+/// The window alerts on the alerts topic (episode notifications beside them are for
+/// the pagers; the webhook here takes every window's alerts).
 fn count(brokers: &str, topic: &str) -> usize {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -224,7 +226,12 @@ fn count(brokers: &str, topic: &str) -> usize {
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) if m.payload().is_some() => {
-                n += 1;
+                let note =
+                    serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default())
+                        .is_ok_and(|v| v.get("lifecycle").is_some());
+                if !note {
+                    n += 1;
+                }
                 quiet_since = Instant::now();
             }
             _ => {
