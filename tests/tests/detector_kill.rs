@@ -289,27 +289,10 @@ fn without_plan_hash(v: &serde_json::Value) -> serde_json::Value {
     v
 }
 
-/// The alert ids replay raises.
-fn want_alert_ids(s: &Setup, plan_file: &str) -> BTreeSet<String> {
-    s.want
-        .values()
-        .map(|v| serde_json::from_value::<WindowReport>(v.clone()).expect("report"))
-        .flat_map(|r| {
-            let plan = Plan::from_toml(
-                &plan_text(plan_file, &r.system_id),
-                plan_file,
-                PathBuf::new(),
-            )
-            .expect("plan");
-            alerts_for(&r, plan.alerts.min_severity)
-        })
-        .map(|a| a.alert_id)
-        .collect()
-}
-
-/// The episode notification ids of replay's windows, in order per system (episodes are
-/// checkpointed with the windows: kills neither page twice nor skip a resolve).
-fn want_notification_ids(s: &Setup, plan_file: &str) -> BTreeSet<String> {
+/// The alert ids replay raises; with `notes`, also the episode notification ids of its
+/// windows in order per system (episodes are checkpointed with the windows: kills
+/// neither page twice nor skip a resolve).
+fn want_alert_ids(s: &Setup, plan_file: &str, notes: bool) -> BTreeSet<String> {
     let mut episodes: BTreeMap<String, driftwatch_detector::alert::episode::Episodes> =
         BTreeMap::new();
     s.want
@@ -322,11 +305,18 @@ fn want_notification_ids(s: &Setup, plan_file: &str) -> BTreeSet<String> {
                 PathBuf::new(),
             )
             .expect("plan");
-            episodes.entry(r.system_id.clone()).or_default().observe(
-                &plan.alerts.episodes,
-                &driftwatch_detector::alert::episode::Links::of(&plan),
-                driftwatch_detector::alert::drift_verdicts(&r, plan.alerts.min_severity),
-            )
+            let min = plan.alerts.min_severity;
+            let episode = episodes.entry(r.system_id.clone()).or_default();
+            let n = if notes {
+                episode.observe(
+                    &plan.alerts.episodes,
+                    &driftwatch_detector::alert::episode::Links::of(&plan),
+                    driftwatch_detector::alert::drift_verdicts(&r, min),
+                )
+            } else {
+                Vec::new()
+            };
+            alerts_for(&r, min).into_iter().chain(n)
         })
         .map(|a| a.alert_id)
         .collect()
@@ -361,8 +351,7 @@ async fn killed_three_times(plan_file: &str) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(d.terminate(), Some(0));
     let again = check_reports(&s);
-    let mut want_ids = want_alert_ids(&s, plan_file);
-    want_ids.extend(want_notification_ids(&s, plan_file));
+    let want_ids = want_alert_ids(&s, plan_file, true);
     let alerts = read_all(brokers, &topics.alerts);
     let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     for a in &alerts {
@@ -494,7 +483,7 @@ async fn two_instances_one_killed(plan_file: &str) {
     victim.kill9();
     let all = windows_on_kafka(&s, s.want.len(), Duration::from_secs(120)).await;
     assert_eq!(all, Some(s.want.len()), "every window after the takeover");
-    let want_ids = want_alert_ids(&s, plan_file);
+    let want_ids = want_alert_ids(&s, plan_file, false);
     let delivered = eventually(Duration::from_secs(60), || {
         let n = hook
             .alerts()

@@ -415,22 +415,13 @@ mod tests {
             value: Some(if severity.is_some() { 1e-6 } else { 0.4 }),
             alert: severity.map(|severity| Alert {
                 alert_id: format!("s/r/{index}/age/ks"),
-                system_id: "s".into(),
-                kind: AlertKind::Drift,
                 severity,
-                signal: "age".into(),
-                method: "ks".into(),
                 statistic: Some(0.3),
                 p_value: Some(1e-6),
                 value: 1e-6,
-                threshold: 0.01,
-                samples: 100,
                 window: window(index),
-                reference_version: "r".into(),
-                plan_version: None,
-                plan_hash: None,
                 summary: format!("{} drift on age of s in window {index}", severity.as_str()),
-                lifecycle: None,
+                ..crate::alert::sample_alert(index)
             }),
         }
     }
