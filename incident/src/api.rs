@@ -166,6 +166,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
 
 /// The routes.
 pub fn router(api: Arc<Api>) -> Router {
+    let ack = crate::notify::ack::router(api.clone());
     Router::new()
         .route("/v1/systems", get(systems))
         .route("/v1/incidents", get(list).post(open))
@@ -181,6 +182,11 @@ pub fn router(api: Arc<Api>) -> Router {
             "/v1/incidents/{id}/authority-reports",
             post(authority_report),
         )
+        .route("/v1/incidents/{id}/notices", get(notices))
+        .route(
+            "/v1/incidents/{id}/notices/{notice}/acknowledge",
+            post(acknowledge_notice),
+        )
         .route("/v1/incidents/{id}/{step}", post(step))
         .route("/v1/systems/{system}/enable", post(enable_system))
         .route("/v1/audit", get(audit_entries))
@@ -194,6 +200,7 @@ pub fn router(api: Arc<Api>) -> Router {
             )
         })
         .with_state(api)
+        .merge(ack)
 }
 
 type R = Result<Response, ApiError>;
@@ -263,9 +270,70 @@ async fn show(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<St
         .await?
         .ok_or(StoreError::NotFound(id))?;
     let clock = inc.clock();
+    let notices = api.desk.store.notices_of(&inc.id, Utc::now()).await?;
     let mut v = serde_json::to_value(&inc).unwrap_or(Value::Null);
     v["art73"] = serde_json::to_value(clock).unwrap_or(Value::Null);
+    v["notices"] = serde_json::to_value(notices).unwrap_or(Value::Null);
     Ok(Json(v).into_response())
+}
+
+async fn notices(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>) -> R {
+    authorize(&api, &headers, "read")?;
+    api.desk
+        .store
+        .get(&id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    let list = api.desk.store.notices_of(&id, Utc::now()).await?;
+    Ok(Json(json!({ "notices": list })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckByPerson {
+    /// Who at the party acknowledged (on the phone, by letter).
+    by: Option<String>,
+    reason: Option<String>,
+}
+
+/// A person records an acknowledgement received otherwise than through the link.
+async fn acknowledge_notice(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path((id, notice)): Path<(String, String)>,
+    bytes: Bytes,
+) -> R {
+    let p = authorize(&api, &headers, "inform")?;
+    let b: AckByPerson = body(&bytes)?;
+    let reason = b
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .ok_or_else(|| ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "missing_field".into(),
+            message: "`reason` is required: how the acknowledgement came in".into(),
+            field: Some("reason".into()),
+            current_state: None,
+        })?;
+    let by = match b.by.filter(|b| !b.trim().is_empty()) {
+        Some(who) => format!("{who} (recorded by {})", p.name),
+        None => format!("recorded by {}", p.name),
+    };
+    let a = api
+        .desk
+        .store
+        .acknowledge(
+            Utc::now(),
+            crate::store::AckKey::Notice {
+                incident: &id,
+                notice: &notice,
+            },
+            &by,
+            "person",
+            Some(&reason),
+        )
+        .await?;
+    Ok(Json(json!({"notice": a.notice, "already": a.already})).into_response())
 }
 
 async fn timeline(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>) -> R {

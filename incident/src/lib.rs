@@ -20,6 +20,7 @@ pub mod desk;
 pub mod export;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod policy;
 pub mod predictions;
 pub mod service;

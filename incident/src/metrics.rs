@@ -24,6 +24,12 @@ pub struct IncidentMetrics {
     pub controls: IntCounterVec,
     /// Decisions recorded but not yet on the control topic.
     pub control_pending: IntGauge,
+    /// Delivery attempts of notices to parties, by channel and result.
+    pub notices: IntCounterVec,
+    /// Notices composed but not yet accepted by their receiver.
+    pub notices_pending: IntGauge,
+    /// Notices sent but not yet acknowledged by their party.
+    pub notices_unacknowledged: IntGauge,
 }
 
 /// What a handled alert counts as.
@@ -85,6 +91,29 @@ impl IncidentMetrics {
             "driftwatch_control_pending",
             "Decisions recorded but not yet acknowledged by the broker on the control topic.",
         )?;
+        let notices = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_notices_total",
+                "Delivery attempts of decision notices to the plan's parties, by channel (email, webhook) and result (sent, failed); failed ones are retried until sent.",
+            ),
+            &["channel", "result"],
+        )?;
+        let notices_pending = IntGauge::new(
+            "driftwatch_notices_pending",
+            "Decision notices to parties composed but not yet accepted by their receiver.",
+        )?;
+        let notices_unacknowledged = IntGauge::new(
+            "driftwatch_notices_unacknowledged",
+            "Decision notices sent to parties but not yet acknowledged.",
+        )?;
+        registry.register(Box::new(notices.clone()))?;
+        registry.register(Box::new(notices_pending.clone()))?;
+        registry.register(Box::new(notices_unacknowledged.clone()))?;
+        for c in ["email", "webhook"] {
+            for r in ["sent", "failed"] {
+                notices.with_label_values(&[c, r]);
+            }
+        }
         registry.register(Box::new(controls.clone()))?;
         registry.register(Box::new(control_pending.clone()))?;
         for a in ["allow", "restrict", "disable"] {
@@ -109,7 +138,14 @@ impl IncidentMetrics {
         for k in ["art73", "task"] {
             obligations.with_label_values(&[k]);
         }
-        for w in ["alert", "report", "reminders", "checkpoint", "control"] {
+        for w in [
+            "alert",
+            "report",
+            "reminders",
+            "checkpoint",
+            "control",
+            "notice",
+        ] {
             store_errors.with_label_values(&[w]);
         }
         for s in systems {
@@ -124,6 +160,9 @@ impl IncidentMetrics {
             store_errors,
             controls,
             control_pending,
+            notices,
+            notices_pending,
+            notices_unacknowledged,
         })
     }
 }

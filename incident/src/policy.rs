@@ -28,6 +28,22 @@ pub struct PartyRef {
     pub contact: Option<String>,
     /// Decisions they are informed of (empty: all corrective ones).
     pub inform_on: Vec<String>,
+    /// E-mail address the notice of a decision goes to (from a `mailto:` contact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Webhook the notice of a decision is posted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// Hours the party has to acknowledge a notice.
+    #[serde(default = "default_ack_hours")]
+    pub acknowledge_within_h: u32,
+}
+
+/// Hours to acknowledge a notice when the plan does not say.
+pub const DEFAULT_ACK_HOURS: u32 = 24;
+
+fn default_ack_hours() -> u32 {
+    DEFAULT_ACK_HOURS
 }
 
 /// One system's plan, as the incident service uses it.

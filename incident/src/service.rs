@@ -36,6 +36,9 @@ use crate::store::{Store, StoreError};
 /// The default topic of audit checkpoints.
 pub const DEFAULT_CHECKPOINTS_TOPIC: &str = "driftwatch.audit-checkpoints";
 
+/// The API's default address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9480";
+
 /// Everything the service needs.
 pub struct IncidentConfig {
     /// `sqlite:PATH` or `postgres://...`.
@@ -70,6 +73,11 @@ pub struct IncidentConfig {
     pub reminder_interval: Duration,
     /// How long an opening waits for its window's report.
     pub evidence_wait: Duration,
+    /// The SMTP server notices to parties go out through (None: e-mail notices wait).
+    pub mail: Option<crate::notify::send::MailConfig>,
+    /// The base URL parties reach the service at (acknowledge links); default the
+    /// listener's address.
+    pub public_url: Option<String>,
 }
 
 /// A failure to start.
@@ -95,6 +103,9 @@ pub enum ServiceError {
     /// Metric registration (a bug).
     #[error("metrics: {0}")]
     Metrics(String),
+    /// The mail settings.
+    #[error("{0}")]
+    Mail(#[from] crate::notify::send::SendConfigError),
 }
 
 /// Load the checkpoint key, or make one (mode 0600) on first start.
@@ -183,8 +194,23 @@ pub async fn run(
     tracing::info!(backend = ?store.backend(), version, "incident store ready");
     let signer = Arc::new(load_or_create_key(&config.signing_key, &config.origin)?);
     tracing::info!(verifier_key = %signer.verifier_key(), "audit checkpoints are signed with this key");
+    let senders = crate::notify::send::Senders::new(config.mail.as_ref())?;
     let mut desk = Desk::new(store.clone(), config.policies.clone());
     desk.evidence_wait = config.evidence_wait;
+    desk.composer.public_url = match &config.public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => format!(
+            "http://{}",
+            listener.local_addr().map_err(ServiceError::Http)?
+        ),
+    };
+    if !senders.has_mail() {
+        for p in &config.policies {
+            for party in p.parties.iter().filter(|x| x.email.is_some()) {
+                tracing::warn!(system = p.system_id, party = party.name, "the plan sends this party notices by e-mail, but no SMTP server is configured (--smtp-url): they will wait");
+            }
+        }
+    }
     desk.control = !config.control_topic.is_empty() && !config.brokers.is_empty();
     let desk = Arc::new(desk);
     desk.record_plans(Utc::now()).await?;
@@ -237,6 +263,12 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
+    tasks.spawn(crate::notify::send::run(
+        store.clone(),
+        senders,
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
     tasks.spawn(checkpoints(
         store.clone(),
         metrics.clone(),

@@ -235,10 +235,14 @@ async fn the_workflow_runs_in_order_by_named_people_and_refuses_the_rest() {
             (dec.decision, dec.decided_by.as_str(), dec.automatic),
             (Decision::Disable, "carol", false)
         );
-        // Informing needs the parties (the plan's list is named in the error).
+        // The decision composed notices to the plan's parties; until they are sent,
+        // informing needs the parties named (the pending notices are named in the error).
         let r = d.step(at(4), &id, Step::Inform, "olga", step("sent")).await;
-        let (status, _, field, _) = refusal(r).await;
-        assert_eq!((status, field.as_deref()), (422, Some("parties")));
+        let (status, code, field, _) = refusal(r).await;
+        assert_eq!(
+            (status, code.as_str(), field.as_deref()),
+            (409, "notices_pending", Some("parties"))
+        );
         let inc = d
             .step(
                 at(4),
@@ -809,7 +813,7 @@ async fn migrations_run_once_and_upgrade_an_older_database_keeping_its_data() {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite:{}", dir.path().join("m.db").display());
     let s = Store::open(&url).await.expect("open");
-    assert_eq!(s.schema_version().await.expect("v"), 2);
+    assert_eq!(s.schema_version().await.expect("v"), 3);
     let d = desk(s);
     d.handle_alert(at(0), &alert(1, "age", Severity::Critical))
         .await
@@ -819,25 +823,30 @@ async fn migrations_run_once_and_upgrade_an_older_database_keeping_its_data() {
         .execute(d.store.pool())
         .await
         .expect("drop");
-    sqlx::query("DELETE FROM schema_migrations WHERE version = 2")
+    sqlx::query("DROP TABLE notices")
+        .execute(d.store.pool())
+        .await
+        .expect("drop");
+    sqlx::query("DELETE FROM schema_migrations WHERE version >= 2")
         .execute(d.store.pool())
         .await
         .expect("delete");
     drop(d);
     let s = Store::open(&url).await.expect("reopen");
-    assert_eq!(s.schema_version().await.expect("v"), 2, "upgraded");
+    assert_eq!(s.schema_version().await.expect("v"), 3, "upgraded");
     assert_eq!(
         s.list(None, None, 10).await.expect("list").len(),
         1,
         "data kept"
     );
     assert!(s.control_pending(10).await.expect("outbox").is_empty());
+    assert!(s.notices_due(at(0), 10).await.expect("notices").is_empty());
     assert!(s.verify(&[]).await.expect("verify").ok);
     drop(s);
     let s = Store::open(&url).await.expect("reopen again");
     assert_eq!(
         s.schema_version().await.expect("v"),
-        2,
+        3,
         "nothing to do the second time"
     );
 }

@@ -78,6 +78,8 @@ async fn a_due_deadline_is_published_and_checkpoints_reach_their_topic() {
         checkpoint_interval: Duration::from_millis(200),
         reminder_interval: Duration::from_millis(200),
         evidence_wait: Duration::from_millis(100),
+        mail: None,
+        public_url: None,
     };
     let stop = tokio_util_like::Stop::new();
     let stopped = stop.clone();

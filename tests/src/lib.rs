@@ -306,6 +306,37 @@ pub fn metric(page: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The JSON paths where `a` and `b` differ (`$.window.count: 600 != 599`), at most
+/// `limit`: what a failed "same as replay" assertion prints.
+pub fn json_diff(a: &serde_json::Value, b: &serde_json::Value, limit: usize) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let p = format!("{path}.{k}");
+                    match (x.get(k), y.get(k)) {
+                        (Some(u), Some(v)) => walk(&p, u, v, out),
+                        (u, v) => out.push(format!("{p}: {u:?} != {v:?}")),
+                    }
+                }
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                    walk(&format!("{path}[{i}]"), u, v, out);
+                }
+            }
+            _ if a != b => out.push(format!("{path}: {a} != {b}")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("$", a, b, &mut out);
+    out.truncate(limit);
+    out
+}
+
 /// What an in-process pipeline run produced.
 pub struct Outcome {
     /// Alerts received at the webhook.

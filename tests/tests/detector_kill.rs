@@ -259,7 +259,8 @@ fn check_reports(s: &Setup) -> usize {
         if let Some(before) = seen.get(&key) {
             assert!(
                 before == r,
-                "window {key:?} reported twice with different content"
+                "window {key:?} reported twice with different content (first != later): {:#?}",
+                driftwatch_e2e::json_diff(before, r, 20)
             );
             again += 1;
         }
@@ -272,9 +273,11 @@ fn check_reports(s: &Setup) -> usize {
     );
     for (k, v) in &s.want {
         // The detectors' plan has receivers appended, so only its content hash differs.
+        let (got, want) = (without_plan_hash(&seen[k]), without_plan_hash(v));
         assert!(
-            without_plan_hash(&seen[k]) == without_plan_hash(v),
-            "window {k:?} differs from replay"
+            got == want,
+            "window {k:?} differs from replay (detector != replay): {:#?}",
+            driftwatch_e2e::json_diff(&got, &want, 20)
         );
     }
     again

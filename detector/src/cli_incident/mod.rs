@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use driftwatch_incident::auth::{new_token, Role, Tokens};
 use driftwatch_incident::client::{Answer, Client, ClientError};
+use driftwatch_incident::notify::send::MailConfig;
 use driftwatch_incident::service::{self, IncidentConfig};
 use driftwatch_incident::store::Store;
 use serde_json::{json, Value};

@@ -72,6 +72,22 @@ pub struct ServeArgs {
     /// How long an opening waits for its window's report (milliseconds).
     #[arg(long, default_value_t = 5000)]
     evidence_wait_ms: u64,
+    /// SMTP server notices of decisions go to the plan's parties through:
+    /// `smtp://HOST:PORT` (plain, e.g. a local relay), `smtp://HOST:PORT?tls=required`
+    /// (STARTTLS) or `smtps://USER:PASSWORD@HOST:PORT`. Without it, e-mail notices wait.
+    #[arg(long, env = "DRIFTWATCH_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// The sender of notices (`Name <address>` or `address`).
+    #[arg(
+        long,
+        env = "DRIFTWATCH_MAIL_FROM",
+        default_value = "driftwatch <driftwatch@localhost>"
+    )]
+    mail_from: String,
+    /// The base URL parties reach this service at: the acknowledge links in notices
+    /// point here (default: http:// and the listen address).
+    #[arg(long, env = "DRIFTWATCH_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Extra librdkafka property KEY=VALUE (repeatable; secrets refused here).
     #[arg(long = "kafka-property", value_parser = crate::parse_kv)]
     kafka_properties: Vec<(String, String)>,
@@ -143,10 +159,17 @@ pub(super) async fn serve(args: ServeArgs) -> ExitCode {
         checkpoint_interval: Duration::from_secs(args.checkpoint_interval_s.max(1)),
         reminder_interval: Duration::from_secs(args.reminder_interval_s.max(1)),
         evidence_wait: Duration::from_millis(args.evidence_wait_ms),
+        mail: args.smtp_url.map(|smtp_url| MailConfig {
+            smtp_url,
+            from: args.mail_from,
+        }),
+        public_url: args.public_url,
     };
     match service::run(listener, config, driftwatch_common::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ service::ServiceError::Key { .. }) => fail(EXIT_CONFIG, e),
+        Err(e @ (service::ServiceError::Key { .. } | service::ServiceError::Mail(_))) => {
+            fail(EXIT_CONFIG, e)
+        }
         Err(e) => fail(EXIT_UNAVAILABLE, e),
     }
 }

@@ -228,6 +228,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         checkpoint_interval: Duration::from_secs(1),
         reminder_interval: Duration::from_secs(60),
         evidence_wait: Duration::from_secs(2),
+        mail: None,
+        public_url: None,
     };
     let incident_stop = CancellationToken::new();
     let incident_stopper = incident_stop.clone();

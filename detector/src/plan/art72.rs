@@ -22,7 +22,9 @@
 //! [[parties]]
 //! kind = "market_surveillance_authority"
 //! name = "Autoriteit Persoonsgegevens"
-//! contact = "mailto:ai-incidents@example.nl"
+//! contact = "mailto:ai-incidents@example.nl"   # notices of decisions by e-mail
+//! webhook = "https://authority.example/notices"  # and/or by webhook
+//! acknowledge_within_h = 48                      # default 24
 //!
 //! [review]
 //! cadence_days = 90
@@ -254,6 +256,31 @@ pub struct Party {
     /// The decisions they are informed of (default: every corrective decision).
     #[serde(default)]
     pub inform_on: Vec<String>,
+    /// A webhook the incident service posts the notice of a decision to (a `mailto:`
+    /// contact gets it by e-mail; an `https:` contact is a webhook too).
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Hours the party has to acknowledge a notice (default 24).
+    #[serde(default)]
+    pub acknowledge_within_h: Option<u32>,
+}
+
+impl Party {
+    /// The e-mail address notices go to: a `mailto:` contact.
+    pub fn email(&self) -> Option<&str> {
+        self.contact
+            .as_deref()
+            .and_then(|c| c.strip_prefix("mailto:"))
+            .map(|a| a.split('?').next().unwrap_or(a))
+    }
+
+    /// The webhook notices go to: `webhook`, else an `http(s):` contact.
+    pub fn webhook_url(&self) -> Option<&str> {
+        self.webhook.as_deref().or(self
+            .contact
+            .as_deref()
+            .filter(|c| c.starts_with("https://") || c.starts_with("http://")))
+    }
 }
 
 /// One change of the plan (plan element 10, version history).
@@ -736,6 +763,9 @@ impl Plan {
                     name: x.name.clone(),
                     contact: x.contact.clone(),
                     inform_on: x.inform_on.clone(),
+                    email: x.email().map(str::to_owned),
+                    webhook: x.webhook_url().map(str::to_owned),
+                    acknowledge_within_h: x.acknowledge_within_h.unwrap_or(p::DEFAULT_ACK_HOURS),
                 })
                 .collect(),
             owners: self

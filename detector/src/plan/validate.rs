@@ -243,6 +243,35 @@ impl Plan {
                     "may not be empty".into(),
                 ));
             }
+            if let Some(a) = party.email() {
+                let (user, host) = a.split_once('@').unwrap_or(("", ""));
+                if user.is_empty() || !host.contains('.') || a.contains(char::is_whitespace) {
+                    return Err(invalid(
+                        &format!("parties[{i}].contact"),
+                        format!(
+                            "\"mailto:{a}\" is not an e-mail address (mailto:name@example.com)"
+                        ),
+                    ));
+                }
+            }
+            if let Some(w) = &party.webhook {
+                let ok = (w.starts_with("https://") || w.starts_with("http://"))
+                    && w.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+                if !ok {
+                    return Err(invalid(
+                        &format!("parties[{i}].webhook"),
+                        format!("\"{w}\" is not an http(s) URL"),
+                    ));
+                }
+            }
+            if let Some(h) = party.acknowledge_within_h {
+                if !(1..=720).contains(&h) {
+                    return Err(invalid(
+                        &format!("parties[{i}].acknowledge_within_h"),
+                        format!("{h} hours: use 1 to 720"),
+                    ));
+                }
+            }
             for d in &party.inform_on {
                 if !DECISIONS.contains(&d.as_str()) {
                     return Err(invalid(

@@ -13,7 +13,7 @@ use driftwatch_schema::{Alert, AlertKind, Severity, WindowInfo};
 
 use crate::model::*;
 use crate::policy::Policy;
-use crate::store::{AlertOutcome, Refusal, Store, StoreError};
+use crate::store::{AlertOutcome, Effects, Refusal, Store, StoreError};
 
 mod onset;
 mod people;
@@ -54,6 +54,8 @@ pub struct Desk {
     /// Decisions to restrict or disable are put in the control outbox for the agents
     /// (off when the service has no control topic).
     pub control: bool,
+    /// Composes the notices a decision sends to the plan's parties.
+    pub composer: crate::notify::Composer,
 }
 
 /// The control message a decision sends to the system's agents, if any: disable for
@@ -135,6 +137,9 @@ impl Desk {
             evidence_wait: Duration::from_secs(5),
             remind_before: vec![Span::hours(72), Span::hours(24)],
             control: true,
+            composer: crate::notify::Composer {
+                public_url: format!("http://{}", crate::service::DEFAULT_LISTEN),
+            },
         }
     }
 
@@ -300,6 +305,8 @@ impl Desk {
                 alert.severity.as_str()
             );
             let control = self.control;
+            let policy = self.policy(&opened.system_id);
+            let composer = self.composer.clone();
             self.store
                 .change_with(
                     now,
@@ -309,27 +316,32 @@ impl Desk {
                     json!({"step": "decide", "from": "open", "decision": decision.as_str(), "reason": rationale, "automatic": true}),
                     |inc| {
                         inc.state = State::ActionDecided;
-                        inc.decision = Some(DecisionRecord {
+                        let record = DecisionRecord {
                             decision,
                             rationale: rationale.clone(),
                             decided_by: "driftwatch (plan rule)".into(),
                             decided_at: now,
                             automatic: true,
                             model_versions: Vec::new(),
-                        });
-                        Ok(control
-                            .then(|| {
-                                control_for(
-                                    decision,
-                                    inc,
-                                    "plan",
-                                    &rationale,
-                                    None,
-                                    &[],
-                                    now,
-                                )
-                            })
-                            .flatten())
+                        };
+                        let notices = composer.notices(&policy, inc, &record, None, 0);
+                        inc.decision = Some(record);
+                        Ok(Effects {
+                            control: control
+                                .then(|| {
+                                    control_for(
+                                        decision,
+                                        inc,
+                                        "plan",
+                                        &rationale,
+                                        None,
+                                        &[],
+                                        now,
+                                    )
+                                })
+                                .flatten(),
+                            notices,
+                        })
                     },
                 )
                 .await?;

@@ -135,6 +135,20 @@ impl Desk {
             },
         });
         let control = self.control;
+        let composer = self.composer.clone();
+        // The parties the automatic notices reached count as informed when the
+        // `inform` step names none itself.
+        let notified: Vec<crate::notify::Notice> =
+            if step == Step::Inform && req.parties.as_ref().is_none_or(|p| p.is_empty()) {
+                self.store.notices_of(id, now).await?
+            } else {
+                Vec::new()
+            };
+        let earlier = if step == Step::Decide {
+            self.store.notices_of(id, now).await?.len()
+        } else {
+            0
+        };
         self.store
             .change_with(now, id, actor, "transition", payload, |inc| {
                 if inc.state != step.from_state() {
@@ -154,6 +168,7 @@ impl Desk {
                 }
                 let mut effective = true;
                 let mut command = None;
+                let mut notices = Vec::new();
                 match step {
                     Step::Assess => {
                         inc.assessment = Some(required("assessment", &req.assessment)?);
@@ -180,14 +195,17 @@ impl Desk {
                                 "`decision` is required: bring_into_conformity, restrict_use, disable, withdraw, recall or continue_use".into(),
                             )
                         })?;
-                        inc.decision = Some(DecisionRecord {
+                        let record = DecisionRecord {
                             decision,
                             rationale: reason.clone(),
                             decided_by: actor.to_owned(),
                             decided_at: now,
                             automatic: false,
                             model_versions: req.model_versions.clone().unwrap_or_default(),
-                        });
+                        };
+                        let policy = self.policy(&inc.system_id);
+                        notices = composer.notices(&policy, inc, &record, req.restriction.as_deref(), earlier);
+                        inc.decision = Some(record);
                         if control {
                             command = control_for(
                                 decision,
@@ -203,7 +221,46 @@ impl Desk {
                     Step::Inform => {
                         let parties = req.parties.clone().unwrap_or_default();
                         let decision = inc.decision.as_ref().map(|d| d.decision);
-                        if parties.is_empty() && decision != Some(Decision::ContinueUse) {
+                        // The notices of the decision in force (an earlier, ineffective
+                        // decision's notices were accounted for by its own `inform`).
+                        let decided_at = inc.decision.as_ref().map(|d| d.decided_at);
+                        let notified: Vec<&crate::notify::Notice> = notified
+                            .iter()
+                            .filter(|n| decided_at.is_some_and(|t| n.created_at >= t))
+                            .collect();
+                        let sent: Vec<&crate::notify::Notice> =
+                            notified.iter().copied().filter(|n| n.sent_at.is_some()).collect();
+                        if parties.is_empty() && !notified.is_empty() && sent.len() < notified.len() {
+                            let waiting: Vec<String> = notified
+                                .iter()
+                                .filter(|n| n.sent_at.is_none())
+                                .map(|n| format!("{} ({} to {}{})", n.id, n.channel.as_str(), n.destination, n.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()))
+                                .collect();
+                            return Err(refuse(
+                                409,
+                                "notices_pending",
+                                Some("parties"),
+                                format!(
+                                    "{} of {} notices to the parties are not sent yet: {}; wait, or name the parties informed otherwise in `parties`",
+                                    waiting.len(),
+                                    notified.len(),
+                                    waiting.join(", ")
+                                ),
+                            ));
+                        }
+                        if parties.is_empty() {
+                            for n in &sent {
+                                inc.parties_informed.push(PartyInformed {
+                                    kind: n.party_kind.clone(),
+                                    name: n.party_name.clone(),
+                                    channel: format!("{} to {}", n.channel.as_str(), n.destination),
+                                    informed_at: n.sent_at.unwrap_or(now),
+                                    by: "driftwatch".into(),
+                                    reference: Some(format!("notice {} sha256:{}", n.id, n.content_hash)),
+                                });
+                            }
+                        }
+                        if parties.is_empty() && sent.is_empty() && decision != Some(Decision::ContinueUse) {
                             let policy = self.policy(&inc.system_id);
                             let expected: Vec<String> = decision
                                 .map(|d| policy.parties_for(d.as_str()))
@@ -263,7 +320,10 @@ impl Desk {
                     }
                 }
                 inc.state = step.to_state(effective);
-                Ok(command.take())
+                Ok(Effects {
+                    control: command.take(),
+                    notices: std::mem::take(&mut notices),
+                })
             })
             .await
             .map_err(|e| match e {

@@ -17,8 +17,21 @@ use crate::audit::{self, Checkpoint, StoredEntry, Verification, GENESIS};
 use crate::model::{Incident, State};
 
 mod chain;
+mod notices;
 mod outbox;
 use driftwatch_schema::Control;
+
+pub use notices::{AckKey, Acknowledged, Due};
+
+/// What a change does besides the record: the control message for the agents and the
+/// notices to the parties, written in the change's transaction.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// For the control outbox.
+    pub control: Option<Control>,
+    /// For the notifier.
+    pub notices: Vec<crate::notify::NewNotice>,
+}
 
 /// The schema, in order. A version is never edited once released: add one.
 const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
@@ -43,6 +56,15 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
     &[
         "CREATE TABLE control_outbox (seq BIGINT PRIMARY KEY, system_id TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL, sent_at TEXT)",
         "CREATE INDEX control_outbox_pending ON control_outbox (sent_at, seq)",
+    ],
+), (
+    3,
+    "notices of decisions to the plan's parties: what was sent, when, and when acknowledged",
+    &[
+        "CREATE TABLE notices (id TEXT PRIMARY KEY, incident_id TEXT NOT NULL, party_kind TEXT NOT NULL, party_name TEXT NOT NULL, channel TEXT NOT NULL, destination TEXT NOT NULL, subject TEXT NOT NULL, payload TEXT NOT NULL, content_hash TEXT NOT NULL, ack_token TEXT NOT NULL, created_at TEXT NOT NULL, acknowledge_by TEXT NOT NULL, attempts BIGINT NOT NULL, next_attempt_at TEXT NOT NULL, last_error TEXT, sent_at TEXT, reference TEXT, acked_at TEXT, acked_by TEXT)",
+        "CREATE UNIQUE INDEX notices_by_token ON notices (ack_token)",
+        "CREATE INDEX notices_by_incident ON notices (incident_id, id)",
+        "CREATE INDEX notices_due ON notices (sent_at, next_attempt_at)",
     ],
 )];
 
@@ -122,6 +144,8 @@ pub struct Store {
     write: tokio::sync::Mutex<()>,
     /// Woken when a decision enters the control outbox (the publisher waits on it).
     pub control_added: tokio::sync::Notify,
+    /// Woken when notices are composed (the notifier waits on it).
+    pub notice_added: tokio::sync::Notify,
 }
 
 fn now_ts(t: DateTime<Utc>) -> String {
@@ -165,6 +189,7 @@ impl Store {
             backend,
             write: tokio::sync::Mutex::new(()),
             control_added: tokio::sync::Notify::new(),
+            notice_added: tokio::sync::Notify::new(),
         };
         store.migrate().await?;
         Ok(store)
@@ -500,8 +525,10 @@ impl Store {
     where
         F: FnMut(&mut Incident) -> Result<(), Refusal>,
     {
-        self.change_with(at, id, actor, action, payload, |inc| f(inc).map(|()| None))
-            .await
+        self.change_with(at, id, actor, action, payload, |inc| {
+            f(inc).map(|()| Effects::default())
+        })
+        .await
     }
 
     /// [`Store::change`] where the change may also decide what the system's agents must
@@ -518,7 +545,7 @@ impl Store {
         mut f: F,
     ) -> Result<Incident, StoreError>
     where
-        F: FnMut(&mut Incident) -> Result<Option<Control>, Refusal>,
+        F: FnMut(&mut Incident) -> Result<Effects, Refusal>,
     {
         let _g = self.write.lock().await;
         let mut tx = self.begin().await?;
@@ -531,7 +558,7 @@ impl Store {
             .transpose()?
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
         let before = inc.revision;
-        let control = f(&mut inc).map_err(StoreError::Refused)?;
+        let Effects { control, notices } = f(&mut inc).map_err(StoreError::Refused)?;
         let doc = write_doc(&mut tx, &inc, at, Some(before)).await?;
         let mut payload = payload;
         if let Value::Object(m) = &mut payload {
@@ -543,14 +570,23 @@ impl Store {
             if let Some(c) = &control {
                 m.insert("control".into(), control_summary(c));
             }
+            if !notices.is_empty() {
+                m.insert("notices".into(), notices::summary(&notices));
+            }
         }
         if let Some(c) = &control {
             Self::enqueue(&mut tx, at, c).await?;
+        }
+        for n in &notices {
+            Self::insert_notice(&mut tx, n).await?;
         }
         Self::append(&mut tx, at, actor, action, Some(id), &payload).await?;
         tx.commit().await?;
         if control.is_some() {
             self.control_added.notify_one();
+        }
+        if !notices.is_empty() {
+            self.notice_added.notify_one();
         }
         inc.revision += 1;
         inc.updated_at = at;
