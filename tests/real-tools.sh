@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real-tool suite: deploy/ checked by promtool and amtool, and drift alerts posted to
-# a real Alertmanager (Debian's prometheus-alertmanager, started here on a free port).
+# a real Alertmanager (Debian's prometheus-alertmanager, started here on a free port), and
+# e-mail notices to parties through a real SMTP server (aiosmtpd in a throwaway venv).
 #
 #   tests/real-tools.sh
 #   DRIFTWATCH_TEST_ALERTMANAGER=http://host:9093 tests/real-tools.sh   # any Alertmanager
@@ -37,3 +38,21 @@ YAML
 fi
 echo "real-tools: Alertmanager at $DRIFTWATCH_TEST_ALERTMANAGER"
 cargo test -p driftwatch-e2e --test alertmanager -- --ignored
+
+# A real SMTP server for the e-mail notices to parties: aiosmtpd from PyPI, in a
+# throwaway virtual environment (kept under target/ so a second run reuses it).
+if [ -z "${DRIFTWATCH_TEST_PYTHON:-}" ]; then
+  venv=target/venv-smtp
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv; }
+      python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install -q --disable-pip-version-check aiosmtpd
+  fi
+  export DRIFTWATCH_TEST_PYTHON="$PWD/$venv/bin/python"
+fi
+echo "real-tools: SMTP server aiosmtpd ($("$DRIFTWATCH_TEST_PYTHON" -c 'import aiosmtpd; print(aiosmtpd.__version__)'))"
+cargo test -p driftwatch-e2e --test party_notices -- --ignored

@@ -702,7 +702,7 @@ history = [{ version = "2026-11", date = "2026-11-01", change = "first plan" }]
         "## 7. Actions",
         "| critical | disable | a named person | yes | https://runbooks.example/credit |",
         "## 9. Parties to inform",
-        "| Market surveillance authority | AP \\| NL | mailto:ai@ap.example | disable, recall |",
+        "| Market surveillance authority | AP \\| NL | mailto:ai@ap.example | e-mail to ai@ap.example | 24 h | disable, recall |",
         "## 10. Owners, review and history",
         "content hash `sha256:",
     ] {
@@ -733,4 +733,24 @@ history = [{ version = "2026-11", date = "2026-11-01", change = "first plan" }]
         "{}",
         stderr(&o)
     );
+    // The channels of the notices: each refused value is named with its key.
+    for (from, to, key, named) in [
+        ("contact = \"mailto:ai@ap.example\"", "contact = \"mailto:ai-at-ap\"", "parties[0].contact", "mailto:ai-at-ap"),
+        ("inform_on = [\"disable\", \"recall\"]", "webhook = \"ftp://ap.example/in\"", "parties[0].webhook", "ftp://ap.example/in"),
+        ("inform_on = [\"disable\", \"recall\"]", "acknowledge_within_h = 0", "parties[0].acknowledge_within_h", "0 hours"),
+    ] {
+        let bad = dir.path("bad-channel.toml");
+        write(&bad, &text.replace(from, to));
+        let o = bin()
+            .args(["plan", "check"])
+            .arg(&bad)
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(64), "{to}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(key) && stderr(&o).contains(named),
+            "{to}: {}",
+            stderr(&o)
+        );
+    }
 }

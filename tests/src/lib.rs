@@ -57,6 +57,18 @@ impl WebhookReceiver {
         Ok((r, format!("http://{addr}/alerts")))
     }
 
+    /// Start on `addr` (a port reserved with `process::free_port`, so a sender can be
+    /// pointed at a receiver that is not up yet).
+    pub async fn start_on(addr: std::net::SocketAddr) -> anyhow::Result<WebhookReceiver> {
+        let r = WebhookReceiver::default();
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let app = Router::new()
+            .route("/alerts", post(record))
+            .with_state(r.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(r)
+    }
+
     /// Start on a free loopback port behind TLS, with the test server certificate of
     /// `tests/fixtures/tls` (signed by its `ca.pem`, for `localhost` and 127.0.0.1).
     pub async fn start_tls() -> anyhow::Result<(WebhookReceiver, String)> {

@@ -661,15 +661,28 @@ impl Plan {
         } else {
             let _ = writeln!(
                 m,
-                "| party | name | contact | informed of |\n|---|---|---|---|"
+                "| party | name | contact | notices by | acknowledge within | informed of |\n|---|---|---|---|---|---|"
             );
             for p in &self.parties {
+                let by: Vec<String> = p
+                    .email()
+                    .map(|a| format!("e-mail to {a}"))
+                    .into_iter()
+                    .chain(p.webhook_url().map(|u| format!("webhook {u}")))
+                    .collect();
                 let _ = writeln!(
                     m,
-                    "| {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} h | {} |",
                     p.kind.title(),
                     md_cell(&p.name),
                     p.contact.as_deref().map_or("*none*".to_owned(), md_cell),
+                    if by.is_empty() {
+                        "*a person informs them*".to_owned()
+                    } else {
+                        md_cell(&by.join("; "))
+                    },
+                    p.acknowledge_within_h
+                        .unwrap_or(driftwatch_incident::policy::DEFAULT_ACK_HOURS),
                     if p.inform_on.is_empty() {
                         "every corrective decision".to_owned()
                     } else {

@@ -223,10 +223,11 @@ impl Desk {
                         let decision = inc.decision.as_ref().map(|d| d.decision);
                         // The notices of the decision in force (an earlier, ineffective
                         // decision's notices were accounted for by its own `inform`).
-                        let decided_at = inc.decision.as_ref().map(|d| d.decided_at);
+                        // (Stored times have milliseconds.)
+                        let decided_at = inc.decision.as_ref().map(|d| d.decided_at.timestamp_millis());
                         let notified: Vec<&crate::notify::Notice> = notified
                             .iter()
-                            .filter(|n| decided_at.is_some_and(|t| n.created_at >= t))
+                            .filter(|n| decided_at.is_some_and(|t| n.created_at.timestamp_millis() >= t))
                             .collect();
                         let sent: Vec<&crate::notify::Notice> =
                             notified.iter().copied().filter(|n| n.sent_at.is_some()).collect();
