@@ -48,6 +48,12 @@ if [ -z "${DRIFTWATCH_TEST_BROKERS:-}" ]; then
   export DRIFTWATCH_TEST_BROKERS="127.0.0.1:$port"
 fi
 
+# The decision's e-mail notices go to a real SMTP server (aiosmtpd, tests/smtp-python.sh).
+if [ -z "${DRIFTWATCH_TEST_PYTHON:-}" ]; then
+  DRIFTWATCH_TEST_PYTHON=$(tests/smtp-python.sh)
+  export DRIFTWATCH_TEST_PYTHON
+fi
+
 echo "real-broker: suite against $DRIFTWATCH_TEST_BROKERS"
 cargo build --workspace --bins
 status=0

@@ -40,19 +40,10 @@ echo "real-tools: Alertmanager at $DRIFTWATCH_TEST_ALERTMANAGER"
 cargo test -p driftwatch-e2e --test alertmanager -- --ignored
 
 # A real SMTP server for the e-mail notices to parties: aiosmtpd from PyPI, in a
-# throwaway virtual environment (kept under target/ so a second run reuses it).
+# throwaway virtual environment (tests/smtp-python.sh).
 if [ -z "${DRIFTWATCH_TEST_PYTHON:-}" ]; then
-  venv=target/venv-smtp
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
-    rm -rf "$venv"
-    if ! python3 -m venv "$venv" 2>/dev/null; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv \
-        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv; }
-      python3 -m venv "$venv"
-    fi
-    "$venv/bin/pip" install -q --disable-pip-version-check aiosmtpd
-  fi
-  export DRIFTWATCH_TEST_PYTHON="$PWD/$venv/bin/python"
+  DRIFTWATCH_TEST_PYTHON=$(tests/smtp-python.sh)
+  export DRIFTWATCH_TEST_PYTHON
 fi
 echo "real-tools: SMTP server aiosmtpd ($("$DRIFTWATCH_TEST_PYTHON" -c 'import aiosmtpd; print(aiosmtpd.__version__)'))"
 cargo test -p driftwatch-e2e --test party_notices -- --ignored

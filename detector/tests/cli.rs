@@ -735,9 +735,24 @@ history = [{ version = "2026-11", date = "2026-11-01", change = "first plan" }]
     );
     // The channels of the notices: each refused value is named with its key.
     for (from, to, key, named) in [
-        ("contact = \"mailto:ai@ap.example\"", "contact = \"mailto:ai-at-ap\"", "parties[0].contact", "mailto:ai-at-ap"),
-        ("inform_on = [\"disable\", \"recall\"]", "webhook = \"ftp://ap.example/in\"", "parties[0].webhook", "ftp://ap.example/in"),
-        ("inform_on = [\"disable\", \"recall\"]", "acknowledge_within_h = 0", "parties[0].acknowledge_within_h", "0 hours"),
+        (
+            "contact = \"mailto:ai@ap.example\"",
+            "contact = \"mailto:ai-at-ap\"",
+            "parties[0].contact",
+            "mailto:ai-at-ap",
+        ),
+        (
+            "inform_on = [\"disable\", \"recall\"]",
+            "webhook = \"ftp://ap.example/in\"",
+            "parties[0].webhook",
+            "ftp://ap.example/in",
+        ),
+        (
+            "inform_on = [\"disable\", \"recall\"]",
+            "acknowledge_within_h = 0",
+            "parties[0].acknowledge_within_h",
+            "0 hours",
+        ),
     ] {
         let bad = dir.path("bad-channel.toml");
         write(&bad, &text.replace(from, to));

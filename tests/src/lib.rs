@@ -7,6 +7,7 @@
 
 pub mod kafka;
 pub mod process;
+pub mod smtp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

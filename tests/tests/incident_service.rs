@@ -1,8 +1,12 @@
 //! From drifted telemetry to a corrective-action record, with the binaries as processes:
 //! agent -> Kafka -> detector -> alerts topic -> `driftwatch incident serve`. The incident
 //! opens once per condition (not once per window) with its evidence; an operator assesses
-//! and an approver decides `disable` through the CLI; the export and `audit verify`
-//! pass; a hand edit of the database is then caught and located.
+//! and an approver decides `disable` through the CLI; the sidecar reports that system
+//! disabled (another system stays allowed); the deployer gets the decision's notice by
+//! webhook (and, on the real broker, by e-mail through a real SMTP server, aiosmtpd)
+//! and acknowledges it through the links; `inform` takes the parties the notices
+//! reached; `enable` restores serving; the export and `audit verify` pass; a hand edit
+//! of the database is then caught and located.
 //!
 //! `on_the_embedded_broker` runs in `cargo test` (librdkafka's mock cluster, SQLite).
 //! `on_the_real_broker` runs in `tests/real-broker.sh` against tansu or any broker in
@@ -16,12 +20,17 @@ use std::time::Duration;
 
 use driftwatch_detector::synth::demo_plan_toml;
 use driftwatch_e2e::process::{free_port, test_dir, Proc};
-use driftwatch_e2e::{binary, create_topics, eventually, post_stream};
+use driftwatch_e2e::smtp::SmtpSink;
+use driftwatch_e2e::{binary, create_topics, eventually, post_stream, WebhookReceiver};
 use driftwatch_incident::auth::{new_token, Role};
 use serde_json::Value;
 use sqlx::Connection as _;
 
-const PLAN_ART72: &str = r#"
+/// The plan's Art. 72 tables: the deployer gets the decision's notice by webhook and,
+/// with `email`, by e-mail too.
+fn plan_art72(webhook: &str, email: bool) -> String {
+    format!(
+        r#"
 [actions.critical]
 action = "disable"
 
@@ -32,8 +41,15 @@ name = "E2E Owner"
 [[parties]]
 kind = "deployer"
 name = "Bank A"
-contact = "mailto:ops@bank-a.example"
-"#;
+{contact}webhook = "{webhook}"
+"#,
+        contact = if email {
+            "contact = \"mailto:ops@bank-a.example\"\n"
+        } else {
+            ""
+        }
+    )
+}
 
 async fn fresh_postgres() -> Option<String> {
     let admin = std::env::var("DRIFTWATCH_TEST_POSTGRES")
@@ -123,8 +139,12 @@ fn topics(name: &str) -> Vec<(String, i32)> {
     .collect()
 }
 
-async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool) {
+async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool, email: bool) {
     let dir = test_dir(name);
+    let (hook, hook_url) = WebhookReceiver::start().await.expect("webhook");
+    let smtp = free_port();
+    let mail_dir = dir.join("mail");
+    let _smtp_sink = email.then(|| SmtpSink::start(&dir, smtp, &mail_dir));
     let t = |s: &str| format!("dw-{name}-{}.{s}", std::process::id());
     let (events, alerts, state, reports, checkpoints, control) = (
         t("events"),
@@ -142,7 +162,11 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
     let database =
         database.unwrap_or_else(|| format!("sqlite:{}", dir.join("incidents.db").display()));
     let plan = dir.join("plan.toml");
-    std::fs::write(&plan, demo_plan_toml(name, 2000, 1000) + PLAN_ART72).expect("plan");
+    std::fs::write(
+        &plan,
+        demo_plan_toml(name, 2000, 1000) + &plan_art72(&hook_url, email),
+    )
+    .expect("plan");
     let mut tokens = BTreeMap::new();
     let mut lines = Vec::new();
     for (person, role) in [
@@ -235,7 +259,8 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
             .arg("--signing-key")
             .arg(dir.join("audit.key"))
             .arg("--plan")
-            .arg(&plan),
+            .arg(&plan)
+            .args(["--smtp-url", &format!("smtp://{smtp}")]),
     );
     let http = reqwest::Client::new();
     let ready = eventually(Duration::from_secs(30), || {
@@ -522,6 +547,123 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
         .collect();
     assert_eq!(steps, ["assess", "decide"]);
 
+    // Only that system stops: the same sidecar serves another one as before.
+    let other: Value = http
+        .get(format!(
+            "http://{agent_addr}/v1/status?system_id=another-system"
+        ))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(other["serving"], "allowed", "{other}");
+
+    // The deployer is told (Art. 20(1)): by webhook, and by e-mail through a real SMTP
+    // server where the suite has one; it acknowledges through the links.
+    let notice = eventually(Duration::from_secs(30), || async {
+        hook.alerts()
+            .into_iter()
+            .find(|a| a["type"] == "driftwatch.corrective_action_notice")
+    })
+    .await
+    .expect("the decision's notice at the deployer's webhook");
+    assert_eq!(notice["incident_id"], id.as_str());
+    assert_eq!(notice["decision"]["decision"], "disable");
+    let mut links = vec![notice["acknowledge_url"].as_str().expect("link").to_owned()];
+    if email {
+        let mail = eventually(Duration::from_secs(30), || async {
+            driftwatch_e2e::smtp::mails(&mail_dir).into_iter().next()
+        })
+        .await
+        .expect("the decision's notice by e-mail");
+        assert_eq!(mail["rcpt_tos"], serde_json::json!(["ops@bank-a.example"]));
+        let subject = mail["subject"].as_str().expect("subject");
+        assert!(
+            subject.contains(&id) && subject.contains("disable"),
+            "{subject}"
+        );
+        let body = mail["body"].as_str().expect("body");
+        assert!(body.contains("WHAT YOU MUST DO\nStop acting"), "{body}");
+        links.push(
+            body.lines()
+                .find(|l| l.contains("/v1/acknowledge/"))
+                .expect("a link in the mail")
+                .trim()
+                .to_owned(),
+        );
+    }
+    for link in &links {
+        let r = http
+            .post(link)
+            .json(&serde_json::json!({"by": "Bank A operations"}))
+            .send()
+            .await
+            .expect("acknowledge");
+        assert!(r.status().is_success(), "{link}: {}", r.status());
+    }
+    let shown = get(&format!("{api}/v1/incidents/{id}"), &viewer).await;
+    let statuses: Vec<&str> = shown["notices"]
+        .as_array()
+        .expect("notices")
+        .iter()
+        .filter_map(|n| n["status"].as_str())
+        .collect();
+    assert_eq!(statuses, vec!["acknowledged"; links.len()], "{shown}");
+    // `inform` without --party takes the parties the notices reached.
+    let (code, out, err) = cli(
+        &api,
+        &olga,
+        &[
+            "incident",
+            "inform",
+            &id,
+            "--reason",
+            "notices sent and acknowledged",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let informed: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(informed["state"], "parties_informed");
+    assert_eq!(
+        informed["parties_informed"].as_array().map(Vec::len),
+        Some(links.len())
+    );
+
+    // Lifting the decision restores serving.
+    let (code, _, err) = cli(
+        &api,
+        &carol,
+        &[
+            "incident",
+            "enable",
+            "--system",
+            name,
+            "--reason",
+            "retrained on the new population",
+            "--incident",
+            &id,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    eventually(Duration::from_secs(30), || {
+        let h = http.clone();
+        async move {
+            let s: Value = h
+                .get(format!("http://{agent_addr}/v1/status?system_id={name}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (s["serving"] == "allowed").then_some(())
+        }
+    })
+    .await
+    .expect("the agent serves again after `enable`");
+
     // A signed checkpoint, published on its topic, and verify with it.
     let entries = get(&format!("{api}/v1/audit?limit=10000"), &viewer).await["entries"]
         .as_array()
@@ -632,12 +774,12 @@ async fn on_the_embedded_broker() {
     for (t, p) in topics("inc-mock") {
         cluster.create_topic(&t, p, 1).expect("topic");
     }
-    chain(&cluster.bootstrap_servers(), None, "inc-mock", false).await;
+    chain(&cluster.bootstrap_servers(), None, "inc-mock", false, false).await;
 }
 
 #[tokio::test]
 #[ignore = "needs a real broker: tests/real-broker.sh"]
 async fn on_the_real_broker() {
     let brokers = driftwatch_e2e::process::brokers();
-    chain(&brokers, fresh_postgres().await, "inc-real", true).await;
+    chain(&brokers, fresh_postgres().await, "inc-real", true, true).await;
 }

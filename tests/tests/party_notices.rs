@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use driftwatch_detector::synth::demo_plan_toml;
 use driftwatch_e2e::process::{free_port, test_dir, Proc};
+use driftwatch_e2e::smtp::SmtpSink;
 use driftwatch_e2e::{binary, eventually, metric, WebhookReceiver};
 use driftwatch_incident::auth::{new_token, Role};
 use serde_json::{json, Value};
@@ -32,7 +33,9 @@ fn start(dir: &Path, parties: &str, extra: &[&str]) -> Service {
     let plan = dir.join("plan.toml");
     std::fs::write(
         &plan,
-        demo_plan_toml("credit", 2000, 1000) + "\n[actions.critical]\naction = \"disable\"\n" + parties,
+        demo_plan_toml("credit", 2000, 1000)
+            + "\n[actions.critical]\naction = \"disable\"\n"
+            + parties,
     )
     .expect("plan");
     let (operator, l1) = new_token("olga", Role::Operator, None);
@@ -147,7 +150,10 @@ impl Service {
     fn audit_verify(&self) -> (i32, String) {
         let out = Command::new(binary("driftwatch"))
             .args(["audit", "verify", "--database"])
-            .arg(format!("sqlite:{}", self.dir.join("incidents.db").display()))
+            .arg(format!(
+                "sqlite:{}",
+                self.dir.join("incidents.db").display()
+            ))
             .output()
             .expect("driftwatch runs");
         (
@@ -224,9 +230,20 @@ async fn by_webhook_retried_until_the_receiver_is_up_and_acknowledged_through_th
 
     // The link: a GET shows the notice (escaped) and changes nothing.
     let link = body["acknowledge_url"].as_str().expect("link").to_owned();
-    assert!(link.starts_with(&format!("{}/v1/acknowledge/", s.api)), "{link}");
-    let page = reqwest::get(&link).await.expect("page").text().await.expect("html");
-    assert!(page.contains("Bank &lt;A&gt; &amp; Co") && !page.contains("Bank <A>"), "{page}");
+    assert!(
+        link.starts_with(&format!("{}/v1/acknowledge/", s.api)),
+        "{link}"
+    );
+    let page = reqwest::get(&link)
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("Bank &lt;A&gt; &amp; Co") && !page.contains("Bank <A>"),
+        "{page}"
+    );
     assert!(page.contains("<button type=\"submit\">Acknowledge</button>"));
     assert_eq!(s.notices(&id).await[0]["status"], "sent");
     // Pressing the button acknowledges; pressing it again changes nothing.
@@ -274,7 +291,11 @@ async fn by_webhook_retried_until_the_receiver_is_up_and_acknowledged_through_th
         .collect();
     assert_eq!(
         actions,
-        ["party_notice_failed", "party_notified", "party_acknowledged"]
+        [
+            "party_notice_failed",
+            "party_notified",
+            "party_acknowledged"
+        ]
     );
     let page = reqwest::get(format!("{}/metrics", s.api))
         .await
@@ -283,64 +304,29 @@ async fn by_webhook_retried_until_the_receiver_is_up_and_acknowledged_through_th
         .await
         .expect("text");
     assert_eq!(
-        metric(&page, "driftwatch_notices_total{channel=\"webhook\",result=\"sent\"}"),
+        metric(
+            &page,
+            "driftwatch_notices_total{channel=\"webhook\",result=\"sent\"}"
+        ),
         Some(1.0)
     );
     assert!(
-        metric(&page, "driftwatch_notices_total{channel=\"webhook\",result=\"failed\"}")
-            >= Some(2.0)
+        metric(
+            &page,
+            "driftwatch_notices_total{channel=\"webhook\",result=\"failed\"}"
+        ) >= Some(2.0)
     );
     assert_eq!(
-        metric(&page, "driftwatch_notices_total{channel=\"email\",result=\"sent\"}"),
+        metric(
+            &page,
+            "driftwatch_notices_total{channel=\"email\",result=\"sent\"}"
+        ),
         Some(0.0),
         "every series exists from the start"
     );
     let (code, out) = s.audit_verify();
     assert_eq!(code, 0, "{out}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A real SMTP server: `tests/tools/smtp_sink.py` under aiosmtpd, writing each message
-/// it accepts as JSON into `out`.
-fn smtp_sink(dir: &Path, addr: std::net::SocketAddr, out: &Path) -> Proc {
-    let python = std::env::var("DRIFTWATCH_TEST_PYTHON").expect(
-        "DRIFTWATCH_TEST_PYTHON must name a Python with aiosmtpd (tests/real-tools.sh makes one)",
-    );
-    Proc::spawn(
-        "smtp sink",
-        dir.join("smtp.log"),
-        Command::new(python)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/smtp_sink.py"))
-            .arg(addr.ip().to_string())
-            .arg(addr.port().to_string())
-            .arg(out),
-    )
-}
-
-fn mails(out: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(out)
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.extension().is_some_and(|x| x == "json")
-                        && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            let mut m: Value =
-                serde_json::from_slice(&std::fs::read(p).expect("mail")).expect("JSON");
-            // SMTP carries CRLF line ends; compare text as a reader sees it.
-            if let Some(b) = m["body"].as_str().map(|b| b.replace("\r\n", "\n")) {
-                m["body"] = Value::String(b);
-            }
-            m
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,14 +354,19 @@ async fn by_e_mail_to_a_real_smtp_server() {
     })
     .await
     .expect("attempts while the mail server is down");
-    let _sink = smtp_sink(&dir, smtp, &out);
+    let _sink = SmtpSink::start(&dir, smtp, &out);
     let sent = s.all_sent(&id, Duration::from_secs(40)).await;
     let got = eventually(Duration::from_secs(5), || async {
-        let m = mails(&out);
+        let m = driftwatch_e2e::smtp::mails(&out);
         (m.len() == 2).then_some(m)
     })
     .await
-    .unwrap_or_else(|| panic!("two mails at the server, got {:#?}", mails(&out)));
+    .unwrap_or_else(|| {
+        panic!(
+            "two mails at the server, got {:#?}",
+            driftwatch_e2e::smtp::mails(&out)
+        )
+    });
     let mut rcpts: Vec<&str> = got
         .iter()
         .flat_map(|m| m["rcpt_tos"].as_array().expect("rcpts"))
@@ -385,7 +376,10 @@ async fn by_e_mail_to_a_real_smtp_server() {
     assert_eq!(rcpts, ["ai-incidents@ap.example", "ops@bank-a.example"]);
     for m in &got {
         assert_eq!(m["mail_from"], "compliance@provider.example");
-        assert_eq!(m["from"], "Provider compliance <compliance@provider.example>");
+        assert_eq!(
+            m["from"],
+            "Provider compliance <compliance@provider.example>"
+        );
         assert_eq!(m["content_type"], "text/plain");
         let subject = m["subject"].as_str().expect("subject");
         for want in [
@@ -416,7 +410,10 @@ async fn by_e_mail_to_a_real_smtp_server() {
         .expect("the deployer's mail");
     let body = deployer["body"].as_str().expect("body");
     assert!(body.contains("To: Bank A (deployer)"), "{body}");
-    assert!(body.contains("Stop acting on the system's outputs"), "{body}");
+    assert!(
+        body.contains("Stop acting on the system's outputs"),
+        "{body}"
+    );
     let authority = got
         .iter()
         .find(|m| m["to"] == "ai-incidents@ap.example")
