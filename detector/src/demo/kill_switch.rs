@@ -14,6 +14,10 @@ pub(super) struct Flip {
     pub(super) disabled_ms: u128,
     pub(super) header: String,
     pub(super) enabled_ms: u128,
+    /// Decision -> the notice at the deployer's webhook.
+    pub(super) notice_ms: u128,
+    /// E-mail notices waiting (the demo has no SMTP server).
+    pub(super) waiting_mail: usize,
 }
 
 /// Wait for an incident, assess it and decide `disable` as the demo's approver; time the
@@ -24,6 +28,7 @@ pub(super) async fn kill_switch(
     token: &str,
     agent: SocketAddr,
     system: &str,
+    received: &super::Received,
 ) -> anyhow::Result<Flip> {
     let call = |path: String, body: serde_json::Value| {
         let req = client
@@ -90,7 +95,50 @@ pub(super) async fn kill_switch(
         serde_json::json!({"reason": "demo: accuracy for the new population is not established", "decision": "disable"}),
     )
     .await?;
+    let decided = Instant::now();
     let disabled_ms = status("disabled").await?;
+    // The deployer is told by webhook, and acknowledges through the notice's link.
+    let notice = loop {
+        let got = received
+            .notices
+            .lock()
+            .ok()
+            .and_then(|n| n.first().cloned());
+        if let Some(n) = got {
+            break n;
+        }
+        if decided.elapsed() > Duration::from_secs(20) {
+            bail!("no notice reached the deployer's webhook");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let notice_ms = decided.elapsed().as_millis();
+    let link = notice["acknowledge_url"]
+        .as_str()
+        .context("a notice without its acknowledge link")?;
+    let r = client
+        .post(link)
+        .json(&serde_json::json!({"by": "Demo Bank operations"}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("acknowledging the notice answered {}", r.status());
+    }
+    let notices: serde_json::Value = client
+        .get(format!("{api}/v1/incidents/{incident}/notices"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let waiting_mail = notices["notices"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|n| n["channel"] == "email" && n["status"] == "pending")
+                .count()
+        })
+        .unwrap_or(0);
     // The model server's next post learns it from the answer.
     let p = CreditModel::new(system, 1).next_json(Drift::NONE);
     let r = client
@@ -118,5 +166,7 @@ pub(super) async fn kill_switch(
         disabled_ms,
         header,
         enabled_ms,
+        notice_ms,
+        waiting_mail,
     })
 }

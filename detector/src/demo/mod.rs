@@ -30,7 +30,7 @@ use crate::synth::{demo_plan_toml, CreditModel, Drift};
 mod kill_switch;
 mod receivers;
 use kill_switch::kill_switch;
-use receivers::{count_topic, receive_alert, receive_page, Received};
+use receivers::{count_topic, receive_alert, receive_notice, receive_page, Received};
 
 /// Demo parameters.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ impl Default for DemoOptions {
 
 /// The demo plan's Art. 72 elements: owners, the action per severity, the parties to
 /// inform, what is monitored and excluded, the review cadence.
-fn art72_toml() -> &'static str {
+fn art72_toml(deployer_webhook: &str) -> String {
     r#"
 [monitoring]
 data_sources = ["driftwatch-agent beside the model server: predictions and outcomes"]
@@ -88,6 +88,7 @@ contact = "mailto:owner@example.com"
 kind = "deployer"
 name = "Demo Bank"
 contact = "mailto:ops@bank.example"
+webhook = "DEPLOYER_WEBHOOK"
 
 [[parties]]
 kind = "market_surveillance_authority"
@@ -98,6 +99,7 @@ inform_on = ["disable", "withdraw", "recall"]
 [review]
 cadence_days = 90
 "#
+    .replace("DEPLOYER_WEBHOOK", deployer_webhook)
 }
 
 /// Outcomes arrive this long (event time) after their prediction.
@@ -154,6 +156,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let hook_app = Router::new()
         .route("/alerts", post(receive_alert))
         .route("/slack", post(receive_page))
+        .route("/deployer", post(receive_notice))
         .with_state(received.clone());
     // The receiver outlives the detector, whose shutdown drains its alert queues into it.
     let hook_stop = CancellationToken::new();
@@ -195,7 +198,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         + &format!("slack_webhook_url = \"http://{hook_addr}/slack\"\n")
         + "incident_url = \"http://127.0.0.1/v1/incidents?system_id={system}\"\n"
         + &performance_toml()
-        + art72_toml();
+        + &art72_toml(&format!("http://{hook_addr}/deployer"));
     let plan = Arc::new(Plan::from_toml(&plan_text, "demo plan", PathBuf::new())?);
     // The incident service beside it, on an embedded SQLite record kept after the demo.
     let record_dir = std::env::temp_dir().join(format!("driftwatch-demo-{}", std::process::id()));
@@ -415,6 +418,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         &admin_token,
         agent_addr,
         system,
+        &received,
     )
     .await?;
     stop.cancel();
@@ -546,6 +550,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!(
         "    (GET /v1/status; its next ingest answer said `driftwatch-serving: {}`); `enable` restored `allowed` after {} ms",
         flip.header, flip.enabled_ms
+    );
+    println!(
+        "  notices (Art. 20): Demo Bank's webhook got the decision {} ms after it and acknowledged it through the link; {} e-mail notice(s) wait for an SMTP server (--smtp-url)",
+        flip.notice_ms, flip.waiting_mail
     );
     println!(
         "  incidents opened: {} (one per condition, {recorded} alerts recorded; audit chain {} entries, {})",

@@ -1,6 +1,7 @@
 //! The demo's stand-ins for the people and systems alerts reach: a webhook that prints
 //! each window's alert (the machine feed), a Slack-compatible on-call channel that
-//! prints each page, and a count of what the alerts topic holds.
+//! prints each page, the deployer's webhook that prints each notice of a decision, and a
+//! count of what the alerts topic holds.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,32 @@ pub(super) struct Received {
     pub(super) bad: Arc<AtomicUsize>,
     /// The on-call channel's messages (Slack-compatible `text`).
     pub(super) pages: Arc<Mutex<Vec<String>>>,
+    /// Notices of decisions at the deployer's webhook.
+    pub(super) notices: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+/// The deployer's webhook: prints each notice of a decision it is sent (Art. 20(1)).
+pub(super) async fn receive_notice(
+    State(rx): State<Received>,
+    body: axum::body::Bytes,
+) -> &'static str {
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => {
+            println!(
+                "  NOTICE to {} ({}): {}",
+                v["party"]["name"].as_str().unwrap_or_default(),
+                v["party"]["kind"].as_str().unwrap_or_default(),
+                v["subject"].as_str().unwrap_or_default()
+            );
+            if let Ok(mut n) = rx.notices.lock() {
+                n.push(v);
+            }
+        }
+        Err(_) => {
+            rx.bad.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    "ok"
 }
 
 /// The on-call channel: a Slack-compatible incoming webhook that prints each page.
