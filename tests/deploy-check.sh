@@ -22,5 +22,7 @@ route ml-platform-pager alertname=DriftwatchAgentSpoolFilling severity=critical
 route compliance-office alertname=DriftwatchObligation severity=warning
 route compliance-office alertname=DriftwatchObligation severity=critical
 route ml-platform-pager alertname=DriftwatchTelemetryStopped severity=warning
+route compliance-office,ml-platform-pager alertname=DriftwatchNoticesUnsent severity=critical
+route compliance-office alertname=DriftwatchNoticeDeliveryFailing severity=warning
 python3 -m json.tool grafana/driftwatch-dashboard.json >/dev/null
 echo "deploy-check: rules, rule tests, Alertmanager config and routes, and dashboard are valid"

@@ -44,7 +44,9 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 fn rules_and_dashboard_use_only_metrics_that_exist() {
     let read =
         |p: &str| std::fs::read_to_string(root().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
-    let catalogue = read("agent/src/metrics.rs") + &read("detector/src/metrics.rs");
+    let catalogue = read("agent/src/metrics.rs")
+        + &read("detector/src/metrics.rs")
+        + &read("incident/src/metrics.rs");
     let defined = metric_names(&catalogue);
     assert!(defined.contains("driftwatch_drift_severity"), "{defined:?}");
     for file in [

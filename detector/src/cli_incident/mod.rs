@@ -155,7 +155,8 @@ pub enum IncidentCommand {
         /// Why.
         #[arg(long)]
         reason: String,
-        /// `KIND:NAME:CHANNEL` or `KIND:NAME:CHANNEL:REFERENCE` (repeatable).
+        /// `KIND:NAME:CHANNEL` or `KIND:NAME:CHANNEL:REFERENCE` (repeatable); none: the
+        /// parties the decision's notices reached (refused while a notice is unsent).
         #[arg(long = "party")]
         parties: Vec<String>,
     },
