@@ -52,6 +52,9 @@ pub struct DetectorMetrics {
     /// `driftwatch_events_replayed_total`: events read again after a restart or
     /// rebalance that a restored checkpoint already held (skipped).
     pub replayed: IntCounter,
+    /// `driftwatch_partition_rewinds_total`: partitions read again from a restored
+    /// checkpoint's offset because it was older than the committed offset.
+    pub rewinds: IntCounter,
     /// `driftwatch_checkpoints_total{outcome}`: `written` per system, `failed` per
     /// attempt.
     pub checkpoints: IntCounterVec,
@@ -296,6 +299,10 @@ impl DetectorMetrics {
             "driftwatch_events_replayed_total",
             "Events read again after a restart or rebalance that a restored checkpoint already held (skipped).",
         )?;
+        let rewinds = IntCounter::new(
+            "driftwatch_partition_rewinds_total",
+            "Partitions read again from a restored checkpoint's offset because it was older than the committed offset (the state topic read back short of its newest checkpoint): no event skipped.",
+        )?;
         let checkpoints = IntCounterVec::new(
             Opts::new(
                 "driftwatch_checkpoints_total",
@@ -362,6 +369,7 @@ impl DetectorMetrics {
         registry.register(Box::new(partition_events.clone()))?;
         registry.register(Box::new(last_window.clone()))?;
         registry.register(Box::new(replayed.clone()))?;
+        registry.register(Box::new(rewinds.clone()))?;
         registry.register(Box::new(checkpoints.clone()))?;
         registry.register(Box::new(checkpoint_bytes.clone()))?;
         registry.register(Box::new(restores.clone()))?;
@@ -402,6 +410,7 @@ impl DetectorMetrics {
             alert_queue_depth,
             reference_events,
             replayed,
+            rewinds,
             checkpoints,
             checkpoint_bytes,
             restores,

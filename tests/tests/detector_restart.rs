@@ -134,8 +134,19 @@ async fn start_with(brokers: &str, plan_file: &str, alerts: &str) -> Run {
 }
 
 async fn start_every(brokers: &str, plan_file: &str, alerts: &str, checkpoint: Duration) -> Run {
+    start_on(brokers, plan_file, alerts, checkpoint, "driftwatch.state").await
+}
+
+async fn start_on(
+    brokers: &str,
+    plan_file: &str,
+    alerts: &str,
+    checkpoint: Duration,
+    state_topic: &str,
+) -> Run {
     let (tx, rx) = mpsc::unbounded_channel::<WindowReport>();
     let mut opts = KafkaOptions::new(brokers);
+    opts.state_topic = state_topic.into();
     opts.group_id = "dw-restart".into();
     opts.checkpoint_interval = checkpoint;
     // A killed consumer stays in the group until its session times out; keep that short.
@@ -453,6 +464,119 @@ async fn sliding_windows_with_a_stream_reference_survive_crashes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_windows_survive_crashes() {
     crash_and_restart("time.toml", 3).await;
+}
+
+/// Copy every record (key and payload) of `from` to `to`: a snapshot of a state topic.
+fn copy_topic(brokers: &str, from: &str, to: &str) -> usize {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::Message;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("copy-{from}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(from, 0, rdkafka::Offset::Beginning)
+        .expect("partition");
+    c.assign(&tpl).expect("assign");
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    let mut n = 0;
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let mut r = BaseRecord::to(to).payload(m.payload().unwrap_or_default());
+            if let Some(k) = m.key() {
+                r = r.key(k);
+            }
+            p.send(r).expect("queue");
+            n += 1;
+            last = Instant::now();
+        }
+    }
+    p.flush(Duration::from_secs(10)).expect("flush");
+    n
+}
+
+/// A state topic read back short of its newest checkpoint (tansu 0.6 has reported a
+/// high watermark short of a topic's last records) gives an older checkpoint than the
+/// committed offset covers. The detector reads the partition again from the
+/// checkpoint's offset instead of skipping the events in between: the windows stay
+/// replay's, and those evaluated again have the same content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_older_than_the_committed_offset_reads_again_instead_of_skipping() {
+    let dir = std::env::temp_dir().join(format!("dw-stale-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let plan_file = "count.toml";
+    let events = events();
+    let want = replayed(plan_file, &events, &dir);
+    let (cluster, brokers) = mock_cluster();
+    cluster.create_topic("stale.state", 1, 1).expect("topic");
+    let third = events.len() / 3;
+    let mut seen = BTreeMap::new();
+    let mut again = 0;
+    for (i, (upto, state)) in [
+        (third, "driftwatch.state"),
+        (2 * third, "driftwatch.state"),
+        (events.len(), "stale.state"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let from = [0, third, 2 * third][i];
+        produce(&brokers, "driftwatch.events", &events[from..upto]);
+        let mut run = start_on(&brokers, plan_file, "", Duration::from_millis(150), state).await;
+        let end = upto as i64;
+        let committed_end = eventually(Duration::from_secs(60), || {
+            let brokers = brokers.clone();
+            async move {
+                let c = tokio::task::spawn_blocking(move || committed(&brokers, "dw-restart"))
+                    .await
+                    .expect("join");
+                (c == end).then_some(())
+            }
+        })
+        .await;
+        assert!(committed_end.is_some(), "run {i}: committed offset {end}");
+        run.stop.cancel();
+        run.handle.await.expect("join").expect("service ran");
+        while let Ok(r) = run.reports.try_recv() {
+            if r.window.complete {
+                record(&mut seen, &r, &mut again);
+            }
+        }
+        if i == 0 {
+            // The state as the first run left it: the third run reads this one.
+            let n = tokio::task::spawn_blocking({
+                let brokers = brokers.clone();
+                move || copy_topic(&brokers, "driftwatch.state", "stale.state")
+            })
+            .await
+            .expect("join");
+            assert!(n > 0, "the first run checkpointed");
+        }
+    }
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the same windows as replay"
+    );
+    for (k, v) in &want {
+        assert_eq!(
+            without_plan_hash(&seen[k]),
+            without_plan_hash(v),
+            "window {k:?} as replay"
+        );
+    }
+    assert!(
+        again > 0,
+        "the third run evaluated the second run's windows again (it read the partition again from the older checkpoint)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Two instances in one group, sharing nothing but Kafka (two pods): the first runs

@@ -263,6 +263,38 @@ pub async fn consume(
         let (partition, offset) = (message.partition(), message.offset());
         if !progress.restored.contains(&partition) {
             restore_partition(opts, partition, &mut systems, &mut progress, store, metrics);
+            // A checkpoint older than the committed offset (the state topic read back
+            // short of its newest checkpoint): read the partition again from the
+            // oldest restored offset, so no system skips the events in between; each
+            // system passes over what its state already holds.
+            let behind = systems
+                .values()
+                .filter(|s| s.partition == Some(partition) && s.dirty_from.is_none())
+                .map(|s| s.next_offset)
+                .filter(|n| *n < offset)
+                .min();
+            if let Some(from) = behind {
+                tracing::warn!(
+                    partition,
+                    committed = offset,
+                    from,
+                    "a restored checkpoint covers less than the committed offset: reading the partition again from its offset, so no event is skipped"
+                );
+                match consumer.seek(
+                    &opts.events_topic,
+                    partition,
+                    Offset::Offset(from),
+                    Duration::from_secs(10),
+                ) {
+                    Ok(()) => {
+                        metrics.rewinds.inc();
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(partition, error = %e, "cannot read the partition again from the checkpoint's offset; the events in between are missing from those systems' windows");
+                    }
+                }
+            }
         }
         progress.positions.insert(partition, offset + 1);
         progress
