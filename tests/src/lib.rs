@@ -173,9 +173,40 @@ pub async fn post_stream_with(
     drift: Drift,
     outcome_delay: Option<usize>,
 ) -> anyhow::Result<()> {
+    post_segments(
+        agent,
+        system,
+        seed,
+        &[(before, Drift::NONE), (after, drift)],
+        repeat,
+        outcome_delay,
+    )
+    .await
+}
+
+/// [`post_stream_with`] over segments of (predictions, drift) in order: drifted, then
+/// recovered, for instance.
+pub async fn post_segments(
+    agent: SocketAddr,
+    system: &str,
+    seed: u64,
+    segments: &[(usize, Drift)],
+    repeat: bool,
+    outcome_delay: Option<usize>,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let mut model = CreditModel::new(system, seed);
-    let total = before + after;
+    let total: usize = segments.iter().map(|(n, _)| n).sum();
+    let drift_at = |i: usize| {
+        let mut end = 0;
+        for (n, d) in segments {
+            end += n;
+            if i < end {
+                return *d;
+            }
+        }
+        Drift::NONE
+    };
     let mut sent = 0;
     let mut awaiting = std::collections::VecDeque::new();
     let post = |path: &'static str, body: Vec<u8>| {
@@ -204,11 +235,7 @@ pub async fn post_stream_with(
         let n = 250.min(total - sent);
         let mut body = Vec::new();
         for i in 0..n {
-            let d = if sent + i < before {
-                Drift::NONE
-            } else {
-                drift
-            };
+            let d = drift_at(sent + i);
             let p = model.next_json(d);
             serde_json::to_writer(&mut body, &p)?;
             body.push(b'\n');
@@ -371,6 +398,25 @@ pub async fn pipeline(
     plan_extra: &str,
     repeat: bool,
 ) -> Outcome {
+    pipeline_with(
+        system,
+        &[(before, Drift::NONE), (after, Drift::DEMO)],
+        windows,
+        plan_extra,
+        repeat,
+    )
+    .await
+}
+
+/// [`pipeline`] over segments of (predictions, drift): drifted, then recovered, for
+/// instance.
+pub async fn pipeline_with(
+    system: &str,
+    segments: &[(usize, Drift)],
+    windows: usize,
+    plan_extra: &str,
+    repeat: bool,
+) -> Outcome {
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster
         .create_topic("driftwatch.events", 3, 1)
@@ -422,7 +468,7 @@ pub async fn pipeline(
         async move { s.cancelled().await },
     ));
 
-    post_stream(agent_addr, system, 42, before, after, repeat)
+    post_segments(agent_addr, system, 42, segments, repeat, None)
         .await
         .expect("all batches acknowledged");
     let series = format!("driftwatch_windows_total{{system=\"{system}\"}}");
@@ -436,7 +482,7 @@ pub async fn pipeline(
     if repeat {
         // The last window closes on the first copy of the last batch; its repeats may
         // still be on their way: wait for every one (more would show as a failure).
-        let want = (before + after) as f64;
+        let want = segments.iter().map(|(n, _)| n).sum::<usize>() as f64;
         let _ = eventually(Duration::from_secs(30), || {
             let n = metric(&driftwatch_agent::metrics::render(&registry), &dup_series);
             async move { n.filter(|n| *n >= want) }

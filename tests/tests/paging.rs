@@ -290,3 +290,83 @@ async fn telemetry_that_stops_pages_and_its_return_resolves() {
     stop.cancel();
     handle.await.expect("join").expect("service ran");
 }
+
+/// Drift that stops: every condition that fired at Slack and PagerDuty is resolved there
+/// once its windows are clean again (3 in a row, the default), PagerDuty's resolve with
+/// the trigger's dedup key, each after its own trigger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drift_that_stops_resolves_every_page_it_raised() {
+    use driftwatch_detector::synth::Drift;
+    let (slack, slack_url) = WebhookReceiver::start().await.expect("slack");
+    let (pd, pd_url) = WebhookReceiver::start().await.expect("pagerduty");
+    let extra = format!(
+        "slack_webhook_url = \"{slack_url}\"\npagerduty_routing_key = \"TESTROUTINGKEY\"\npagerduty_url = \"{pd_url}\"\n"
+    );
+    // 2,000 reference predictions, 2,000 clean, 4,000 drifted, 6,000 clean again: 12
+    // windows of 1,000.
+    let out = driftwatch_e2e::pipeline_with(
+        "credit-recover",
+        &[
+            (4000, Drift::NONE),
+            (4000, Drift::DEMO),
+            (6000, Drift::NONE),
+        ],
+        12,
+        &extra,
+        false,
+    )
+    .await;
+    assert!(!out.alerts.is_empty(), "the drift alerts");
+    let settled = |r: &WebhookReceiver| {
+        let events = r.alerts();
+        let opened: BTreeSet<String> = events
+            .iter()
+            .filter(|e| e["event_action"] == "trigger")
+            .filter_map(|e| e["dedup_key"].as_str().map(str::to_owned))
+            .collect();
+        let closed: BTreeSet<String> = events
+            .iter()
+            .filter(|e| e["event_action"] == "resolve")
+            .filter_map(|e| e["dedup_key"].as_str().map(str::to_owned))
+            .collect();
+        (!opened.is_empty() && opened == closed).then_some(events)
+    };
+    let mut events = None;
+    for _ in 0..300 {
+        events = settled(&pd);
+        if events.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let events = events.unwrap_or_else(|| {
+        panic!(
+            "every PagerDuty trigger resolved with its dedup key: {:#?}",
+            pd.alerts()
+        )
+    });
+    for (i, e) in events.iter().enumerate() {
+        if e["event_action"] == "resolve" {
+            let key = &e["dedup_key"];
+            assert!(
+                events[..i]
+                    .iter()
+                    .any(|t| t["event_action"] == "trigger" && &t["dedup_key"] == key),
+                "a resolve after its trigger: {e}"
+            );
+        }
+    }
+    // Slack: a RESOLVED page for each condition that fired.
+    let pages: Vec<String> = slack
+        .alerts()
+        .iter()
+        .filter_map(|p| p["text"].as_str().map(str::to_owned))
+        .collect();
+    let fired = pages.iter().filter(|t| t.contains(" FIRING ")).count();
+    let resolved = pages.iter().filter(|t| t.contains(" RESOLVED ")).count();
+    assert!(fired > 0, "{pages:#?}");
+    assert_eq!(
+        resolved, fired,
+        "one resolve per condition fired: {pages:#?}"
+    );
+}
