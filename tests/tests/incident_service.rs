@@ -1,8 +1,8 @@
 //! From drifted telemetry to a corrective-action record, with the binaries as processes:
 //! agent -> Kafka -> detector -> alerts topic -> `driftwatch incident serve`. The incident
 //! opens once per condition (not once per window) with its evidence; an operator assesses
-//! and an approver decides `disable` through the CLI; the sidecar reports that system
-//! disabled (another system stays allowed); the deployer gets the decision's notice by
+//! and an approver decides `disable` through the CLI; both sidecars of the system (two
+//! replicas) report it disabled (another system stays allowed); the deployer gets the decision's notice by
 //! webhook (and, on the real broker, by e-mail through a real SMTP server, aiosmtpd)
 //! and acknowledges it through the links; `inform` takes the parties the notices
 //! reached; `enable` restores serving; the export and `audit verify` pass; a hand edit
@@ -196,6 +196,25 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
             .args(["--control-topic", &control])
             .arg("--data-dir")
             .arg(dir.join("agent")),
+    );
+    // A second replica of the model with its own sidecar: a decision reaches every agent
+    // of the system.
+    let agent2_addr = free_port();
+    let _agent2 = Proc::spawn(
+        "driftwatch-agent (second replica)",
+        dir.join("agent2.log"),
+        Command::new(binary("driftwatch-agent"))
+            .args([
+                "--listen",
+                &agent2_addr.to_string(),
+                "--brokers",
+                brokers,
+                "--topic",
+                &events,
+            ])
+            .args(["--control-topic", &control])
+            .arg("--data-dir")
+            .arg(dir.join("agent2")),
     );
     let detector_metrics = free_port();
     let mut detector = Proc::spawn(
@@ -487,6 +506,23 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
     .await
     .expect("the agent reports the system disabled");
     assert_eq!(serving["incident_id"], id.as_str());
+    let serving2 = eventually(Duration::from_secs(30), || {
+        let h = http.clone();
+        async move {
+            let s: Value = h
+                .get(format!("http://{agent2_addr}/v1/status?system_id={name}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (s["serving"] == "disabled").then_some(s)
+        }
+    })
+    .await
+    .expect("the second replica's agent reports the system disabled too");
+    assert_eq!(serving2["incident_id"], id.as_str());
 
     // The decisions to re-review: every prediction since the onset (window 2 starts at
     // prediction 4,000 of 8,000), read back from the events topic.
@@ -663,6 +699,24 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
     })
     .await
     .expect("the agent serves again after `enable`");
+    for agent in [agent_addr, agent2_addr] {
+        eventually(Duration::from_secs(30), || {
+            let h = http.clone();
+            async move {
+                let s: Value = h
+                    .get(format!("http://{agent}/v1/status?system_id={name}"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                (s["serving"] == "allowed").then_some(())
+            }
+        })
+        .await
+        .unwrap_or_else(|| panic!("agent {agent} serves again after `enable`"));
+    }
 
     // A signed checkpoint, published on its topic, and verify with it.
     let entries = get(&format!("{api}/v1/audit?limit=10000"), &viewer).await["entries"]
