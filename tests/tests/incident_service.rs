@@ -1,6 +1,7 @@
 //! From drifted telemetry to a corrective-action record, with the binaries as processes:
 //! agent -> Kafka -> detector -> alerts topic -> `driftwatch incident serve`. The incident
-//! opens once per condition (not once per window) with its evidence; an operator assesses
+//! opens once per condition (not once per window) with its evidence, and Slack and
+//! PagerDuty are paged once per condition (not per window); an operator assesses
 //! and an approver decides `disable` through the CLI; both sidecars of the system (two
 //! replicas) report it disabled (another system stays allowed); the deployer gets the decision's notice by
 //! webhook (and, on the real broker, by e-mail through a real SMTP server, aiosmtpd)
@@ -142,6 +143,8 @@ fn topics(name: &str) -> Vec<(String, i32)> {
 async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool, email: bool) {
     let dir = test_dir(name);
     let (hook, hook_url) = WebhookReceiver::start().await.expect("webhook");
+    let (slack, slack_url) = WebhookReceiver::start().await.expect("slack");
+    let (pd, pd_url) = WebhookReceiver::start().await.expect("pagerduty");
     let smtp = free_port();
     let mail_dir = dir.join("mail");
     let _smtp_sink = email.then(|| SmtpSink::start(&dir, smtp, &mail_dir));
@@ -164,7 +167,11 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
     let plan = dir.join("plan.toml");
     std::fs::write(
         &plan,
-        demo_plan_toml(name, 2000, 1000) + &plan_art72(&hook_url, email),
+        demo_plan_toml(name, 2000, 1000)
+            + &format!(
+                "slack_webhook_url = \"{slack_url}\"\npagerduty_routing_key = \"E2EKEY\"\npagerduty_url = \"{pd_url}\"\n"
+            )
+            + &plan_art72(&hook_url, email),
     )
     .expect("plan");
     let mut tokens = BTreeMap::new();
@@ -345,6 +352,54 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
     assert!(
         notes.iter().any(|n| n["lifecycle"]["status"] == "firing"),
         "the drift fires an episode"
+    );
+    // The on-call people are paged once per episode, not once per window: each firing
+    // notification on the topic reaches Slack and PagerDuty once.
+    let firing: std::collections::BTreeSet<String> = notes
+        .iter()
+        .filter(|n| n["lifecycle"]["status"] == "firing")
+        .filter_map(|n| n["lifecycle"]["fingerprint"].as_str().map(str::to_owned))
+        .collect();
+    let triggers = eventually(Duration::from_secs(30), || async {
+        let t: Vec<Value> = pd
+            .alerts()
+            .into_iter()
+            .filter(|e| e["event_action"] == "trigger")
+            .collect();
+        (t.len() >= firing.len()).then_some(t)
+    })
+    .await
+    .expect("a PagerDuty trigger per firing condition");
+    let keys: std::collections::BTreeSet<&str> = triggers
+        .iter()
+        .filter(|e| {
+            e["payload"]["summary"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("FIRING "))
+        })
+        .filter_map(|e| e["dedup_key"].as_str())
+        .collect();
+    assert_eq!(
+        keys.len(),
+        firing.len(),
+        "one trigger per condition: {triggers:#?}"
+    );
+    let pages = eventually(Duration::from_secs(30), || async {
+        let p: Vec<Value> = slack
+            .alerts()
+            .into_iter()
+            .filter(|p| p["text"].as_str().is_some_and(|t| t.contains(" FIRING ")))
+            .collect();
+        (p.len() >= firing.len()).then_some(p)
+    })
+    .await
+    .expect("a Slack page per firing condition");
+    assert_eq!(pages.len(), firing.len(), "one page per condition");
+    let windows = topic_alerts.len();
+    assert!(
+        firing.len() < windows,
+        "fewer pages ({}) than window alerts ({windows})",
+        firing.len()
     );
     let in_kafka = topic_alerts.len();
     let list = eventually(Duration::from_secs(60), || {
