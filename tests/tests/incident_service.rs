@@ -120,6 +120,20 @@ async fn get(url: &str, token: &str) -> Value {
         .expect("json")
 }
 
+/// The agent's status of `system` once it reports `want` as its serving state (30 s).
+async fn serving_state(agent: std::net::SocketAddr, system: &str, want: &str) -> Option<Value> {
+    eventually(Duration::from_secs(30), || async move {
+        let s: Value = reqwest::get(format!("http://{agent}/v1/status?system_id={system}"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (s["serving"] == want).then_some(s)
+    })
+    .await
+}
+
 /// The test's topics and their partitions.
 fn topics(name: &str) -> Vec<(String, i32)> {
     [
@@ -544,39 +558,13 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
     assert_eq!(decided["decision"]["decided_by"], "carol");
     assert_eq!(decided["state"], "action_decided");
     // The decision reaches the sidecar through the control topic.
-    let serving = eventually(Duration::from_secs(30), || {
-        let h = http.clone();
-        async move {
-            let s: Value = h
-                .get(format!("http://{agent_addr}/v1/status?system_id={name}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (s["serving"] == "disabled").then_some(s)
-        }
-    })
-    .await
-    .expect("the agent reports the system disabled");
+    let serving = serving_state(agent_addr, name, "disabled")
+        .await
+        .expect("the agent reports the system disabled");
     assert_eq!(serving["incident_id"], id.as_str());
-    let serving2 = eventually(Duration::from_secs(30), || {
-        let h = http.clone();
-        async move {
-            let s: Value = h
-                .get(format!("http://{agent2_addr}/v1/status?system_id={name}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (s["serving"] == "disabled").then_some(s)
-        }
-    })
-    .await
-    .expect("the second replica's agent reports the system disabled too");
+    let serving2 = serving_state(agent2_addr, name, "disabled")
+        .await
+        .expect("the second replica's agent reports the system disabled too");
     assert_eq!(serving2["incident_id"], id.as_str());
 
     // The decisions to re-review: every prediction since the onset (window 2 starts at
@@ -738,39 +726,10 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
         ],
     );
     assert_eq!(code, 0, "{err}");
-    eventually(Duration::from_secs(30), || {
-        let h = http.clone();
-        async move {
-            let s: Value = h
-                .get(format!("http://{agent_addr}/v1/status?system_id={name}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (s["serving"] == "allowed").then_some(())
-        }
-    })
-    .await
-    .expect("the agent serves again after `enable`");
     for agent in [agent_addr, agent2_addr] {
-        eventually(Duration::from_secs(30), || {
-            let h = http.clone();
-            async move {
-                let s: Value = h
-                    .get(format!("http://{agent}/v1/status?system_id={name}"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                (s["serving"] == "allowed").then_some(())
-            }
-        })
-        .await
-        .unwrap_or_else(|| panic!("agent {agent} serves again after `enable`"));
+        serving_state(agent, name, "allowed")
+            .await
+            .unwrap_or_else(|| panic!("agent {agent} serves again after `enable`"));
     }
 
     // A signed checkpoint, published on its topic, and verify with it.

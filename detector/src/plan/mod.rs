@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod art72;
+mod document;
 mod performance;
 mod signals;
 mod tables;
@@ -54,9 +55,10 @@ mod validate;
 
 pub use crate::method::{default_checks, Method, ALL_METHODS};
 pub use art72::{
-    md_cell, md_text, ActionSpec, Actions, Aspect, DecidedBy, GroupBy, IncidentSpec,
-    MonitoringSpec, Owner, Party, PartyKind, PlanChange, PlanWarning, PlannedAction, ReviewSpec,
+    ActionSpec, Actions, Aspect, DecidedBy, GroupBy, IncidentSpec, MonitoringSpec, Owner, Party,
+    PartyKind, PlanChange, PlanWarning, PlannedAction, ReviewSpec,
 };
+pub use document::{md_cell, md_text};
 pub use performance::{Calibration, PerfMetric, PerformanceSpec, Task, ALL_PERF_METRICS};
 pub use signals::{Check, Signal, Source};
 pub use tables::*;
