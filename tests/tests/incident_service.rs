@@ -627,17 +627,9 @@ async fn chain(brokers: &str, database: Option<String>, name: &str, create: bool
     assert_eq!(steps, ["assess", "decide"]);
 
     // Only that system stops: the same sidecar serves another one as before.
-    let other: Value = http
-        .get(format!(
-            "http://{agent_addr}/v1/status?system_id=another-system"
-        ))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(other["serving"], "allowed", "{other}");
+    // (Polled: a reused keep-alive connection may be closed under it.)
+    let other = serving_state(agent_addr, "another-system", "allowed").await;
+    assert!(other.is_some(), "another system stays allowed");
 
     // The deployer is told (Art. 20(1)): by webhook, and by e-mail through a real SMTP
     // server where the suite has one; it acknowledges through the links.
